@@ -1,0 +1,1 @@
+"""Adapters binding presence_core to the world."""

@@ -1,0 +1,89 @@
+"""The exception hierarchy of presence_core.
+
+Every error the core raises is a :class:`PresenceError`. Two branches say whose fault it was:
+
+* :class:`LocalProtocolError`: the caller broke the contract (a wrong argument type, tracking the
+  same presence twice, time going backwards, ...). Fix the calling code.
+* :class:`RemoteProtocolError`: another replica sent something no correct replica could send
+  (garbage bytes, a field of the wrong type, an unknown wire version). Drop the message, keep going.
+
+A failing call never changes state: the core validates first and commits after.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyTracked",
+    "ConfigurationError",
+    "LimitExceeded",
+    "LocalProtocolError",
+    "NoPresence",
+    "PresenceError",
+    "RemoteProtocolError",
+]
+
+
+class PresenceError(Exception):
+    """Base class of every error raised by presence_core. Never raised itself."""
+
+    def __init__(self, message: str) -> None:
+        if type(self) is PresenceError:
+            raise TypeError("PresenceError is abstract: raise a concrete subclass")
+        super().__init__(message)
+        self.message = message
+
+
+class LocalProtocolError(PresenceError):
+    """The caller misused the API; the object's state is exactly what it was before the call."""
+
+
+class ConfigurationError(LocalProtocolError, ValueError):
+    """A configuration value is invalid (for example ``down_period < 2 * broadcast_period``)."""
+
+
+class AlreadyTracked(LocalProtocolError):
+    """The exact ``(conn, topic, key)`` is already tracked by this replica.
+
+    Attributes:
+        conn: the connection id.
+        topic: the topic.
+        key: the presence key.
+    """
+
+    def __init__(self, conn: str, topic: str, key: str) -> None:
+        super().__init__(f"already tracked: conn={conn!r} topic={topic!r} key={key!r}")
+        self.conn = conn
+        self.topic = topic
+        self.key = key
+
+
+class NoPresence(LocalProtocolError):
+    """There is no presence for ``(conn, topic, key)`` to update.
+
+    Attributes:
+        conn: the connection id.
+        topic: the topic.
+        key: the presence key.
+    """
+
+    def __init__(self, conn: str, topic: str, key: str) -> None:
+        super().__init__(f"no presence: conn={conn!r} topic={topic!r} key={key!r}")
+        self.conn = conn
+        self.topic = topic
+        self.key = key
+
+
+class LimitExceeded(LocalProtocolError):
+    """A size limit was exceeded (for example a meta too large to replicate)."""
+
+
+class RemoteProtocolError(PresenceError):
+    """Another replica sent a message that no correct replica could send.
+
+    Attributes:
+        replica: the sending replica's name when it could be read, else ``None``.
+    """
+
+    def __init__(self, message: str, *, replica: str | None = None) -> None:
+        super().__init__(message)
+        self.replica = replica

@@ -1,0 +1,888 @@
+"""ReplicaState: the replicated presence CRDT (Phoenix.Tracker.State, SPEC §4).
+
+Theory of operation
+===================
+
+Every replica owns a set of presence *entries*. An entry's identity is
+``(owner, conn, topic, key)``: the owning replica incarnation, a connection id that only needs to
+be unique within that replica, the topic and the presence key. Each event of a replica (an add or a
+remove) consumes one *dot* ``(replica, clock)``; an entry is tagged with the dot of the add that
+created it.
+
+What a replica has observed is its *context* (a version vector: every dot ``1..n`` of replica ``r``
+seen) plus *clouds* (dots seen beyond a gap). A remote add is accepted when its dot was not seen
+yet and its owner is known (in the context); a stored remote entry is removed when a remote payload
+has *seen* its dot but no longer carries it (observed remove). Only the owner ever removes its own
+entries, and a merge never removes ours.
+
+Since the last broadcast, every local event is also recorded in the *pending delta*: the adds made
+in the window, every dot consumed, and the tombstones of removed entries (ours, and remote ones
+whose removal we learned through a merge, so that we gossip it on). The tracker broadcasts the
+delta every tick with :meth:`ReplicaState.take_delta`.
+
+Differences from Phoenix, all deliberate:
+
+* identity includes the owner, so two replicas that both use conn ``"c1"`` never collide and
+  add-add conflicts between replicas (upstream #214) cannot arise;
+* one stored row per identity: a merged add for a stored identity with a newer dot replaces the row
+  and reports the old row as a leave; an older dot is ignored (upstream #213);
+* replicas marked down are kept in a set that :meth:`ReplicaState.remove_down_replica` prunes
+  (upstream #179);
+* peers cannot advance our own clock or inject entries in our name.
+
+Storage
+=======
+
+Three indexes, chosen for the hot paths (join, merge, get_by_topic, replica_down):
+
+* ``_rows[owner][clock] -> Entry``: the values table by dot (merge, extract, up/down/remove);
+* ``_ids[owner][conn][(topic, key)] -> Entry``: identity lookups and leave of a whole connection;
+* ``_topics[topic][owner][clock] -> Entry``: listing a topic while skipping down owners wholesale.
+
+Our own dots are never parked in ``_clouds``: the context entry of our own replica is our clock,
+which already covers them. The pending delta keeps only its start clock, the adds and the
+tombstones; the window's own dots ``start+1..clock`` are materialised when the delta is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
+
+import attrs
+
+from ._errors import AlreadyTracked, LocalProtocolError, NoPresence
+from ._meta import JSONValue, Meta, copy_meta
+from ._vclock import Context, ReplicaRef, compact_cloud, dominates_or_equal, lowerbound, upperbound
+
+__all__ = [
+    "Delta",
+    "Entry",
+    "MergeResult",
+    "ReplicaState",
+    "Snapshot",
+    "merge_deltas",
+]
+
+Dot = tuple[ReplicaRef, int]
+
+
+class Entry(NamedTuple):
+    """One presence as the CRDT stores it.
+
+    Attributes:
+        topic: the topic the presence is in.
+        key: the presence key (several entries may share a key: one per connection).
+        conn: the connection id, unique within the owning replica.
+        meta: the metadata (read-only: it is the stored object).
+        owner: the replica incarnation that created the entry and alone may remove it.
+        clock: the owner's clock at the add; ``(owner, clock)`` is the entry's dot.
+    """
+
+    topic: str
+    key: str
+    conn: str
+    meta: Mapping[str, JSONValue]
+    owner: ReplicaRef
+    clock: int
+
+    @property
+    def dot(self) -> Dot:
+        """The entry's tag: ``(owner, clock)``."""
+        return (self.owner, self.clock)
+
+
+Values = Mapping[ReplicaRef, Mapping[int, Entry]]
+Clouds = Mapping[ReplicaRef, frozenset[int]]
+
+
+def _frozen_clouds(clouds: Mapping[ReplicaRef, Iterable[int]]) -> dict[ReplicaRef, frozenset[int]]:
+    return {replica: frozenset(dots) for replica, dots in clouds.items()}
+
+
+def _copied_values(values: Values) -> dict[ReplicaRef, dict[int, Entry]]:
+    return {owner: dict(rows) for owner, rows in values.items()}
+
+
+def _copied_context(context: Context) -> dict[ReplicaRef, int]:
+    return dict(context)
+
+
+def _check_payload(values: Values) -> None:
+    for owner, rows in values.items():
+        for clock, entry in rows.items():
+            if entry.owner != owner or entry.clock != clock:
+                raise ValueError(f"entry {entry!r} is filed under dot ({owner!r}, {clock})")
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """A full-state extract: what a transfer carries when no delta generation fits (SPEC §4.5).
+
+    Built by :meth:`ReplicaState.extract` (or decoded from the wire); merged with
+    :meth:`ReplicaState.merge`.
+
+    Attributes:
+        replica: the replica that extracted it.
+        context: its context, restricted to the replicas the requester knows.
+        clouds: its clouds, likewise restricted.
+        values: the entries, by owner then clock, without the requester's own and without those of
+            replicas the requester does not know.
+    """
+
+    replica: ReplicaRef
+    context: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
+    clouds: Mapping[ReplicaRef, frozenset[int]] = attrs.field(converter=_frozen_clouds)
+    values: Mapping[ReplicaRef, Mapping[int, Entry]] = attrs.field(converter=_copied_values)
+
+    def __attrs_post_init__(self) -> None:
+        _check_payload(self.values)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry carried, owner by owner."""
+        for rows in self.values.values():
+            yield from rows.values()
+
+
+@attrs.frozen(kw_only=True)
+class Delta:
+    """A delta-state: the events of one or more broadcast windows (SPEC §4.2).
+
+    Attributes:
+        replica: the replica that produced it.
+        values: the adds made in the window that were not removed within it, by owner then clock.
+        clouds: every dot of the window (adds, removes and tombstones of removed entries).
+        start: the context at the start of the window.
+        end: the context at the end of the window.
+    """
+
+    replica: ReplicaRef
+    values: Mapping[ReplicaRef, Mapping[int, Entry]] = attrs.field(converter=_copied_values)
+    clouds: Mapping[ReplicaRef, frozenset[int]] = attrs.field(converter=_frozen_clouds)
+    start: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
+    end: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
+
+    def __attrs_post_init__(self) -> None:
+        _check_payload(self.values)
+
+    @property
+    def size(self) -> int:
+        """Number of values plus number of dots in the clouds (the measure of delta size caps)."""
+        return sum(len(rows) for rows in self.values.values()) + sum(
+            len(dots) for dots in self.clouds.values()
+        )
+
+    def is_empty(self) -> bool:
+        """True if the window holds no event at all (no dot in any cloud)."""
+        return not any(self.clouds.values())
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry carried, owner by owner."""
+        for rows in self.values.values():
+            yield from rows.values()
+
+    def extract(self, remote_ref: ReplicaRef, remote_context: Context) -> Delta:
+        """This delta as sent to ``remote_ref``: only replicas it knows, never its own entries."""
+        known = remote_context.keys()
+        return Delta(
+            replica=self.replica,
+            values={
+                owner: rows
+                for owner, rows in self.values.items()
+                if owner != remote_ref and owner in known
+            },
+            clouds={r: dots for r, dots in self.clouds.items() if r in known},
+            start={r: c for r, c in self.start.items() if r in known},
+            end={r: c for r, c in self.end.items() if r in known},
+        )
+
+    def without_replica(self, replica: ReplicaRef) -> Delta:
+        """This delta with every trace of a permanently down ``replica`` removed."""
+        return Delta(
+            replica=self.replica,
+            values={owner: rows for owner, rows in self.values.items() if owner != replica},
+            clouds={r: dots for r, dots in self.clouds.items() if r != replica},
+            start={r: c for r, c in self.start.items() if r != replica},
+            end={r: c for r, c in self.end.items() if r != replica},
+        )
+
+
+def _in_clouds(clouds: Clouds, owner: ReplicaRef, clock: int) -> bool:
+    dots = clouds.get(owner)
+    return dots is not None and clock in dots
+
+
+def merge_deltas(a: Delta, b: Delta) -> Delta | None:
+    """Join two deltas into one covering both windows, or ``None`` if they are not contiguous.
+
+    Two deltas are contiguous when each one's end dominates-or-equals the other's start. The
+    result spans the lower bound of the starts to the upper bound of the ends and holds every dot
+    of both. A value survives unless the other delta observed its removal (has its dot without
+    the value); a concurrent add of a different dot always survives.
+    """
+    if not (dominates_or_equal(b.end, a.start) and dominates_or_equal(a.end, b.start)):
+        return None
+    clouds: dict[ReplicaRef, set[int]] = {r: set(dots) for r, dots in a.clouds.items()}
+    for replica, dots in b.clouds.items():
+        clouds.setdefault(replica, set()).update(dots)
+    values: dict[ReplicaRef, dict[int, Entry]] = {}
+    for owner, rows in a.values.items():
+        theirs = b.values.get(owner, {})
+        kept = {c: e for c, e in rows.items() if c in theirs or not _in_clouds(b.clouds, owner, c)}
+        if kept:
+            values[owner] = kept
+    for owner, rows in b.values.items():
+        ours = a.values.get(owner, {})
+        added = {
+            c: e for c, e in rows.items() if c not in ours and not _in_clouds(a.clouds, owner, c)
+        }
+        if added:
+            values.setdefault(owner, {}).update(added)
+    return Delta(
+        replica=a.replica,
+        values=values,
+        clouds=clouds,
+        start=lowerbound(a.start, b.start),
+        end=upperbound(a.end, b.end),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class MergeResult:
+    """What a merge (or a replica going up or down) changed in the visible presences.
+
+    Attributes:
+        joins: entries that appeared, in a deterministic order.
+        leaves: entries that disappeared; a replaced entry (a remote update) shows up here with its
+            old meta while the new one is in ``joins``.
+    """
+
+    joins: tuple[Entry, ...] = ()
+    leaves: tuple[Entry, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.joins or self.leaves)
+
+
+def _check_str(value: object, what: str) -> str:
+    if type(value) is not str:
+        raise LocalProtocolError(f"{what} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _check_ref(value: object, what: str) -> ReplicaRef:
+    if not isinstance(value, ReplicaRef):
+        raise LocalProtocolError(f"{what} must be a ReplicaRef, not {type(value).__name__}")
+    return value
+
+
+class ReplicaState:
+    """The presence CRDT of one replica (Phoenix.Tracker.State, SPEC §4, upstream bugs fixed).
+
+    It is a plain, synchronous, deterministic object: no clock, no randomness, no I/O. The
+    :class:`~presence_core.Tracker` drives one; experts and conformance tests may drive it directly.
+
+    Every method validates its arguments before changing anything: a call that raises leaves the
+    state exactly as it was.
+
+    Args:
+        replica: this replica's identity.
+
+    Raises:
+        LocalProtocolError: ``replica`` is not a :class:`ReplicaRef`.
+    """
+
+    __slots__ = (
+        "_clouds",
+        "_context",
+        "_delta_start",
+        "_delta_tombs",
+        "_delta_values",
+        "_down",
+        "_ids",
+        "_own_ids",
+        "_own_rows",
+        "_rows",
+        "_topics",
+        "replica",
+    )
+
+    def __init__(self, replica: ReplicaRef) -> None:
+        self.replica: ReplicaRef = _check_ref(replica, "replica")
+        self._context: dict[ReplicaRef, int] = {replica: 0}
+        self._clouds: dict[ReplicaRef, set[int]] = {}
+        self._own_rows: dict[int, Entry] = {}
+        self._rows: dict[ReplicaRef, dict[int, Entry]] = {replica: self._own_rows}
+        self._own_ids: dict[str, dict[tuple[str, str], Entry]] = {}
+        self._ids: dict[ReplicaRef, dict[str, dict[tuple[str, str], Entry]]] = {
+            replica: self._own_ids
+        }
+        self._topics: dict[str, dict[ReplicaRef, dict[int, Entry]]] = {}
+        self._down: set[ReplicaRef] = set()
+        self._delta_start = 0
+        self._delta_values: dict[int, Entry] = {}
+        self._delta_tombs: dict[ReplicaRef, set[int]] = {}
+
+    def __repr__(self) -> str:
+        return f"<ReplicaState {self.replica!r} clock={self.clock} entries={len(self)}>"
+
+    def __len__(self) -> int:
+        """Number of stored entries, including hidden entries of down replicas."""
+        return sum(len(rows) for rows in self._rows.values())
+
+    # ------------------------------------------------------------------ clocks
+
+    @property
+    def clock(self) -> int:
+        """This replica's own clock: the number of events it has made."""
+        return self._context[self.replica]
+
+    @property
+    def context(self) -> Mapping[ReplicaRef, int]:
+        """The full causal context, including replicas marked down (a read-only copy)."""
+        return dict(self._context)
+
+    @property
+    def clouds(self) -> Mapping[ReplicaRef, frozenset[int]]:
+        """Dots observed beyond the context, per replica (a read-only copy; empty sets omitted)."""
+        return {r: frozenset(dots) for r, dots in self._clouds.items() if dots}
+
+    def clocks(self) -> tuple[ReplicaRef, dict[ReplicaRef, int]]:
+        """What this replica announces: ``(replica, context without replicas marked down)``."""
+        down = self._down
+        if not down:
+            return self.replica, dict(self._context)
+        return self.replica, {r: c for r, c in self._context.items() if r not in down}
+
+    def seen(self, owner: ReplicaRef, clock: int) -> bool:
+        """True if the dot ``(owner, clock)`` is covered by the context or the clouds."""
+        known = self._context.get(owner)
+        if known is not None and clock <= known:
+            return True
+        dots = self._clouds.get(owner)
+        return dots is not None and clock in dots
+
+    # ------------------------------------------------------------------ replicas
+
+    def replicas(self) -> Mapping[ReplicaRef, bool]:
+        """Every replica in the context, mapped to ``True`` when up and ``False`` when down."""
+        down = self._down
+        return {r: r not in down for r in self._context}
+
+    def is_down(self, replica: ReplicaRef) -> bool:
+        """True if ``replica`` is marked down (its entries are hidden but kept)."""
+        return replica in self._down
+
+    def down_replicas(self) -> frozenset[ReplicaRef]:
+        """The replicas marked down and not yet removed."""
+        return frozenset(self._down)
+
+    def replica_up(self, replica: ReplicaRef) -> tuple[Entry, ...]:
+        """Mark ``replica`` up (adding it to the context at clock 0 if new).
+
+        Returns:
+            The joins: every entry stored for that replica (they become visible again after a
+            netsplit heals; a new replica has none).
+
+        Raises:
+            LocalProtocolError: ``replica`` is not a ReplicaRef or is this replica.
+        """
+        replica = self._check_other(replica)
+        self._context.setdefault(replica, 0)
+        self._rows.setdefault(replica, {})
+        self._down.discard(replica)
+        return tuple(self._rows[replica].values())
+
+    def replica_down(self, replica: ReplicaRef) -> tuple[Entry, ...]:
+        """Mark ``replica`` down: its entries are hidden from queries and clocks, but kept.
+
+        Returns:
+            The leaves: every entry stored for that replica.
+
+        Raises:
+            LocalProtocolError: ``replica`` is not a ReplicaRef or is this replica.
+        """
+        replica = self._check_other(replica)
+        self._down.add(replica)
+        rows = self._rows.get(replica)
+        return tuple(rows.values()) if rows else ()
+
+    def remove_down_replica(self, replica: ReplicaRef) -> tuple[Entry, ...]:
+        """Forget ``replica`` for good (permdown): its entries, context entry, clouds and status.
+
+        No leaves are due (they were reported when it went down). The replica also leaves the set
+        of down replicas, so a cluster that restarts nodes for months keeps constant bookkeeping.
+
+        Returns:
+            The entries that were deleted.
+
+        Raises:
+            LocalProtocolError: ``replica`` is not a ReplicaRef or is this replica.
+        """
+        replica = self._check_other(replica)
+        rows = self._rows.pop(replica, {})
+        self._ids.pop(replica, None)
+        topics = self._topics
+        for topic in {entry.topic for entry in rows.values()}:
+            by_owner = topics[topic]
+            del by_owner[replica]
+            if not by_owner:
+                del topics[topic]
+        self._context.pop(replica, None)
+        self._clouds.pop(replica, None)
+        self._delta_tombs.pop(replica, None)
+        self._down.discard(replica)
+        return tuple(rows.values())
+
+    def _check_other(self, replica: object) -> ReplicaRef:
+        ref = _check_ref(replica, "replica")
+        if ref == self.replica:
+            raise LocalProtocolError(f"{ref!r} is this replica itself")
+        return ref
+
+    # ------------------------------------------------------------------ local operations
+
+    def join(self, conn: str, topic: str, key: str, meta: Meta) -> Entry:
+        """Add a presence owned by this replica (one dot).
+
+        Returns:
+            The stored entry.
+
+        Raises:
+            AlreadyTracked: this replica already has ``(conn, topic, key)``.
+            LocalProtocolError: an argument has the wrong type or ``meta`` is not JSON-compatible.
+        """
+        if type(conn) is not str or type(topic) is not str or type(key) is not str:
+            _check_str(conn, "conn")
+            _check_str(topic, "topic")
+            _check_str(key, "key")
+        stored = copy_meta(meta)
+        by_conn = self._own_ids.get(conn)
+        if by_conn is None:
+            by_conn = self._own_ids[conn] = {}
+        elif (topic, key) in by_conn:
+            raise AlreadyTracked(conn, topic, key)
+        replica = self.replica
+        clock = self._context[replica] + 1
+        self._context[replica] = clock
+        entry = Entry(topic, key, conn, stored, replica, clock)
+        by_conn[(topic, key)] = entry
+        self._own_rows[clock] = entry
+        by_owner = self._topics.get(topic)
+        if by_owner is None:
+            self._topics[topic] = {replica: {clock: entry}}
+        else:
+            rows = by_owner.get(replica)
+            if rows is None:
+                by_owner[replica] = {clock: entry}
+            else:
+                rows[clock] = entry
+        self._delta_values[clock] = entry
+        return entry
+
+    def leave(self, conn: str, topic: str, key: str) -> Entry | None:
+        """Remove this replica's presence ``(conn, topic, key)`` (one dot), if there is one.
+
+        Returns:
+            The removed entry, or ``None`` when there was nothing to remove (no dot is used then).
+
+        Raises:
+            LocalProtocolError: an argument is not a str.
+        """
+        _check_str(conn, "conn")
+        _check_str(topic, "topic")
+        _check_str(key, "key")
+        by_conn = self._own_ids.get(conn)
+        entry = None if by_conn is None else by_conn.get((topic, key))
+        if entry is None:
+            return None
+        self._remove_own(entry)
+        return entry
+
+    def leave_conn(self, conn: str) -> tuple[Entry, ...]:
+        """Remove every presence of this replica's connection ``conn`` (one dot each).
+
+        Returns:
+            The removed entries, in the order they were added.
+
+        Raises:
+            LocalProtocolError: ``conn`` is not a str.
+        """
+        _check_str(conn, "conn")
+        by_conn = self._own_ids.get(conn)
+        if not by_conn:
+            return ()
+        removed = tuple(sorted(by_conn.values(), key=_by_clock))
+        for entry in removed:
+            self._remove_own(entry)
+        return removed
+
+    def update(self, conn: str, topic: str, key: str, meta: Meta) -> tuple[Entry, Entry]:
+        """Replace the meta of this replica's presence ``(conn, topic, key)`` (two dots).
+
+        The old dot is tombstoned, one dot is used for the remove and one for the new add; the
+        row is replaced in place, so readers never see the presence missing.
+
+        Returns:
+            ``(old_entry, new_entry)``.
+
+        Raises:
+            NoPresence: there is no such presence.
+            LocalProtocolError: an argument has the wrong type or ``meta`` is not JSON-compatible.
+        """
+        _check_str(conn, "conn")
+        _check_str(topic, "topic")
+        _check_str(key, "key")
+        by_conn = self._own_ids.get(conn)
+        old = None if by_conn is None else by_conn.get((topic, key))
+        if old is None or by_conn is None:
+            raise NoPresence(conn, topic, key)
+        stored = copy_meta(meta)
+        replica = self.replica
+        self._tombstone(replica, old.clock)
+        clock = self._context[replica] + 2
+        self._context[replica] = clock
+        new = Entry(topic, key, conn, stored, replica, clock)
+        by_conn[(topic, key)] = new
+        del self._own_rows[old.clock]
+        self._own_rows[clock] = new
+        rows = self._topics[topic][replica]
+        del rows[old.clock]
+        rows[clock] = new
+        self._delta_values[clock] = new
+        return old, new
+
+    def _remove_own(self, entry: Entry) -> None:
+        replica = self.replica
+        self._unlink(entry)
+        self._tombstone(replica, entry.clock)
+        self._context[replica] += 1
+
+    def _tombstone(self, owner: ReplicaRef, clock: int) -> None:
+        if owner == self.replica:
+            self._delta_values.pop(clock, None)
+        tombs = self._delta_tombs.get(owner)
+        if tombs is None:
+            self._delta_tombs[owner] = {clock}
+        else:
+            tombs.add(clock)
+
+    def _link(self, entry: Entry) -> None:
+        owner = entry.owner
+        self._rows[owner][entry.clock] = entry
+        ids = self._ids.get(owner)
+        if ids is None:
+            ids = self._ids[owner] = {}
+        by_conn = ids.get(entry.conn)
+        if by_conn is None:
+            ids[entry.conn] = {(entry.topic, entry.key): entry}
+        else:
+            by_conn[(entry.topic, entry.key)] = entry
+        by_owner = self._topics.get(entry.topic)
+        if by_owner is None:
+            self._topics[entry.topic] = {owner: {entry.clock: entry}}
+        else:
+            rows = by_owner.get(owner)
+            if rows is None:
+                by_owner[owner] = {entry.clock: entry}
+            else:
+                rows[entry.clock] = entry
+
+    def _unlink(self, entry: Entry) -> None:
+        owner = entry.owner
+        del self._rows[owner][entry.clock]
+        ids = self._ids[owner]
+        by_conn = ids[entry.conn]
+        del by_conn[(entry.topic, entry.key)]
+        if not by_conn:
+            del ids[entry.conn]
+        by_owner = self._topics[entry.topic]
+        rows = by_owner[owner]
+        del rows[entry.clock]
+        if not rows:
+            del by_owner[owner]
+            if not by_owner:
+                del self._topics[entry.topic]
+
+    # ------------------------------------------------------------------ queries
+
+    def get_by_topic(self, topic: str) -> list[Entry]:
+        """The visible entries of ``topic`` (entries of replicas marked down are hidden).
+
+        Entries come owner by owner (in the order owners first appeared in the topic), then in
+        the order they were stored.
+        """
+        by_owner = self._topics.get(topic)
+        if by_owner is None:
+            return []
+        down = self._down
+        if len(by_owner) == 1:
+            for owner, rows in by_owner.items():
+                return [] if owner in down else list(rows.values())
+        result: list[Entry] = []
+        for owner, rows in by_owner.items():
+            if owner not in down:
+                result.extend(rows.values())
+        return result
+
+    def count(self, topic: str) -> int:
+        """The number of visible entries of ``topic``, without building them."""
+        by_owner = self._topics.get(topic)
+        if by_owner is None:
+            return 0
+        down = self._down
+        return sum(len(rows) for owner, rows in by_owner.items() if owner not in down)
+
+    def get_by_key(self, topic: str, key: str) -> list[Entry]:
+        """The visible entries of ``topic`` under ``key`` (one per connection)."""
+        by_owner = self._topics.get(topic)
+        if by_owner is None:
+            return []
+        down = self._down
+        return [
+            entry
+            for owner, rows in by_owner.items()
+            if owner not in down
+            for entry in rows.values()
+            if entry.key == key
+        ]
+
+    def get_by_conn(self, conn: str, owner: ReplicaRef | None = None) -> list[Entry]:
+        """The entries of connection ``conn`` of ``owner`` (this replica by default).
+
+        Connection ids are only unique within their replica, hence the owner. Entries of a down
+        owner are hidden.
+        """
+        owner = self.replica if owner is None else owner
+        if owner in self._down:
+            return []
+        by_conn = self._ids.get(owner, {}).get(conn)
+        if not by_conn:
+            return []
+        return sorted(by_conn.values(), key=_by_clock)
+
+    def get(self, conn: str, topic: str, key: str, owner: ReplicaRef | None = None) -> Entry | None:
+        """The entry with this identity (``owner`` defaults to this replica), hidden or not."""
+        owner = self.replica if owner is None else owner
+        by_conn = self._ids.get(owner, {}).get(conn)
+        return None if by_conn is None else by_conn.get((topic, key))
+
+    def topics(self) -> list[str]:
+        """Every topic with at least one visible entry, sorted."""
+        down = self._down
+        return sorted(
+            topic
+            for topic, by_owner in self._topics.items()
+            if any(owner not in down for owner in by_owner)
+        )
+
+    def entries(self) -> Iterator[Entry]:
+        """Every stored entry, visible or hidden, owner by owner in dot order of storage."""
+        for rows in self._rows.values():
+            yield from rows.values()
+
+    def visible_entries(self) -> Iterator[Entry]:
+        """Every entry whose owner is not marked down."""
+        down = self._down
+        for owner, rows in self._rows.items():
+            if owner not in down:
+                yield from rows.values()
+
+    # ------------------------------------------------------------------ delta
+
+    def has_delta(self) -> bool:
+        """True if any event happened since the delta was last taken or reset."""
+        return self._context[self.replica] > self._delta_start or any(self._delta_tombs.values())
+
+    @property
+    def pending_delta(self) -> Delta:
+        """The pending delta, as a new :class:`Delta` (the state keeps it)."""
+        replica = self.replica
+        clock = self._context[replica]
+        clouds = {r: set(dots) for r, dots in self._delta_tombs.items() if dots}
+        if clock > self._delta_start:
+            clouds.setdefault(replica, set()).update(range(self._delta_start + 1, clock + 1))
+        return Delta(
+            replica=replica,
+            values={replica: self._delta_values} if self._delta_values else {},
+            clouds=clouds,
+            start={replica: self._delta_start},
+            end={replica: clock},
+        )
+
+    def reset_delta(self) -> None:
+        """Drop the pending delta and start a new window at the current clock."""
+        self._delta_start = self._context[self.replica]
+        self._delta_values = {}
+        self._delta_tombs = {}
+
+    def take_delta(self) -> Delta:
+        """Return the pending delta, then reset it and compact (what a broadcast does)."""
+        delta = self.pending_delta
+        self.reset_delta()
+        self.compact()
+        return delta
+
+    def compact(self) -> None:
+        """Fold contiguous cloud dots into the context (SPEC §4.4)."""
+        self._compact(list(self._clouds))
+
+    def _compact(self, replicas: Iterable[ReplicaRef]) -> None:
+        context = self._context
+        clouds = self._clouds
+        for replica in replicas:
+            dots = clouds.get(replica)
+            if not dots:
+                continue
+            base, remaining = compact_cloud(context.get(replica), dots)
+            if base is not None:
+                context[replica] = base
+            clouds[replica] = remaining
+
+    # ------------------------------------------------------------------ extract and merge
+
+    def extract(self, remote_ref: ReplicaRef, remote_context: Context) -> Snapshot:
+        """The full state as sent to ``remote_ref`` (SPEC §4.5).
+
+        Only replicas in ``remote_context`` are included (a requester never receives entries of a
+        replica it does not know or considers down), and never the requester's own entries.
+
+        Raises:
+            LocalProtocolError: ``remote_ref`` is not a ReplicaRef.
+        """
+        _check_ref(remote_ref, "remote_ref")
+        known = [r for r in remote_context if r in self._context]
+        return Snapshot(
+            replica=self.replica,
+            context={r: self._context[r] for r in known},
+            clouds={r: self._clouds[r] for r in known if r in self._clouds},
+            values={r: self._rows[r] for r in known if r != remote_ref and self._rows.get(r)},
+        )
+
+    def merge(self, remote: Snapshot | Delta) -> MergeResult:
+        """Merge a full extract or a delta from another replica (SPEC §4.6).
+
+        Adds whose dot we have not seen are accepted if their owner is known; stored remote entries
+        whose dot the remote has seen but no longer carries are removed (and tombstoned in our
+        pending delta, so we gossip the removal on). Merging the same payload twice changes nothing
+        the second time.
+
+        Returns:
+            The joins and leaves. A remote update is a leave of the old entry and a join of the new.
+
+        Raises:
+            LocalProtocolError: ``remote`` is neither a Snapshot nor a Delta.
+        """
+        if isinstance(remote, Snapshot):
+            remote_context: Mapping[ReplicaRef, int] = remote.context
+        elif isinstance(remote, Delta):
+            remote_context = {}
+        else:
+            raise LocalProtocolError(
+                f"can only merge a Snapshot or a Delta, not {type(remote).__name__}"
+            )
+        me = self.replica
+        context = self._context
+        clouds = self._clouds
+        remote_values = remote.values
+        remote_clouds = remote.clouds
+
+        # 1. Adds we have not seen, of owners we know (never our own: only we make those).
+        adds: list[Entry] = []
+        for owner, rows in remote_values.items():
+            known = context.get(owner)
+            if known is None or owner == me:
+                continue
+            dots = clouds.get(owner)
+            if dots:
+                adds.extend(e for c, e in rows.items() if c > known and c not in dots)
+            else:
+                adds.extend(e for c, e in rows.items() if c > known)
+
+        # 2. Observed removes: our copies of remote entries that the remote has seen but dropped.
+        removed: list[Entry] = []
+        for owner in _union_keys(remote_context, remote_clouds):
+            stored = self._rows.get(owner)
+            if not stored or owner == me:
+                continue
+            carried = remote_values.get(owner, {})
+            upto = remote_context.get(owner, 0)
+            observed = remote_clouds.get(owner, frozenset())
+            if upto == 0 and len(observed) < len(stored):
+                candidates: Iterable[Entry] = [stored[c] for c in sorted(observed) if c in stored]
+            else:
+                candidates = list(stored.values())
+            removed.extend(
+                e
+                for e in candidates
+                if e.clock not in carried and (e.clock <= upto or e.clock in observed)
+            )
+
+        if not adds and not removed:
+            self._merge_causality(remote_context, remote_clouds, ())
+            return MergeResult()
+
+        leaves: list[Entry] = []
+        for entry in removed:
+            self._unlink(entry)
+            self._tombstone(entry.owner, entry.clock)
+            leaves.append(entry)
+
+        # 3. Adds: one row per identity; a newer dot of the owner replaces, an older one is stale.
+        joins: list[Entry] = []
+        superseded: set[int] = set()
+        for entry in adds:
+            ids = self._ids.get(entry.owner)
+            by_conn = None if ids is None else ids.get(entry.conn)
+            old = None if by_conn is None else by_conn.get((entry.topic, entry.key))
+            if old is not None:
+                if old.clock > entry.clock:
+                    continue
+                self._unlink(old)
+                if self.seen(old.owner, old.clock):
+                    leaves.append(old)
+                else:
+                    superseded.add(id(old))
+            self._link(entry)
+            joins.append(entry)
+        if superseded:
+            joins = [e for e in joins if id(e) not in superseded]
+
+        self._merge_causality(remote_context, remote_clouds, removed)
+        return MergeResult(joins=tuple(joins), leaves=tuple(leaves))
+
+    def _merge_causality(
+        self, remote_context: Context, remote_clouds: Clouds, removed: Iterable[Entry]
+    ) -> None:
+        me = self.replica
+        context = self._context
+        clouds = self._clouds
+        touched: list[ReplicaRef] = []
+        for replica, dots in remote_clouds.items():
+            if dots and replica in context and replica != me:
+                mine = clouds.get(replica)
+                if mine is None:
+                    clouds[replica] = set(dots)
+                else:
+                    mine.update(dots)
+                touched.append(replica)
+        for entry in removed:
+            cloud = clouds.get(entry.owner)
+            if cloud is not None:
+                cloud.discard(entry.clock)
+        for replica, clock in remote_context.items():
+            known = context.get(replica)
+            if known is not None and clock > known and replica != me:
+                context[replica] = clock
+                touched.append(replica)
+        self._compact(touched)
+
+
+def _by_clock(entry: Entry) -> int:
+    return entry.clock
+
+
+def _union_keys(a: Mapping[ReplicaRef, object], b: Mapping[ReplicaRef, object]) -> list[ReplicaRef]:
+    keys = list(a)
+    keys.extend(k for k in b if k not in a)
+    return keys

@@ -1,0 +1,187 @@
+"""Version vectors (causal contexts), dot clouds and clock sets.
+
+Named ``_vclock`` rather than ``_clock`` on purpose: nothing here reads time. A *context* maps a
+replica to the highest clock such that every dot ``1..clock`` of that replica has been observed; a
+*cloud* is the set of observed dots beyond a gap. A *clock* is ``(replica, context)``, what a
+replica announces in its heartbeats.
+
+The semantics are Phoenix.Tracker.Clock's, including two quirks that the tracker's transfer logic
+relies on (SPEC §3.5, §4.4):
+
+* :func:`dominates` first compares sizes, so ``{a: 1}`` does not dominate ``{a: 1, b: 0}``;
+* :func:`dominates_or_equal` only looks at the keys of its *first* argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+__all__ = [
+    "Clock",
+    "Context",
+    "ReplicaRef",
+    "append_clock",
+    "compact_cloud",
+    "dominates",
+    "dominates_or_equal",
+    "filter_replicas",
+    "lowerbound",
+    "upperbound",
+]
+
+
+class _ReplicaRefFields(NamedTuple):
+    name: str
+    vsn: int
+
+
+class ReplicaRef(_ReplicaRefFields):
+    """The identity of one replica incarnation: its ``name`` and its ``vsn`` (incarnation).
+
+    A restarted node keeps its name and gets a new ``vsn``, which makes it a new replica: the
+    presences of the old incarnation are retired, never confused with the new ones. The adapter
+    chooses ``vsn`` (for example from the wall clock at start); the core never does.
+
+    It is a named tuple, so it is hashable, cheap, ordered (by name, then vsn) and prints as valid
+    Python.
+
+    Raises:
+        TypeError: if ``name`` is not a ``str`` or ``vsn`` is not an ``int``.
+        ValueError: if ``name`` is empty or ``vsn`` is negative.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, vsn: int) -> ReplicaRef:
+        if not isinstance(name, str):
+            raise TypeError(f"ReplicaRef.name must be a str, not {type(name).__name__}")
+        if type(vsn) is not int:
+            raise TypeError(f"ReplicaRef.vsn must be an int, not {type(vsn).__name__}")
+        if not name:
+            raise ValueError("ReplicaRef.name must not be empty")
+        if vsn < 0:
+            raise ValueError(f"ReplicaRef.vsn must be >= 0, not {vsn}")
+        return super().__new__(cls, name, vsn)
+
+    def __repr__(self) -> str:
+        return f"ReplicaRef({self.name!r}, {self.vsn!r})"
+
+
+Context = Mapping[ReplicaRef, int]
+"""A version vector: replica -> highest clock with no gap below it."""
+
+Clock = tuple[ReplicaRef, Context]
+"""What a replica announces: its own ref and its context (down replicas omitted)."""
+
+
+def dominates(a: Context, b: Context) -> bool:
+    """True if ``a`` has seen everything ``b`` has (Phoenix ``Clock.dominates?``).
+
+    ``a`` must have at least as many entries as ``b``; then every replica of ``b`` must have a
+    clock in ``a`` (0 when absent) that is at least as high.
+    """
+    if len(a) < len(b):
+        return False
+    get = a.get
+    return all(get(replica, 0) >= clock for replica, clock in b.items())
+
+
+def dominates_or_equal(a: Context, b: Context) -> bool:
+    """True if ``a`` is at least ``b`` on the replicas of ``a`` (Phoenix ``dominates_or_equal?``).
+
+    Two empty contexts are equal; an empty ``a`` never dominates a non-empty ``b``; replicas that
+    only ``b`` knows are ignored.
+    """
+    if not a:
+        return not b
+    get = b.get
+    return all(clock >= get(replica, 0) for replica, clock in a.items())
+
+
+def upperbound(a: Context, b: Context) -> dict[ReplicaRef, int]:
+    """Key-wise maximum over the union of both contexts."""
+    result = dict(a)
+    for replica, clock in b.items():
+        mine = result.get(replica)
+        if mine is None or clock > mine:
+            result[replica] = clock
+    return result
+
+
+def lowerbound(a: Context, b: Context) -> dict[ReplicaRef, int]:
+    """Key-wise minimum over the union of both contexts (a key on one side only keeps its value)."""
+    result = dict(a)
+    for replica, clock in b.items():
+        mine = result.get(replica)
+        if mine is None or clock < mine:
+            result[replica] = clock
+    return result
+
+
+def filter_replicas(context: Context, replicas: Iterable[ReplicaRef]) -> dict[ReplicaRef, int]:
+    """The part of ``context`` about ``replicas`` (unknown replicas are ignored)."""
+    return {replica: context[replica] for replica in replicas if replica in context}
+
+
+def compact_cloud(base: int | None, cloud: Iterable[int]) -> tuple[int | None, set[int]]:
+    """Fold the contiguous part of a replica's cloud into its context clock.
+
+    Args:
+        base: the replica's context clock, or ``None`` when the context has no entry for it.
+        cloud: the replica's observed dots beyond the context.
+
+    Returns:
+        ``(new_base, remaining_cloud)``. Dots at or below the context are dropped; dot 1 of a
+        replica without a context entry starts one (Phoenix's compaction does the same).
+    """
+    remaining: set[int] = set()
+    for dot in sorted(cloud):
+        if base is not None and dot == base + 1:
+            base = dot
+        elif base is not None and dot <= base:
+            continue
+        elif base is None and dot == 1:
+            base = 1
+        else:
+            remaining.add(dot)
+    return base, remaining
+
+
+def _combine(clockset: Sequence[Clock]) -> dict[ReplicaRef, int]:
+    combined: dict[ReplicaRef, int] = {}
+    for _, context in clockset:
+        combined = upperbound(context, combined)
+    return combined
+
+
+def append_clock(clockset: Sequence[Clock], clock: Clock) -> list[Clock]:
+    """Add a replica's clock to a clock set, keeping only the clocks worth a transfer (SPEC §3.5).
+
+    * an empty context is ignored;
+    * a clock that dominates the upper bound of the set replaces the whole set;
+    * a clock that the upper bound dominates is not added;
+    * otherwise every clock it dominates is dropped, and it is added unless every remaining clock
+      dominates it.
+
+    The set is never mutated; a new list is returned.
+    """
+    replica, context = clock
+    if not context:
+        return list(clockset)
+    big = _combine(clockset)
+    if dominates(context, big):
+        return [clock]
+    if dominates(big, context):
+        return list(clockset)
+    kept: list[Clock] = []
+    insert = False
+    for other in clockset:
+        if dominates(context, other[1]):
+            insert = True
+        else:
+            kept.append(other)
+            insert = insert or not dominates(other[1], context)
+    if insert:
+        kept.append((replica, context))
+    return kept
