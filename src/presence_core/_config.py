@@ -1,0 +1,99 @@
+"""TrackerConfig: Phoenix.Tracker's options, in seconds, validated on construction (SPEC §2.1)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import attrs
+
+from ._errors import ConfigurationError
+
+__all__ = ["TrackerConfig"]
+
+
+def _sizes(value: Iterable[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
+def _positive_number(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{what} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{what} must be positive and finite, not {value!r}")
+    return float(value)
+
+
+def _positive_int(what: str, value: object) -> int:
+    if type(value) is not int or value < 1:
+        raise ConfigurationError(f"{what} must be an int >= 1, not {value!r}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class TrackerConfig:
+    """How a :class:`~presence_core.Tracker` replicates and detects failures.
+
+    Times are seconds on the adapter's monotonic clock. Defaults are Phoenix's.
+
+    Raises:
+        ConfigurationError: a value has the wrong type or is out of range, ``down_period`` is below
+            twice ``broadcast_period``, or ``permdown_period`` is not larger than ``down_period``
+            (the same two rules, with the same messages, as Phoenix).
+    """
+
+    broadcast_period: float = 1.5
+    """Tick interval: delta broadcast, transfer sampling and down detection run once per tick."""
+
+    max_silent_periods: int = 10
+    """Ticks without a delta before an empty heartbeat goes out (so idle heartbeats come every
+    ``(max_silent_periods + 1) * broadcast_period``: 16.5 s by default)."""
+
+    down_period: float | None = None
+    """A replica silent for longer than this is marked down (its presences leave, but are kept).
+    ``None`` means ``broadcast_period * max_silent_periods * 2`` (30 s by default)."""
+
+    permdown_period: float = 1200.0
+    """A replica silent for longer than this is permanently down: its presences are deleted."""
+
+    clock_sample_periods: int = 2
+    """Ticks over which received clocks are collected before deciding whom to ask for a transfer."""
+
+    max_delta_sizes: tuple[int, ...] = attrs.field(default=(100, 1000, 10000), converter=_sizes)
+    """Size caps of the delta generations kept to answer transfer requests, smallest first."""
+
+    max_meta_bytes: int = 16384
+    """Largest meta (as compact JSON) that ``track`` and ``update`` accept."""
+
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest encoded replica message the codec accepts or produces."""
+
+    def __attrs_post_init__(self) -> None:
+        broadcast = _positive_number("broadcast_period", self.broadcast_period)
+        _positive_int("max_silent_periods", self.max_silent_periods)
+        _positive_int("clock_sample_periods", self.clock_sample_periods)
+        _positive_int("max_meta_bytes", self.max_meta_bytes)
+        _positive_int("max_message_bytes", self.max_message_bytes)
+        if self.down_period is not None:
+            _positive_number("down_period", self.down_period)
+        down = self.effective_down_period
+        permdown = _positive_number("permdown_period", self.permdown_period)
+        if not self.max_delta_sizes or any(
+            type(size) is not int or size < 1 for size in self.max_delta_sizes
+        ):
+            raise ConfigurationError(
+                f"max_delta_sizes must be ints >= 1, not {self.max_delta_sizes!r}"
+            )
+        if down < 2 * broadcast:
+            raise ConfigurationError(
+                "down_period must be at least twice as large as the broadcast_period"
+            )
+        if permdown <= down:
+            raise ConfigurationError("permdown_period must be at least larger than the down_period")
+
+    @property
+    def effective_down_period(self) -> float:
+        """``down_period``, or its default derived from the broadcast period when ``None``."""
+        if self.down_period is None:
+            return self.broadcast_period * self.max_silent_periods * 2
+        return float(self.down_period)

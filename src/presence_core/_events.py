@@ -1,0 +1,60 @@
+"""What the tracker tells the application (past tense): diffs and replica liveness changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Union
+
+import attrs
+
+from ._state import Entry
+from ._vclock import ReplicaRef
+
+__all__ = ["Event", "PresenceDiff", "ReplicaDown", "ReplicaPermdown", "ReplicaUp"]
+
+
+def _entries(value: Iterable[Entry]) -> tuple[Entry, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class PresenceDiff:
+    """Presences joined and left one topic, as Phoenix's ``handle_diff`` reports them.
+
+    An update of a presence is one diff holding the new entry in ``joins`` and the old one in
+    ``leaves`` (its meta's ``phx_ref_prev`` names the old ``phx_ref``).
+
+    Attributes:
+        topic: the topic.
+        joins: entries that appeared.
+        leaves: entries that disappeared.
+    """
+
+    topic: str
+    joins: tuple[Entry, ...] = attrs.field(default=(), converter=_entries)
+    leaves: tuple[Entry, ...] = attrs.field(default=(), converter=_entries)
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaUp:
+    """A remote replica was heard from for the first time, or again after being down."""
+
+    replica: ReplicaRef
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaDown:
+    """A remote replica was silent for longer than the down period (or is leaving)."""
+
+    replica: ReplicaRef
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaPermdown:
+    """A remote replica is gone for good: its presences were deleted."""
+
+    replica: ReplicaRef
+
+
+Event = Union[PresenceDiff, ReplicaUp, ReplicaDown, ReplicaPermdown]  # noqa: UP007
+"""Any event :meth:`Tracker.next_event <presence_core.Tracker.next_event>` returns."""
