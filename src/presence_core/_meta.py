@@ -26,7 +26,7 @@ Meta = Mapping[str, JSONValue]
 MAX_DEPTH = 32
 """Nesting deeper than this is refused (it protects the recursive copy and the codec)."""
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def copy_meta(meta: object) -> dict[str, JSONValue]:
@@ -39,9 +39,13 @@ def copy_meta(meta: object) -> dict[str, JSONValue]:
             carry (non-finite floats, bytes, sets and other objects are refused), or it nests
             deeper than ``MAX_DEPTH``.
     """
-    if not isinstance(meta, Mapping):
+    if type(meta) is not dict and not isinstance(meta, Mapping):
         raise LocalProtocolError(f"meta must be a mapping, not {type(meta).__name__}")
-    return _copy_object(meta, "meta", 0)
+    # Fast path: the usual flat meta of strings and numbers needs only a shallow copy.
+    for key, item in meta.items():
+        if type(key) is not str or type(item) not in _SCALARS:
+            return _copy_object(meta, "meta", 0)
+    return dict(meta)
 
 
 def _copy_object(value: Mapping[object, object], path: str, depth: int) -> dict[str, JSONValue]:

@@ -293,6 +293,7 @@ class ReplicaState:
     """
 
     __slots__ = (
+        "_clock",
         "_clouds",
         "_context",
         "_delta_start",
@@ -301,7 +302,7 @@ class ReplicaState:
         "_down",
         "_ids",
         "_own_ids",
-        "_own_rows",
+        "_own_topics",
         "_rows",
         "_topics",
         "replica",
@@ -309,15 +310,19 @@ class ReplicaState:
 
     def __init__(self, replica: ReplicaRef) -> None:
         self.replica: ReplicaRef = _check_ref(replica, "replica")
-        self._context: dict[ReplicaRef, int] = {replica: 0}
+        # Our own clock lives in ``_clock``; ``_context`` holds the other replicas only.
+        self._clock = 0
+        self._context: dict[ReplicaRef, int] = {}
         self._clouds: dict[ReplicaRef, set[int]] = {}
-        self._own_rows: dict[int, Entry] = {}
-        self._rows: dict[ReplicaRef, dict[int, Entry]] = {replica: self._own_rows}
+        # Rows of the other replicas by dot; ours are found through ``_own_topics``.
+        self._rows: dict[ReplicaRef, dict[int, Entry]] = {}
         self._own_ids: dict[str, dict[tuple[str, str], Entry]] = {}
         self._ids: dict[ReplicaRef, dict[str, dict[tuple[str, str], Entry]]] = {
             replica: self._own_ids
         }
         self._topics: dict[str, dict[ReplicaRef, dict[int, Entry]]] = {}
+        # Our own rows of each topic: the same dicts as ``_topics[topic][replica]``.
+        self._own_topics: dict[str, dict[int, Entry]] = {}
         self._down: set[ReplicaRef] = set()
         self._delta_start = 0
         self._delta_values: dict[int, Entry] = {}
@@ -328,19 +333,26 @@ class ReplicaState:
 
     def __len__(self) -> int:
         """Number of stored entries, including hidden entries of down replicas."""
-        return sum(len(rows) for rows in self._rows.values())
+        own = sum(len(rows) for rows in self._own_topics.values())
+        return own + sum(len(rows) for rows in self._rows.values())
+
+    def _own_by_dot(self) -> dict[int, Entry]:
+        rows: dict[int, Entry] = {}
+        for topic_rows in self._own_topics.values():
+            rows.update(topic_rows)
+        return rows
 
     # ------------------------------------------------------------------ clocks
 
     @property
     def clock(self) -> int:
         """This replica's own clock: the number of events it has made."""
-        return self._context[self.replica]
+        return self._clock
 
     @property
     def context(self) -> Mapping[ReplicaRef, int]:
         """The full causal context, including replicas marked down (a read-only copy)."""
-        return dict(self._context)
+        return {self.replica: self._clock, **self._context}
 
     @property
     def clouds(self) -> Mapping[ReplicaRef, frozenset[int]]:
@@ -350,12 +362,17 @@ class ReplicaState:
     def clocks(self) -> tuple[ReplicaRef, dict[ReplicaRef, int]]:
         """What this replica announces: ``(replica, context without replicas marked down)``."""
         down = self._down
+        context = {self.replica: self._clock}
         if not down:
-            return self.replica, dict(self._context)
-        return self.replica, {r: c for r, c in self._context.items() if r not in down}
+            context.update(self._context)
+        else:
+            context.update((r, c) for r, c in self._context.items() if r not in down)
+        return self.replica, context
 
     def seen(self, owner: ReplicaRef, clock: int) -> bool:
         """True if the dot ``(owner, clock)`` is covered by the context or the clouds."""
+        if owner == self.replica:
+            return clock <= self._clock
         known = self._context.get(owner)
         if known is not None and clock <= known:
             return True
@@ -367,7 +384,7 @@ class ReplicaState:
     def replicas(self) -> Mapping[ReplicaRef, bool]:
         """Every replica in the context, mapped to ``True`` when up and ``False`` when down."""
         down = self._down
-        return {r: r not in down for r in self._context}
+        return {self.replica: True, **{r: r not in down for r in self._context}}
 
     def is_down(self, replica: ReplicaRef) -> bool:
         """True if ``replica`` is marked down (its entries are hidden but kept)."""
@@ -457,26 +474,25 @@ class ReplicaState:
             _check_str(topic, "topic")
             _check_str(key, "key")
         stored = copy_meta(meta)
+        replica = self.replica
+        clock = self._clock + 1
+        entry = _new_entry(Entry, (topic, key, conn, stored, replica, clock))
+        identity = (topic, key)
         by_conn = self._own_ids.get(conn)
         if by_conn is None:
-            by_conn = self._own_ids[conn] = {}
-        elif (topic, key) in by_conn:
+            self._own_ids[conn] = {identity: entry}
+        elif by_conn.setdefault(identity, entry) is not entry:
             raise AlreadyTracked(conn, topic, key)
-        replica = self.replica
-        clock = self._context[replica] + 1
-        self._context[replica] = clock
-        entry = Entry(topic, key, conn, stored, replica, clock)
-        by_conn[(topic, key)] = entry
-        self._own_rows[clock] = entry
-        by_owner = self._topics.get(topic)
-        if by_owner is None:
-            self._topics[topic] = {replica: {clock: entry}}
-        else:
-            rows = by_owner.get(replica)
-            if rows is None:
-                by_owner[replica] = {clock: entry}
+        self._clock = clock
+        rows = self._own_topics.get(topic)
+        if rows is None:
+            rows = self._own_topics[topic] = {}
+            by_owner = self._topics.get(topic)
+            if by_owner is None:
+                self._topics[topic] = {replica: rows}
             else:
-                rows[clock] = entry
+                by_owner[replica] = rows
+        rows[clock] = entry
         self._delta_values[clock] = entry
         return entry
 
@@ -540,13 +556,11 @@ class ReplicaState:
         stored = copy_meta(meta)
         replica = self.replica
         self._tombstone(replica, old.clock)
-        clock = self._context[replica] + 2
-        self._context[replica] = clock
+        clock = self._clock + 2
+        self._clock = clock
         new = Entry(topic, key, conn, stored, replica, clock)
         by_conn[(topic, key)] = new
-        del self._own_rows[old.clock]
-        self._own_rows[clock] = new
-        rows = self._topics[topic][replica]
+        rows = self._own_topics[topic]
         del rows[old.clock]
         rows[clock] = new
         self._delta_values[clock] = new
@@ -556,7 +570,7 @@ class ReplicaState:
         replica = self.replica
         self._unlink(entry)
         self._tombstone(replica, entry.clock)
-        self._context[replica] += 1
+        self._clock += 1
 
     def _tombstone(self, owner: ReplicaRef, clock: int) -> None:
         if owner == self.replica:
@@ -590,7 +604,8 @@ class ReplicaState:
 
     def _unlink(self, entry: Entry) -> None:
         owner = entry.owner
-        del self._rows[owner][entry.clock]
+        if owner != self.replica:
+            del self._rows[owner][entry.clock]
         ids = self._ids[owner]
         by_conn = ids[entry.conn]
         del by_conn[(entry.topic, entry.key)]
@@ -601,6 +616,8 @@ class ReplicaState:
         del rows[entry.clock]
         if not rows:
             del by_owner[owner]
+            if owner == self.replica:
+                del self._own_topics[entry.topic]
             if not by_owner:
                 del self._topics[entry.topic]
 
@@ -677,12 +694,16 @@ class ReplicaState:
         )
 
     def entries(self) -> Iterator[Entry]:
-        """Every stored entry, visible or hidden, owner by owner in dot order of storage."""
+        """Every stored entry, visible or hidden: ours first, then each other owner's."""
+        for own in self._own_topics.values():
+            yield from own.values()
         for rows in self._rows.values():
             yield from rows.values()
 
     def visible_entries(self) -> Iterator[Entry]:
-        """Every entry whose owner is not marked down."""
+        """Every entry whose owner is not marked down: ours first, then each other owner's."""
+        for own in self._own_topics.values():
+            yield from own.values()
         down = self._down
         for owner, rows in self._rows.items():
             if owner not in down:
@@ -692,13 +713,13 @@ class ReplicaState:
 
     def has_delta(self) -> bool:
         """True if any event happened since the delta was last taken or reset."""
-        return self._context[self.replica] > self._delta_start or any(self._delta_tombs.values())
+        return self._clock > self._delta_start or any(self._delta_tombs.values())
 
     @property
     def pending_delta(self) -> Delta:
         """The pending delta, as a new :class:`Delta` (the state keeps it)."""
         replica = self.replica
-        clock = self._context[replica]
+        clock = self._clock
         clouds = {r: set(dots) for r, dots in self._delta_tombs.items() if dots}
         if clock > self._delta_start:
             clouds.setdefault(replica, set()).update(range(self._delta_start + 1, clock + 1))
@@ -712,7 +733,7 @@ class ReplicaState:
 
     def reset_delta(self) -> None:
         """Drop the pending delta and start a new window at the current clock."""
-        self._delta_start = self._context[self.replica]
+        self._delta_start = self._clock
         self._delta_values = {}
         self._delta_tombs = {}
 
@@ -751,12 +772,18 @@ class ReplicaState:
             LocalProtocolError: ``remote_ref`` is not a ReplicaRef.
         """
         _check_ref(remote_ref, "remote_ref")
-        known = [r for r in remote_context if r in self._context]
+        me = self.replica
+        context = self.context
+        known = [r for r in remote_context if r in context]
         return Snapshot(
-            replica=self.replica,
-            context={r: self._context[r] for r in known},
+            replica=me,
+            context={r: context[r] for r in known},
             clouds={r: self._clouds[r] for r in known if r in self._clouds},
-            values={r: self._rows[r] for r in known if r != remote_ref and self._rows.get(r)},
+            values={
+                r: self._own_by_dot() if r == me else self._rows[r]
+                for r in known
+                if r != remote_ref and (self._own_topics if r == me else self._rows.get(r))
+            },
         )
 
     def merge(self, remote: Snapshot | Delta) -> MergeResult:
@@ -876,6 +903,10 @@ class ReplicaState:
                 context[replica] = clock
                 touched.append(replica)
         self._compact(touched)
+
+
+_new_entry = tuple.__new__
+"""Builds an Entry without the named tuple's Python-level ``__new__`` (join is a hot path)."""
 
 
 def _by_clock(entry: Entry) -> int:
