@@ -6,6 +6,8 @@ change without notice.
 
 from __future__ import annotations
 
+from ._config import TrackerConfig as TrackerConfig
+from ._deltas import DeltaGenerations as DeltaGenerations
 from ._errors import AlreadyTracked as AlreadyTracked
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import LimitExceeded as LimitExceeded
@@ -13,14 +15,39 @@ from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import NoPresence as NoPresence
 from ._errors import PresenceError as PresenceError
 from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._events import Event as Event
+from ._events import PresenceDiff as PresenceDiff
+from ._events import ReplicaDown as ReplicaDown
+from ._events import ReplicaPermdown as ReplicaPermdown
+from ._events import ReplicaUp as ReplicaUp
+from ._liveness import TRANSITIONS as TRANSITIONS
+from ._liveness import LivenessAction as LivenessAction
+from ._liveness import LivenessInput as LivenessInput
+from ._liveness import ReplicaStatus as ReplicaStatus
+from ._messages import GracefulPermdown as GracefulPermdown
+from ._messages import Heartbeat as Heartbeat
+from ._messages import Message as Message
+from ._messages import Outbound as Outbound
+from ._messages import TransferAck as TransferAck
+from ._messages import TransferRequest as TransferRequest
 from ._meta import JSONValue as JSONValue
 from ._meta import Meta as Meta
+from ._presence import PresenceMap as PresenceMap
+from ._presence import encode_frame as encode_frame
+from ._presence import group as group
+from ._presence import presence_diff_frame as presence_diff_frame
+from ._presence import presence_diff_payload as presence_diff_payload
+from ._presence import presence_state_frame as presence_state_frame
+from ._refs import RefGenerator as RefGenerator
 from ._state import Delta as Delta
 from ._state import Entry as Entry
 from ._state import MergeResult as MergeResult
 from ._state import ReplicaState as ReplicaState
 from ._state import Snapshot as Snapshot
 from ._state import merge_deltas as merge_deltas
+from ._tracker import MetaUpdater as MetaUpdater
+from ._tracker import ReplicaInfo as ReplicaInfo
+from ._tracker import Tracker as Tracker
 from ._vclock import Clock as Clock
 from ._vclock import Context as Context
 from ._vclock import ReplicaRef as ReplicaRef
@@ -38,22 +65,49 @@ __all__ = [
     "ConfigurationError",
     "Context",
     "Delta",
+    "DeltaGenerations",
     "Entry",
+    "Event",
+    "GracefulPermdown",
+    "Heartbeat",
     "JSONValue",
     "LimitExceeded",
+    "LivenessAction",
+    "LivenessInput",
     "LocalProtocolError",
     "MergeResult",
+    "Message",
     "Meta",
+    "MetaUpdater",
     "NoPresence",
+    "Outbound",
+    "PresenceDiff",
     "PresenceError",
+    "PresenceMap",
+    "RefGenerator",
     "RemoteProtocolError",
+    "ReplicaDown",
+    "ReplicaInfo",
+    "ReplicaPermdown",
     "ReplicaRef",
     "ReplicaState",
+    "ReplicaStatus",
+    "ReplicaUp",
     "Snapshot",
+    "TRANSITIONS",
+    "Tracker",
+    "TrackerConfig",
+    "TransferAck",
+    "TransferRequest",
     "append_clock",
     "dominates",
     "dominates_or_equal",
+    "encode_frame",
+    "group",
     "lowerbound",
     "merge_deltas",
+    "presence_diff_frame",
+    "presence_diff_payload",
+    "presence_state_frame",
     "upperbound",
 ]

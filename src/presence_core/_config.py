@@ -13,7 +13,12 @@ __all__ = ["TrackerConfig"]
 
 
 def _sizes(value: Iterable[int]) -> tuple[int, ...]:
-    return tuple(value)
+    try:
+        return tuple(value)
+    except TypeError:
+        raise ConfigurationError(
+            f"max_delta_sizes must be a sequence of ints, not {value!r}"
+        ) from None
 
 
 def _positive_number(what: str, value: object) -> float:

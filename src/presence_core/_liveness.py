@@ -32,6 +32,7 @@ its record). A pair missing from the table cannot happen for a correct tracker a
 from __future__ import annotations
 
 import enum
+import types
 from collections.abc import Mapping
 from typing import Final
 
@@ -75,19 +76,21 @@ _A = LivenessAction
 
 TRANSITIONS: Final[
     Mapping[tuple[ReplicaStatus, LivenessInput], tuple[ReplicaStatus, tuple[LivenessAction, ...]]]
-] = {
-    (_S.UNKNOWN, _I.HEARTBEAT): (_S.UP, (_A.UP,)),
-    (_S.UP, _I.HEARTBEAT): (_S.UP, ()),
-    (_S.UP, _I.SILENCE_DOWN_PERIOD): (_S.DOWN, (_A.DOWN,)),
-    (_S.UP, _I.SILENCE_PERMDOWN_PERIOD): (_S.UNKNOWN, (_A.DOWN, _A.PERMDOWN)),
-    (_S.UP, _I.NEW_INCARNATION): (_S.UNKNOWN, (_A.DOWN, _A.PERMDOWN)),
-    (_S.UP, _I.GRACEFUL_PERMDOWN): (_S.UNKNOWN, (_A.DOWN, _A.PERMDOWN)),
-    (_S.DOWN, _I.HEARTBEAT): (_S.UP, (_A.UP,)),
-    (_S.DOWN, _I.SILENCE_DOWN_PERIOD): (_S.DOWN, ()),
-    (_S.DOWN, _I.SILENCE_PERMDOWN_PERIOD): (_S.UNKNOWN, (_A.PERMDOWN,)),
-    (_S.DOWN, _I.NEW_INCARNATION): (_S.UNKNOWN, (_A.PERMDOWN,)),
-    (_S.DOWN, _I.GRACEFUL_PERMDOWN): (_S.UNKNOWN, (_A.PERMDOWN,)),
-}
+] = types.MappingProxyType(
+    {
+        (_S.UNKNOWN, _I.HEARTBEAT): (_S.UP, (_A.UP,)),
+        (_S.UP, _I.HEARTBEAT): (_S.UP, ()),
+        (_S.UP, _I.SILENCE_DOWN_PERIOD): (_S.DOWN, (_A.DOWN,)),
+        (_S.UP, _I.SILENCE_PERMDOWN_PERIOD): (_S.UNKNOWN, (_A.DOWN, _A.PERMDOWN)),
+        (_S.UP, _I.NEW_INCARNATION): (_S.UNKNOWN, (_A.DOWN, _A.PERMDOWN)),
+        (_S.UP, _I.GRACEFUL_PERMDOWN): (_S.UNKNOWN, (_A.DOWN, _A.PERMDOWN)),
+        (_S.DOWN, _I.HEARTBEAT): (_S.UP, (_A.UP,)),
+        (_S.DOWN, _I.SILENCE_DOWN_PERIOD): (_S.DOWN, ()),
+        (_S.DOWN, _I.SILENCE_PERMDOWN_PERIOD): (_S.UNKNOWN, (_A.PERMDOWN,)),
+        (_S.DOWN, _I.NEW_INCARNATION): (_S.UNKNOWN, (_A.PERMDOWN,)),
+        (_S.DOWN, _I.GRACEFUL_PERMDOWN): (_S.UNKNOWN, (_A.PERMDOWN,)),
+    }
+)
 """``(status, input) -> (new status, actions)``: every legal liveness transition."""
 
 

@@ -846,7 +846,7 @@ class ReplicaState:
             )
 
         if not adds and not removed:
-            self._merge_causality(remote_context, remote_clouds, ())
+            self._merge_causality(remote_context, remote_clouds)
             return MergeResult()
 
         leaves: list[Entry] = []
@@ -875,12 +875,10 @@ class ReplicaState:
         if superseded:
             joins = [e for e in joins if id(e) not in superseded]
 
-        self._merge_causality(remote_context, remote_clouds, removed)
+        self._merge_causality(remote_context, remote_clouds)
         return MergeResult(joins=tuple(joins), leaves=tuple(leaves))
 
-    def _merge_causality(
-        self, remote_context: Context, remote_clouds: Clouds, removed: Iterable[Entry]
-    ) -> None:
+    def _merge_causality(self, remote_context: Context, remote_clouds: Clouds) -> None:
         me = self.replica
         context = self._context
         clouds = self._clouds
@@ -893,10 +891,8 @@ class ReplicaState:
                 else:
                     mine.update(dots)
                 touched.append(replica)
-        for entry in removed:
-            cloud = clouds.get(entry.owner)
-            if cloud is not None:
-                cloud.discard(entry.clock)
+        # Unlike Phoenix, the dots of removed entries stay in the clouds: they have been observed,
+        # and forgetting one beyond a gap would let a redelivered add bring the entry back.
         for replica, clock in remote_context.items():
             known = context.get(replica)
             if known is not None and clock > known and replica != me:

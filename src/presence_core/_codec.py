@@ -1,0 +1,764 @@
+"""The wire codec: replica messages to bytes and back (DESIGN §3.3, ``docs/wire.rst``).
+
+Theory of operation
+===================
+
+A message travels as one JSON document, UTF-8, in a versioned, self-describing envelope::
+
+    {"clock":[["node-a",1,5]],"delta":null,"sender":["node-a",1],"type":"heartbeat","v":1}
+
+Encoding is canonical: object keys sorted, no whitespace, non-ASCII characters written as UTF-8
+rather than escaped, every list in a fixed order (replicas by ``(name, vsn)``, entries by clock,
+dots as ascending runs). So the same message always gives the same bytes, whatever the order of
+the dicts and sets it was built from.
+
+Decoding trusts nothing. Each step has its own guard, and every failure is a
+:class:`RemoteProtocolError` whose message starts with the path of the offending field
+(``heartbeat.clock[2].vsn: expected a non-negative int, got 'x'``):
+
+1. size, before anything else is looked at (``max_bytes``);
+2. strict UTF-8, then JSON with the non-standard constants (``NaN``, ``Infinity``), non-finite
+   numbers (``1e400``), duplicate object keys, nesting too deep for the parser and integers too
+   long for Python's conversion limit all refused;
+3. the envelope: the version first (an unknown ``v`` is refused, never guessed at), then the
+   type, then the sender (so later errors can name the replica that sent them);
+4. every field, with no field missing and no unknown field, ints that are ints (``true`` is not
+   ``1`` here) in range, no duplicate replica or dot, dots as ascending disjoint runs whose
+   expansion stays under ``max_dots`` (a DoS guard: ``[[1, 9e18]]`` is 18 bytes), metas that are
+   JSON objects within :func:`~presence_core._meta.copy_meta`'s rules, and every entry inside
+   what its payload claims to have seen.
+
+Entries are the bulk of a full-state transfer, so their loop checks the common case with one
+combined condition and only on failure calls the slow path that works out which field is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from itertools import chain
+from typing import Any, Final, NoReturn, Union
+
+from ._errors import LimitExceeded, LocalProtocolError, RemoteProtocolError
+from ._messages import GracefulPermdown, Heartbeat, Message, TransferAck, TransferRequest
+from ._meta import copy_meta
+from ._state import Delta, Entry, Snapshot
+from ._vclock import ReplicaRef
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_DOTS",
+    "MAX_WIRE_INT",
+    "WIRE_VERSION",
+    "decode_message",
+    "encode_message",
+]
+
+WIRE_VERSION: Final = 1
+"""The envelope version this codec writes and the only one it reads."""
+
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+"""Largest message encoded or decoded by default (``TrackerConfig.max_message_bytes``'s default)."""
+
+DEFAULT_MAX_DOTS: Final = 1_000_000
+"""Most dots a decoded message may hold once its runs are expanded."""
+
+MAX_WIRE_INT: Final = 2**63 - 1
+"""Largest vsn, clock, dot or request id on the wire (a signed 64-bit int, for other languages)."""
+
+_HEARTBEAT: Final = "heartbeat"
+_TRANSFER_REQUEST: Final = "transfer_request"
+_TRANSFER_ACK: Final = "transfer_ack"
+_GRACEFUL_PERMDOWN: Final = "graceful_permdown"
+
+_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    _HEARTBEAT: ("v", "type", "sender", "clock", "delta"),
+    _TRANSFER_REQUEST: ("v", "type", "request_id", "sender", "clock"),
+    _TRANSFER_ACK: ("v", "type", "request_id", "sender", "payload"),
+    _GRACEFUL_PERMDOWN: ("v", "type", "sender"),
+}
+_DELTA_FIELDS: Final = ("replica", "values", "clouds", "start", "end")
+_SNAPSHOT_FIELDS: Final = ("replica", "context", "clouds", "values")
+_PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "delta": ("kind", *_DELTA_FIELDS),
+    "snapshot": ("kind", *_SNAPSHOT_FIELDS),
+}
+
+# A canonical encoder never writes a \uXXXX escape for a surrogate (it writes characters as
+# UTF-8), so this cheap scan of the text is almost always a miss; on a hit the parsed document
+# is searched for the lone surrogate that a valid pair would not have left behind.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+# A parsed meta is a fresh dict of JSON values whose keys are strings and whose numbers are
+# finite, so a flat one already satisfies copy_meta and is kept as it is; only a nested one can
+# break a rule (the depth limit) and goes through copy_meta.
+_CONTAINERS: Final = frozenset({dict, list})
+
+
+# ---------------------------------------------------------------------------------- encoding
+
+
+_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+)
+
+
+def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """Encode a replica message as canonical JSON bytes.
+
+    Equal messages give equal bytes, however their dicts and sets were ordered (metas compare
+    by value, so ``{"n": 1}`` and ``{"n": 1.0}`` are equal but encode differently).
+
+    Metas are written as they are stored: the codec trusts that they passed
+    :func:`~presence_core._meta.copy_meta` on their way into the state, and only checks what JSON
+    itself cannot write.
+
+    Args:
+        message: the message.
+        max_bytes: the largest encoding allowed.
+
+    Returns:
+        The UTF-8 bytes of the JSON document.
+
+    Raises:
+        LimitExceeded: the encoding is longer than ``max_bytes``.
+        LocalProtocolError: ``message`` is not a message, ``max_bytes`` is not an int >= 1, or the
+            message holds something the wire cannot carry (an int out of range, a dot below 1, a
+            non-str entry field, a non-JSON meta, a string that is not valid Unicode, or an entry
+            its payload has not seen).
+    """
+    _check_limit("max_bytes", max_bytes, 1)
+    document: dict[str, object]
+    if isinstance(message, Heartbeat):
+        document = {
+            "v": WIRE_VERSION,
+            "type": _HEARTBEAT,
+            "sender": _encode_ref(message.sender, "heartbeat.sender"),
+            "clock": _encode_context(message.clock, "heartbeat.clock"),
+            "delta": None
+            if message.delta is None
+            else _encode_delta(message.delta, "heartbeat.delta"),
+        }
+    elif isinstance(message, TransferRequest):
+        document = {
+            "v": WIRE_VERSION,
+            "type": _TRANSFER_REQUEST,
+            "request_id": _encode_int(message.request_id, "transfer_request.request_id", 0),
+            "sender": _encode_ref(message.sender, "transfer_request.sender"),
+            "clock": _encode_context(message.clock, "transfer_request.clock"),
+        }
+    elif isinstance(message, TransferAck):
+        payload = message.payload
+        if isinstance(payload, Delta):
+            body = _encode_delta(payload, "transfer_ack.payload")
+            body["kind"] = "delta"
+        else:
+            body = _encode_snapshot(payload, "transfer_ack.payload")
+            body["kind"] = "snapshot"
+        document = {
+            "v": WIRE_VERSION,
+            "type": _TRANSFER_ACK,
+            "request_id": _encode_int(message.request_id, "transfer_ack.request_id", 0),
+            "sender": _encode_ref(message.sender, "transfer_ack.sender"),
+            "payload": body,
+        }
+    elif isinstance(message, GracefulPermdown):
+        document = {
+            "v": WIRE_VERSION,
+            "type": _GRACEFUL_PERMDOWN,
+            "sender": _encode_ref(message.sender, "graceful_permdown.sender"),
+        }
+    else:
+        raise LocalProtocolError(f"cannot encode a {type(message).__name__}: not a Message")
+    try:
+        data = _ENCODER.encode(document).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(
+            f"{document['type']}: a string is not valid Unicode ({exc.reason}: "
+            f"{exc.object[exc.start : exc.end]!r}) and cannot be encoded as UTF-8"
+        ) from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise LocalProtocolError(
+            f"{document['type']}: a meta is not JSON-compatible ({exc})"
+        ) from exc
+    if len(data) > max_bytes:
+        raise LimitExceeded(
+            f"{document['type']}: the encoding is {len(data)} bytes, over max_bytes={max_bytes}"
+        )
+    return data
+
+
+def _check_limit(what: str, value: object, low: int) -> None:
+    if type(value) is not int or value < low:
+        raise LocalProtocolError(f"{what} must be an int >= {low}, not {value!r}")
+
+
+def _encode_int(value: object, path: str, low: int) -> int:
+    if type(value) is not int or not low <= value <= MAX_WIRE_INT:
+        raise LocalProtocolError(
+            f"{path}: the wire carries ints from {low} to 2**63 - 1, not {value!r}"
+        )
+    return value
+
+
+def _encode_ref(ref: object, path: str) -> list[object]:
+    if not isinstance(ref, ReplicaRef):
+        raise LocalProtocolError(f"{path}: expected a ReplicaRef, not {type(ref).__name__}")
+    return [ref.name, _encode_int(ref.vsn, f"{path}.vsn", 0)]
+
+
+def _encode_context(context: Mapping[ReplicaRef, int], path: str) -> list[list[object]]:
+    result: list[list[object]] = []
+    for ref in _sorted_refs(context, path):
+        result.append(
+            [ref.name, _encode_int(ref.vsn, f"{path}.vsn", 0), _encode_int(context[ref], path, 0)]
+        )
+    return result
+
+
+def _sorted_refs(mapping: Iterable[object], path: str) -> list[ReplicaRef]:
+    refs: list[ReplicaRef] = []
+    for ref in mapping:
+        if not isinstance(ref, ReplicaRef):
+            raise LocalProtocolError(f"{path}: keys must be ReplicaRefs, not {type(ref).__name__}")
+        refs.append(ref)
+    refs.sort()
+    return refs
+
+
+def _encode_runs(dots: Iterable[object], path: str) -> list[list[int]]:
+    ordered: list[int] = []
+    for dot in dots:
+        if type(dot) is not int or not 1 <= dot <= MAX_WIRE_INT:
+            raise LocalProtocolError(f"{path}: dots are ints from 1 to 2**63 - 1, not {dot!r}")
+        ordered.append(dot)
+    ordered.sort()
+    runs: list[list[int]] = []
+    run: list[int] = []
+    for dot in ordered:
+        if run and dot == run[1] + 1:
+            run[1] = dot
+        else:
+            run = [dot, dot]
+            runs.append(run)
+    return runs
+
+
+def _encode_clouds(clouds: Mapping[ReplicaRef, Iterable[int]], path: str) -> list[list[object]]:
+    return [
+        [ref.name, _encode_int(ref.vsn, f"{path}.vsn", 0), _encode_runs(clouds[ref], path)]
+        for ref in _sorted_refs(clouds, path)
+    ]
+
+
+def _encode_values(
+    values: Mapping[ReplicaRef, Mapping[int, Entry]],
+    path: str,
+    context: Mapping[ReplicaRef, int] | None,
+    clouds: Mapping[ReplicaRef, frozenset[int]],
+) -> list[list[object]]:
+    result: list[list[object]] = []
+    for owner in _sorted_refs(values, path):
+        if context is None:
+            upto = 0
+        elif owner in context:
+            upto = context[owner]
+        else:
+            raise LocalProtocolError(f"{path}: owner {_ref_text(owner)} is not in the context")
+        cloud = clouds.get(owner, frozenset())
+        rows = values[owner]
+        entries: list[list[object]] = []
+        for clock in sorted(rows):
+            entry = rows[clock]
+            if not (
+                type(clock) is int
+                and 1 <= clock <= MAX_WIRE_INT
+                and (clock <= upto or clock in cloud)
+                and type(entry.topic) is str
+                and type(entry.key) is str
+                and type(entry.conn) is str
+            ):
+                raise LocalProtocolError(
+                    f"{path}: entry {entry!r} cannot be sent: clocks are ints from 1 to 2**63 - 1, "
+                    "the payload must have seen its dot, and conn, topic and key are str"
+                )
+            entries.append([clock, entry.conn, entry.topic, entry.key, entry.meta])
+        result.append([owner.name, _encode_int(owner.vsn, f"{path}.vsn", 0), entries])
+    return result
+
+
+def _encode_delta(delta: Delta, path: str) -> dict[str, object]:
+    start, end = delta.start, delta.end
+    for ref, clock in end.items():
+        if ref in start and clock < start[ref]:
+            raise LocalProtocolError(
+                f"{path}: the end clock {clock} of {_ref_text(ref)} is below its start clock "
+                f"{start[ref]}"
+            )
+    return {
+        "replica": _encode_ref(delta.replica, f"{path}.replica"),
+        "values": _encode_values(delta.values, f"{path}.values", None, delta.clouds),
+        "clouds": _encode_clouds(delta.clouds, f"{path}.clouds"),
+        "start": _encode_context(start, f"{path}.start"),
+        "end": _encode_context(end, f"{path}.end"),
+    }
+
+
+def _encode_snapshot(snapshot: Snapshot, path: str) -> dict[str, object]:
+    return {
+        "replica": _encode_ref(snapshot.replica, f"{path}.replica"),
+        "context": _encode_context(snapshot.context, f"{path}.context"),
+        "clouds": _encode_clouds(snapshot.clouds, f"{path}.clouds"),
+        "values": _encode_values(
+            snapshot.values, f"{path}.values", snapshot.context, snapshot.clouds
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------- decoding
+
+
+class _BadJSON(Exception):
+    """Raised from inside the JSON parser's hooks; turned into a RemoteProtocolError."""
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise _BadJSON(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf
+        raise _BadJSON(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        duplicate = next(key for key, count in counts.items() if count > 1)
+        raise _BadJSON(f"duplicate key {_show(duplicate)} in an object")
+    return result
+
+
+_DECODER: Final = json.JSONDecoder(
+    parse_float=_finite_float, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+)
+
+
+def decode_message(
+    data: bytes | bytearray | memoryview,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_dots: int = DEFAULT_MAX_DOTS,
+) -> Message:
+    """Decode and validate bytes from another replica.
+
+    Args:
+        data: the bytes received.
+        max_bytes: bytes longer than this are refused before being parsed.
+        max_dots: the most dots the message may hold once its runs are expanded.
+
+    Returns:
+        The message: a :class:`Heartbeat`, :class:`TransferRequest`, :class:`TransferAck` or
+        :class:`GracefulPermdown`, equal to the one that was encoded.
+
+    Raises:
+        RemoteProtocolError: the bytes are not a valid message of this wire version. The message
+            names the offending field; ``.replica`` is the sender's name when it could be read.
+        LocalProtocolError: ``data`` is not bytes-like, or a limit is not an int (>= 1 for
+            ``max_bytes``, >= 0 for ``max_dots``).
+    """
+    if isinstance(data, (bytes, bytearray)):
+        size = len(data)
+    elif isinstance(data, memoryview):
+        try:
+            size = data.nbytes
+        except ValueError as exc:  # a released memoryview
+            raise LocalProtocolError(f"cannot read the data: {exc}") from exc
+    else:
+        raise LocalProtocolError(
+            f"data must be bytes, bytearray or memoryview, not {type(data).__name__}"
+        )
+    _check_limit("max_bytes", max_bytes, 1)
+    _check_limit("max_dots", max_dots, 0)
+    if size > max_bytes:
+        raise RemoteProtocolError(f"message: {size} bytes, over max_bytes={max_bytes}")
+    raw = data if isinstance(data, bytes) else bytes(data)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError(
+            f"message: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from exc
+    try:
+        document = _DECODER.decode(text)
+    except _BadJSON as exc:
+        raise RemoteProtocolError(f"message: not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise RemoteProtocolError("message: not valid JSON: it nests too deeply") from exc
+    except ValueError as exc:  # json.JSONDecodeError, and ints over Python's digit limit
+        raise RemoteProtocolError(f"message: not valid JSON: {exc}") from exc
+    return _Reader(max_dots, _SURROGATE_ESCAPE.search(text) is not None).message(document)
+
+
+def _show(value: object) -> str:
+    """A short rendering of a JSON value for an error message."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is str:
+        return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+    if type(value) is int:
+        text = str(value)
+        return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+    if type(value) is float:
+        return repr(value)
+    if type(value) is list:
+        return f"an array of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if type(value) is dict:
+        return f"an object of {len(value)} field{'' if len(value) == 1 else 's'}"
+    return type(value).__name__  # pragma: no cover (JSON has no other types)
+
+
+def _ref_text(ref: ReplicaRef) -> str:
+    return f"[{ref.name!r}, {ref.vsn}]"
+
+
+_Trail = Union[tuple["_Trail", Union[str, int]], None]  # noqa: UP007 (a runtime alias on 3.10)
+"""A path in a JSON document, innermost step last: ``((None, "delta"), 0)`` is ``.delta[0]``."""
+
+
+def _render(root: str, trail: _Trail) -> str:
+    steps: list[str] = []
+    while trail is not None:
+        trail, step = trail
+        steps.append(f"[{step}]" if type(step) is int else f".{step}")
+    return root + "".join(reversed(steps))
+
+
+def _is_text(value: str) -> bool:
+    return _SURROGATE.search(value) is None
+
+
+class _Reader:
+    """The validation of one decoded JSON document (one per message: it counts dots)."""
+
+    __slots__ = ("check_text", "dots_left", "max_dots", "replica")
+
+    def __init__(self, max_dots: int, check_text: bool) -> None:
+        self.max_dots = max_dots
+        self.dots_left = max_dots
+        self.check_text = check_text
+        self.replica: str | None = None
+
+    def error(self, path: str, problem: str) -> RemoteProtocolError:
+        return RemoteProtocolError(f"{path}: {problem}", replica=self.replica)
+
+    def fail(self, path: str, problem: str) -> NoReturn:
+        raise self.error(path, problem)
+
+    def expected(self, path: str, what: str, value: object) -> NoReturn:
+        self.fail(path, f"expected {what}, got {_show(value)}")
+
+    # -------------------------------------------------------------- envelope
+
+    def message(self, document: object) -> Message:
+        if type(document) is not dict:
+            self.expected("message", "a JSON object", document)
+        if "v" not in document:
+            self.fail("message.v", "missing field (the wire version)")
+        version = document["v"]
+        if type(version) is not int:
+            self.expected("message.v", f"the wire version {WIRE_VERSION}", version)
+        if version != WIRE_VERSION:
+            self.fail(
+                "message.v",
+                f"unsupported wire version {_show(version)} (this codec speaks {WIRE_VERSION})",
+            )
+        if "type" not in document:
+            self.fail("message.type", "missing field")
+        kind = document["type"]
+        if type(kind) is not str or kind not in _FIELDS:
+            self.expected("message.type", f"one of {', '.join(_FIELDS)}", kind)
+        if "sender" not in document:
+            self.fail(f"{kind}.sender", "missing field")
+        sender = self.ref(document["sender"], f"{kind}.sender")
+        self.replica = sender.name
+        self.fields(document, kind, _FIELDS[kind])
+        if self.check_text:
+            self.find_lone_surrogate(document, kind)
+        if kind == _HEARTBEAT:
+            raw_delta = document["delta"]
+            if raw_delta is not None and type(raw_delta) is not dict:
+                self.expected("heartbeat.delta", "null or an object", raw_delta)
+            return Heartbeat(
+                sender=sender,
+                clock=self.context(document["clock"], "heartbeat.clock"),
+                delta=None
+                if raw_delta is None
+                else self.delta(
+                    self.fields(raw_delta, "heartbeat.delta", _DELTA_FIELDS), "heartbeat.delta"
+                ),
+            )
+        if kind == _TRANSFER_REQUEST:
+            return TransferRequest(
+                request_id=self.number(document["request_id"], "transfer_request.request_id", 0),
+                sender=sender,
+                clock=self.context(document["clock"], "transfer_request.clock"),
+            )
+        if kind == _TRANSFER_ACK:
+            request_id = self.number(document["request_id"], "transfer_ack.request_id", 0)
+            return TransferAck(
+                request_id=request_id,
+                sender=sender,
+                payload=self.payload(document["payload"], "transfer_ack.payload"),
+            )
+        return GracefulPermdown(sender=sender)
+
+    def fields(self, value: dict[str, Any], path: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """``value``, once it is known to hold exactly the fields ``names``."""
+        if len(value) != len(names) or not all(name in value for name in names):
+            for name in names:
+                if name not in value:
+                    self.fail(f"{path}.{name}", "missing field")
+            unknown = sorted(name for name in value if name not in names)
+            self.fail(path, f"unknown field {_show(unknown[0])}")
+        return value
+
+    def payload(self, value: object, path: str) -> Delta | Snapshot:
+        if type(value) is not dict:
+            self.expected(path, "an object", value)
+        if "kind" not in value:
+            self.fail(f"{path}.kind", "missing field")
+        kind = value["kind"]
+        if type(kind) is not str or kind not in _PAYLOAD_FIELDS:
+            self.expected(f"{path}.kind", "'delta' or 'snapshot'", kind)
+        self.fields(value, path, _PAYLOAD_FIELDS[kind])
+        if kind == "delta":
+            return self.delta(value, path)
+        return self.snapshot(value, path)
+
+    def find_lone_surrogate(self, document: dict[str, Any], kind: str) -> None:
+        """Fail on the first string or key holding a lone surrogate, anywhere in the document.
+
+        Only run when the text has a surrogate escape. Paths are kept as linked tuples and only
+        rendered on failure, so a large document costs one pass and no string building.
+        """
+        problem = "holds a lone surrogate: it is not valid Unicode"
+        stack: list[tuple[object, _Trail]] = [(document, None)]
+        while stack:
+            value, trail = stack.pop()
+            if type(value) is dict:
+                for key, item in value.items():
+                    if not _is_text(key):
+                        self.fail(_render(kind, trail), f"a key {problem}")
+                    stack.append((item, (trail, key)))
+            elif type(value) is list:
+                stack.extend((item, (trail, i)) for i, item in enumerate(value))
+            elif type(value) is str and not _is_text(value):
+                self.fail(_render(kind, trail), f"a string {problem}")
+
+    # -------------------------------------------------------------- scalars and replicas
+
+    def number(self, value: object, path: str, low: int) -> int:
+        if type(value) is not int or value < low:
+            self.expected(path, "a positive int" if low else "a non-negative int", value)
+        if value > MAX_WIRE_INT:
+            self.fail(path, f"{_show(value)} is above the wire's limit of 2**63 - 1")
+        return value
+
+    def name(self, value: object, path: str) -> str:
+        if type(value) is not str or not value:
+            self.expected(path, "a non-empty string", value)
+        if self.check_text and not _is_text(value):
+            self.fail(path, "a string holds a lone surrogate: it is not valid Unicode")
+        return value
+
+    def ref(self, value: object, path: str) -> ReplicaRef:
+        if type(value) is not list or len(value) != 2:
+            self.expected(path, "[name, vsn]", value)
+        return self.ref_of(value[0], value[1], path)
+
+    def ref_of(self, name: object, vsn: object, path: str) -> ReplicaRef:
+        return ReplicaRef(self.name(name, f"{path}.name"), self.number(vsn, f"{path}.vsn", 0))
+
+    def items(self, value: object, path: str, shape: str) -> list[Any]:
+        if type(value) is not list:
+            self.expected(path, "an array", value)
+        for i, item in enumerate(value):
+            if type(item) is not list or len(item) != 3:
+                self.expected(f"{path}[{i}]", shape, item)
+        return value
+
+    # -------------------------------------------------------------- causality
+
+    def context(self, value: object, path: str) -> dict[ReplicaRef, int]:
+        result: dict[ReplicaRef, int] = {}
+        for i, (name, vsn, clock) in enumerate(self.items(value, path, "[name, vsn, clock]")):
+            where = f"{path}[{i}]"
+            ref = self.ref_of(name, vsn, where)
+            if ref in result:
+                self.fail(where, f"duplicate replica {_ref_text(ref)}")
+            result[ref] = self.number(clock, f"{where}.clock", 0)
+        return result
+
+    def clouds(self, value: object, path: str) -> dict[ReplicaRef, frozenset[int]]:
+        result: dict[ReplicaRef, frozenset[int]] = {}
+        for i, (name, vsn, runs) in enumerate(self.items(value, path, "[name, vsn, runs]")):
+            where = f"{path}[{i}]"
+            ref = self.ref_of(name, vsn, where)
+            if ref in result:
+                self.fail(where, f"duplicate replica {_ref_text(ref)}")
+            if type(runs) is not list:
+                self.expected(f"{where}.runs", "an array of [first, last] runs", runs)
+            ranges: list[range] = []
+            previous = 0
+            for k, run in enumerate(runs):
+                if type(run) is list and len(run) == 2:
+                    first, last = run
+                    if (
+                        type(first) is int
+                        and type(last) is int
+                        and previous < first <= last <= MAX_WIRE_INT
+                    ):
+                        self.dots_left -= last - first + 1
+                        if self.dots_left < 0:
+                            self.fail(
+                                f"{where}.runs[{k}]",
+                                f"the message holds more than max_dots={self.max_dots} dots",
+                            )
+                        ranges.append(range(first, last + 1))
+                        previous = last
+                        continue
+                self.bad_run(run, f"{where}.runs[{k}]", previous)
+            if len(ranges) == 1:
+                result[ref] = frozenset(ranges[0])
+            else:
+                result[ref] = frozenset(chain.from_iterable(ranges))
+        return result
+
+    def bad_run(self, run: object, path: str, previous: int) -> NoReturn:
+        if type(run) is not list or len(run) != 2:
+            self.expected(path, "a run [first, last]", run)
+        first = self.number(run[0], f"{path}.first", 1)
+        last = self.number(run[1], f"{path}.last", 1)
+        if first > last:
+            self.fail(path, f"first {first} is above last {last}")
+        self.fail(
+            path,
+            f"run [{first}, {last}] overlaps or precedes the previous run, which ends at "
+            f"{previous} (runs ascend without overlap)",
+        )
+
+    # -------------------------------------------------------------- entries
+
+    def values(
+        self,
+        value: object,
+        path: str,
+        context: dict[ReplicaRef, int] | None,
+        clouds: dict[ReplicaRef, frozenset[int]],
+    ) -> dict[ReplicaRef, dict[int, Entry]]:
+        """Entries by owner; each must be covered by ``context`` (Snapshot) or ``clouds``."""
+        result: dict[ReplicaRef, dict[int, Entry]] = {}
+        empty: frozenset[int] = frozenset()
+        new_entry = tuple.__new__  # Entry's own __new__ does just this, one call slower
+        for i, (name, vsn, entries) in enumerate(self.items(value, path, "[name, vsn, entries]")):
+            where = f"{path}[{i}]"
+            owner = self.ref_of(name, vsn, where)
+            if owner in result:
+                self.fail(where, f"duplicate owner {_ref_text(owner)}")
+            if context is None:
+                upto = 0
+            elif owner in context:
+                upto = context[owner]
+            else:
+                self.fail(where, f"owner {_ref_text(owner)} is not in the payload's context")
+            cloud = clouds.get(owner, empty)
+            if type(entries) is not list:
+                self.expected(f"{where}.entries", "an array", entries)
+            rows: dict[int, Entry] = {}
+            for j, item in enumerate(entries):
+                # The hot path: one test of everything, the diagnosis only when it fails.
+                if type(item) is list and len(item) == 5:
+                    clock, conn, topic, key, meta = item
+                    if (
+                        type(clock) is int
+                        and 0 < clock <= MAX_WIRE_INT
+                        and (clock <= upto or clock in cloud)
+                        and clock not in rows
+                        and type(conn) is str
+                        and type(topic) is str
+                        and type(key) is str
+                        and type(meta) is dict
+                    ):
+                        if not _CONTAINERS.isdisjoint(map(type, meta.values())):
+                            try:
+                                meta = copy_meta(meta)
+                            except LocalProtocolError as exc:
+                                problem = exc.message
+                                if len(problem) > 200:  # the path of a deep meta
+                                    problem = f"{problem[:100]}...{problem[-100:]}"
+                                raise self.error(f"{where}.entries[{j}].meta", problem) from exc
+                        rows[clock] = new_entry(Entry, (topic, key, conn, meta, owner, clock))
+                        continue
+                self.bad_entry(item, f"{where}.entries[{j}]", owner, upto, cloud, rows)
+            result[owner] = rows
+        return result
+
+    def bad_entry(
+        self,
+        item: object,
+        path: str,
+        owner: ReplicaRef,
+        upto: int,
+        cloud: frozenset[int],
+        rows: dict[int, Entry],
+    ) -> NoReturn:
+        if type(item) is not list or len(item) != 5:
+            self.expected(path, "[clock, conn, topic, key, meta]", item)
+        clock = self.number(item[0], f"{path}.clock", 1)
+        if clock in rows:
+            self.fail(f"{path}.clock", f"duplicate dot {clock} of {_ref_text(owner)}")
+        for index, field in ((1, "conn"), (2, "topic"), (3, "key")):
+            if type(item[index]) is not str:
+                self.expected(f"{path}.{field}", "a string", item[index])
+        if type(item[4]) is not dict:
+            self.expected(f"{path}.meta", "an object", item[4])
+        self.fail(
+            f"{path}.clock",
+            f"dot {clock} of {_ref_text(owner)} is outside what the payload has seen "
+            f"(context {upto}, clouds {'without it' if cloud else 'empty'})",
+        )
+
+    # -------------------------------------------------------------- payloads
+
+    def delta(self, fields: dict[str, Any], path: str) -> Delta:
+        replica = self.ref(fields["replica"], f"{path}.replica")
+        clouds = self.clouds(fields["clouds"], f"{path}.clouds")
+        start = self.context(fields["start"], f"{path}.start")
+        end = self.context(fields["end"], f"{path}.end")
+        for i, (ref, clock) in enumerate(end.items()):
+            if ref in start and clock < start[ref]:
+                self.fail(
+                    f"{path}.end[{i}].clock",
+                    f"{clock} is below the start clock {start[ref]} of {_ref_text(ref)}",
+                )
+        values = self.values(fields["values"], f"{path}.values", None, clouds)
+        return Delta(replica=replica, values=values, clouds=clouds, start=start, end=end)
+
+    def snapshot(self, fields: dict[str, Any], path: str) -> Snapshot:
+        replica = self.ref(fields["replica"], f"{path}.replica")
+        context = self.context(fields["context"], f"{path}.context")
+        clouds = self.clouds(fields["clouds"], f"{path}.clouds")
+        values = self.values(fields["values"], f"{path}.values", context, clouds)
+        return Snapshot(replica=replica, context=context, clouds=clouds, values=values)

@@ -1,0 +1,1264 @@
+"""The wire codec (DESIGN §3.3, docs/wire.rst): round trips, canonical bytes, strict decoding.
+
+Three layers:
+
+* properties: every message Hypothesis can build round-trips, encodes deterministically, and
+  encodes to the same bytes whatever the order of the dicts it was built from;
+* fuzzing: random bytes, byte-level mutations and JSON-level mutations of valid encodings either
+  decode to a valid message or raise RemoteProtocolError, never anything else;
+* one example per validation rule, checking that the error names the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from presence_core import (
+    Delta,
+    Entry,
+    JSONValue,
+    LimitExceeded,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplicaRef,
+    ReplicaState,
+    Snapshot,
+)
+from presence_core._codec import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DOTS,
+    MAX_WIRE_INT,
+    WIRE_VERSION,
+    decode_message,
+    encode_message,
+)
+from presence_core._config import TrackerConfig
+from presence_core._messages import (
+    GracefulPermdown,
+    Heartbeat,
+    Message,
+    TransferAck,
+    TransferRequest,
+)
+from presence_core._meta import MAX_DEPTH, copy_meta
+
+A = ReplicaRef("node-a", 1)
+B = ReplicaRef("node-b", 7)
+WIRE_RST = Path(__file__).resolve().parents[2] / "docs" / "wire.rst"
+
+# ------------------------------------------------------------------------------- strategies
+
+wire_ints = st.integers(0, 20) | st.integers(0, MAX_WIRE_INT)
+dots = st.integers(1, 30) | st.integers(1, MAX_WIRE_INT)
+names = st.text(min_size=1, max_size=6)
+refs = st.builds(ReplicaRef, st.sampled_from(["a", "b", "node-c", "ü"]) | names, wire_ints)
+contexts = st.dictionaries(refs, wire_ints, max_size=4)
+dot_sets = st.frozensets(dots, max_size=8)
+clouds_st = st.dictionaries(refs, dot_sets, max_size=3)
+json_values: st.SearchStrategy[JSONValue] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+metas = st.dictionaries(st.text(max_size=6), json_values, max_size=4).map(copy_meta)
+texts = st.text(max_size=8)
+
+Values = dict[ReplicaRef, dict[int, Entry]]
+
+
+@st.composite
+def values_of(draw: st.DrawFn, owners: list[ReplicaRef]) -> Values:
+    """Entries for each owner, each filed under its own owner and clock."""
+    result: Values = {}
+    for owner in owners:
+        clocks = draw(st.lists(dots, max_size=4, unique=True))
+        result[owner] = {
+            clock: Entry(draw(texts), draw(texts), draw(texts), draw(metas), owner, clock)
+            for clock in clocks
+        }
+    return result
+
+
+@st.composite
+def deltas(draw: st.DrawFn) -> Delta:
+    """A delta whose clouds hold the dots of its values and whose end is not below its start."""
+    values = draw(values_of(draw(st.lists(refs, max_size=3, unique=True))))
+    clouds = draw(clouds_st)
+    for owner, rows in values.items():
+        clouds[owner] = clouds.get(owner, frozenset()) | rows.keys()
+    end = draw(contexts)
+    start = {ref: min(clock, end.get(ref, clock)) for ref, clock in draw(contexts).items()}
+    return Delta(replica=draw(refs), values=values, clouds=clouds, start=start, end=end)
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> Snapshot:
+    """A snapshot whose context knows every owner and whose context or clouds cover each entry."""
+    context = draw(contexts)
+    owners = draw(st.lists(st.sampled_from(sorted(context)), unique=True)) if context else []
+    values = draw(values_of(owners))
+    clouds = draw(clouds_st)
+    for owner, rows in values.items():
+        beyond = {clock for clock in rows if clock > context[owner]}
+        if beyond:
+            clouds[owner] = clouds.get(owner, frozenset()) | beyond
+    return Snapshot(replica=draw(refs), context=context, clouds=clouds, values=values)
+
+
+heartbeats = st.builds(Heartbeat, sender=refs, clock=contexts, delta=st.none() | deltas())
+transfer_requests = st.builds(TransferRequest, request_id=wire_ints, sender=refs, clock=contexts)
+transfer_acks = st.builds(
+    TransferAck, request_id=wire_ints, sender=refs, payload=deltas() | snapshots()
+)
+permdowns = st.builds(GracefulPermdown, sender=refs)
+messages: st.SearchStrategy[Message] = st.one_of(
+    heartbeats, transfer_requests, transfer_acks, permdowns
+)
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def reverse_json(value: object) -> object:
+    """The same JSON value with every object's keys in reverse insertion order."""
+    if isinstance(value, dict):
+        return {key: reverse_json(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [reverse_json(item) for item in value]
+    return value
+
+
+def reversed_dict(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    return {key: mapping[key] for key in reversed(list(mapping))}
+
+
+def reversed_values(values: Mapping[ReplicaRef, Mapping[int, Entry]]) -> Values:
+    return {
+        owner: {
+            clock: rows[clock]._replace(
+                meta=cast(dict[str, JSONValue], reverse_json(rows[clock].meta))
+            )
+            for clock in reversed(list(rows))
+        }
+        for owner, rows in reversed_dict(values).items()
+    }
+
+
+def reversed_payload(payload: Delta | Snapshot) -> Delta | Snapshot:
+    clouds = {
+        ref: frozenset(sorted(d, reverse=True)) for ref, d in reversed_dict(payload.clouds).items()
+    }
+    if isinstance(payload, Delta):
+        return Delta(
+            replica=payload.replica,
+            values=reversed_values(payload.values),
+            clouds=clouds,
+            start=reversed_dict(payload.start),
+            end=reversed_dict(payload.end),
+        )
+    return Snapshot(
+        replica=payload.replica,
+        context=reversed_dict(payload.context),
+        clouds=clouds,
+        values=reversed_values(payload.values),
+    )
+
+
+def reordered(message: Message) -> Message:
+    """An equal message built from dicts in another order."""
+    if isinstance(message, Heartbeat):
+        delta = message.delta
+        return Heartbeat(
+            sender=message.sender,
+            clock=reversed_dict(message.clock),
+            delta=None if delta is None else cast(Delta, reversed_payload(delta)),
+        )
+    if isinstance(message, TransferRequest):
+        return TransferRequest(
+            request_id=message.request_id, sender=message.sender, clock=reversed_dict(message.clock)
+        )
+    if isinstance(message, TransferAck):
+        return TransferAck(
+            request_id=message.request_id,
+            sender=message.sender,
+            payload=reversed_payload(message.payload),
+        )
+    return GracefulPermdown(sender=message.sender)
+
+
+def check_real_classes(message: Message) -> None:
+    """Decoded values are the library's classes, not look-alike tuples, lists or sets."""
+    assert type(message.sender) is ReplicaRef
+    contexts: list[Mapping[ReplicaRef, int]] = []
+    payload: Delta | Snapshot | None = None
+    if isinstance(message, (Heartbeat, TransferRequest)):
+        contexts.append(message.clock)
+    if isinstance(message, Heartbeat):
+        payload = message.delta
+    if isinstance(message, TransferAck):
+        payload = message.payload
+    if isinstance(payload, Delta):
+        contexts += [payload.start, payload.end]
+    if isinstance(payload, Snapshot):
+        contexts.append(payload.context)
+    for context in contexts:
+        assert all(type(ref) is ReplicaRef and type(c) is int for ref, c in context.items())
+    if payload is not None:
+        assert type(payload.replica) is ReplicaRef
+        assert all(
+            type(ref) is ReplicaRef and type(cloud) is frozenset
+            for ref, cloud in payload.clouds.items()
+        )
+        for owner, rows in payload.values.items():
+            assert type(owner) is ReplicaRef
+            assert all(type(entry) is Entry and type(entry.meta) is dict for entry in rows.values())
+
+
+def decodes_or_rejects(data: bytes) -> Message | None:
+    """Decode ``data``: a RemoteProtocolError is fine, any other exception fails the test.
+
+    A message that decodes must be a valid one: it encodes, and decodes back to itself.
+    """
+    try:
+        message = decode_message(data)
+    except RemoteProtocolError as exc:
+        error = exc
+    else:
+        assert isinstance(message, (Heartbeat, TransferRequest, TransferAck, GracefulPermdown))
+        assert decode_message(encode_message(message)) == message
+        return message
+    assert error.message.startswith(("message", *PREFIXES))
+    assert ": " in error.message
+    return None
+
+
+PREFIXES = ("heartbeat", "transfer_request", "transfer_ack", "graceful_permdown")
+
+
+def raw(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def rejected(
+    data: bytes | dict[str, Any], *, max_dots: int = DEFAULT_MAX_DOTS
+) -> RemoteProtocolError:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_message(data if isinstance(data, bytes) else raw(data), max_dots=max_dots)
+    return info.value
+
+
+def doc(message: Message) -> dict[str, Any]:
+    """The JSON document of a valid message, to break in one place."""
+    document = json.loads(encode_message(message))
+    assert isinstance(document, dict)
+    return document
+
+
+def sample_state() -> tuple[ReplicaState, Delta]:
+    """node-a tracked alice and bob, broadcast, tracked carol and untracked bob (docs/wire.rst)."""
+    a, b = ReplicaState(A), ReplicaState(B)
+    a.replica_up(B)
+    b.replica_up(A)
+    a.join("c1", "room:lobby", "alice", {"status": "online", "phx_ref": "F1"})
+    a.join("c2", "room:lobby", "bob", {"status": "away", "phx_ref": "F2"})
+    b.merge(a.take_delta())
+    a.join("c3", "room:lobby", "carol", {"status": "online", "phx_ref": "F3"})
+    a.leave("c2", "room:lobby", "bob")
+    return a, a.take_delta()
+
+
+def heartbeat_doc() -> dict[str, Any]:
+    state, delta = sample_state()
+    return doc(Heartbeat(sender=A, clock=state.clocks()[1], delta=delta))
+
+
+def snapshot_doc() -> dict[str, Any]:
+    state, _ = sample_state()
+    return doc(TransferAck(request_id=2, sender=A, payload=state.extract(B, {A: 0, B: 0})))
+
+
+def ack_delta_doc() -> dict[str, Any]:
+    _, delta = sample_state()
+    return doc(TransferAck(request_id=1, sender=A, payload=delta))
+
+
+# ------------------------------------------------------------------------------- properties
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(messages)
+def test_round_trip(message: Message) -> None:
+    data = encode_message(message)
+    decoded = decode_message(data)
+    assert decoded == message
+    assert type(decoded) is type(message)
+    check_real_classes(decoded)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(messages)
+def test_encoding_is_canonical(message: Message) -> None:
+    data = encode_message(message)
+    assert encode_message(message) == data
+    other = reordered(message)
+    assert other == message
+    assert encode_message(other) == data
+    # Canonical means compact, sorted JSON: re-serialising the document changes nothing.
+    document = json.loads(data)
+    assert (
+        json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        == data
+    )
+    # And decoding a non-canonical spelling of it (indented, ASCII escapes) gives the same message.
+    assert decode_message(json.dumps(document, indent=2).encode()) == message
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_else(data: bytes) -> None:
+    decodes_or_rejects(data)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(messages, st.data())
+def test_mutated_bytes_never_raise_anything_else(message: Message, data: st.DataObject) -> None:
+    buffer = bytearray(encode_message(message))
+    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
+        position = data.draw(st.integers(0, max(len(buffer) - 1, 0)), label="position")
+        action = data.draw(st.sampled_from(["flip", "insert", "delete", "replace"]), label="action")
+        if action == "flip" and buffer:
+            buffer[position] ^= 1 << data.draw(st.integers(0, 7))
+        elif action == "insert":
+            buffer[position:position] = data.draw(
+                st.binary(min_size=1, max_size=3)
+                | st.sampled_from([b"[", b"]", b",", b'"', b"0", b"-"])
+            )
+        elif action == "delete":
+            del buffer[position : position + data.draw(st.integers(1, 5))]
+        elif buffer:
+            buffer[position] = data.draw(st.sampled_from(b'{}[],:"0123456789-tfn\\ue'))
+    decodes_or_rejects(bytes(buffer))
+
+
+Path_ = tuple[str | int, ...]
+
+
+def json_paths(value: object, path: Path_ = ()) -> list[Path_]:
+    """Every path of a JSON document, the root included."""
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += json_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += json_paths(item, (*path, index))
+    return found
+
+
+def at(document: object, path: Path_) -> Any:
+    for step in path:
+        document = document[step]  # type: ignore[index]
+    return document
+
+
+interesting: st.SearchStrategy[object] = (
+    st.sampled_from(
+        [None, True, False, 0, -1, 1, 1.0, 1.5, "", "x", [], {}, [0, 0], [1, 0], 2**63, 2**64]
+    )
+    | json_values
+    | st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=2)
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(messages, st.data())
+def test_mutated_json_never_raises_anything_else(message: Message, data: st.DataObject) -> None:
+    document: Any = json.loads(encode_message(message))
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        path = data.draw(st.sampled_from(json_paths(document)), label="path")
+        target = at(document, path)
+        action = data.draw(st.sampled_from(["replace", "drop", "add", "duplicate"]), label="action")
+        # Drawn values are copied: sampled_from hands out the same list or dict every time.
+        new = copy.deepcopy(data.draw(interesting, label="new value"))
+        if action == "drop" and path:
+            del at(document, path[:-1])[path[-1]]
+        elif action == "add" and isinstance(target, dict):
+            target[data.draw(st.sampled_from(["extra", "v", "kind", "type"]))] = new
+        elif action == "add" and isinstance(target, list):
+            target.append(new)
+        elif action == "duplicate" and isinstance(target, list) and target:
+            target.append(copy.deepcopy(target[0]))
+        elif path:
+            at(document, path[:-1])[path[-1]] = new
+        else:
+            document = new
+    # ensure_ascii=True (the default) also exercises \u escapes and surrogate pairs.
+    decodes_or_rejects(json.dumps(document).encode())
+
+
+# ---------------------------------------------------------------------- exact bytes and sizes
+
+
+def test_exact_bytes_of_an_idle_heartbeat() -> None:
+    message = Heartbeat(sender=A, clock={B: 3, A: 5})
+    assert encode_message(message) == (
+        b'{"clock":[["node-a",1,5],["node-b",7,3]],"delta":null,'
+        b'"sender":["node-a",1],"type":"heartbeat","v":1}'
+    )
+    assert encode_message(Heartbeat(sender=A, clock={})) == (
+        b'{"clock":[],"delta":null,"sender":["node-a",1],"type":"heartbeat","v":1}'
+    )
+
+
+def test_exact_bytes_of_a_delta_and_non_ascii_text() -> None:
+    delta = Delta(
+        replica=A,
+        values={A: {3: Entry("salle:é", "zoë", "c3", {"b": 1.5, "a": [True, None]}, A, 3)}},
+        clouds={A: frozenset({1, 2, 3, 5, 7, 8})},
+        start={A: 0},
+        end={A: 8},
+    )
+    assert (
+        encode_message(Heartbeat(sender=A, clock={A: 8}, delta=delta))
+        == (
+            '{"clock":[["node-a",1,8]],"delta":{"clouds":[["node-a",1,[[1,3],[5,5],[7,8]]]],'
+            '"end":[["node-a",1,8]],"replica":["node-a",1],"start":[["node-a",1,0]],'
+            '"values":[["node-a",1,[[3,"c3","salle:é","zoë",{"a":[true,null],"b":1.5}]]]]},'
+            '"sender":["node-a",1],"type":"heartbeat","v":1}'
+        ).encode()
+    )
+
+
+def test_idle_heartbeat_with_ten_replicas_is_small() -> None:
+    known = {ReplicaRef(f"node-{i}", 1_700_000_000 + i): 100_000 + i for i in range(10)}
+    data = encode_message(Heartbeat(sender=ReplicaRef("node-0", 1_700_000_000), clock=known))
+    assert len(data) < 400
+
+
+def test_delta_of_contiguous_dots_is_one_run() -> None:
+    state = ReplicaState(A)
+    for i in range(1000):
+        state.join(f"c{i}", "t", "k", {})
+    for i in range(1000):
+        state.leave_conn(f"c{i}")
+    delta = state.take_delta()
+    assert len(delta.clouds[A]) == 2000
+    data = encode_message(Heartbeat(sender=A, clock=state.clocks()[1], delta=delta))
+    assert b"[[1,2000]]" in data
+    assert len(data) < 250
+
+
+def test_documented_examples_are_exact_encodings() -> None:
+    text = WIRE_RST.read_text(encoding="utf-8")
+    blocks = re.findall(r"\.\. code-block:: json\n\n((?:    .*\n|\n)+)", text)
+    one_liners = [b.strip() for b in blocks if b.strip().count("\n") == 0]
+    assert len(blocks) >= 7
+    assert len(one_liners) >= 6
+    for block in blocks:
+        decode_message(block.encode())
+    for line in one_liners:
+        assert encode_message(decode_message(line.encode())).decode() == line
+    state, delta = sample_state()
+    expected = [
+        Heartbeat(sender=A, clock=state.clocks()[1]),
+        Heartbeat(sender=A, clock=state.clocks()[1], delta=delta),
+        TransferRequest(request_id=1, sender=B, clock={A: 2, B: 0}),
+        TransferAck(request_id=1, sender=A, payload=delta.extract(B, {A: 2, B: 0})),
+        TransferAck(request_id=2, sender=A, payload=state.extract(B, {A: 2, B: 0})),
+        GracefulPermdown(sender=A),
+    ]
+    assert [decode_message(line.encode()) for line in one_liners] == expected
+
+
+def test_large_snapshot_round_trips() -> None:
+    state = ReplicaState(A)
+    for i in range(10_000):
+        state.join(f"conn-{i}", f"room:{i % 10}", f"user-{i}", {"n": i, "tags": ["x"]})
+    message = TransferAck(request_id=1, sender=A, payload=state.extract(B, {A: 0, B: 0}))
+    assert decode_message(encode_message(message)) == message
+
+
+def test_defaults() -> None:
+    assert WIRE_VERSION == 1
+    assert TrackerConfig().max_message_bytes == DEFAULT_MAX_BYTES
+    assert MAX_WIRE_INT == 2**63 - 1
+
+
+def test_accepts_bytearray_and_memoryview() -> None:
+    data = encode_message(GracefulPermdown(sender=A))
+    assert decode_message(bytearray(data)) == GracefulPermdown(sender=A)
+    assert decode_message(memoryview(b"xx" + data)[2:]) == GracefulPermdown(sender=A)
+
+
+def test_accepts_non_canonical_spellings() -> None:
+    text = (
+        ' { "v" : 1 , "type" : "heartbeat" , "delta" : { "start" : [], "end" : [], '
+        '"replica" : [ "\\u006eode-a" , 1 ] , "values" : [ ["b", 1, [[2, "c", "t", "k", {}]]] ], '
+        '"clouds" : [ ["b", 1, [[1, 2], [3, 3]]], ["a", 1, []] ] } , '
+        '"sender" : ["node-a", 1], "clock" : [["b", 1, 0], ["a", 1, 2]] } '
+    )
+    message = decode_message(text.encode())
+    b = ReplicaRef("b", 1)
+    assert message == Heartbeat(
+        sender=A,
+        clock={b: 0, ReplicaRef("a", 1): 2},
+        delta=Delta(
+            replica=A,
+            values={b: {2: Entry("t", "k", "c", {}, b, 2)}},
+            clouds={b: frozenset({1, 2, 3}), ReplicaRef("a", 1): frozenset()},
+            start={},
+            end={},
+        ),
+    )
+    assert b"[[1,3]]" in encode_message(message)
+
+
+# ------------------------------------------------------------------------ the caller's errors
+
+
+@pytest.mark.parametrize("data", ["{}", None, 42, [1, 2], bytes])
+def test_decode_wants_bytes(data: object) -> None:
+    with pytest.raises(LocalProtocolError, match="data must be bytes"):
+        decode_message(data)  # type: ignore[arg-type]
+
+
+def test_decode_released_memoryview_is_the_callers_error() -> None:
+    view = memoryview(b"{}")
+    view.release()
+    with pytest.raises(LocalProtocolError, match="cannot read"):
+        decode_message(view)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_bytes": 0}, "max_bytes"),
+        ({"max_bytes": True}, "max_bytes"),
+        ({"max_bytes": 1.5}, "max_bytes"),
+        ({"max_dots": -1}, "max_dots"),
+        ({"max_dots": "3"}, "max_dots"),
+    ],
+)
+def test_decode_limits_must_be_ints(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(LocalProtocolError, match=match):
+        decode_message(b"{}", **kwargs)
+
+
+def test_encode_over_max_bytes_is_limit_exceeded() -> None:
+    message = Heartbeat(sender=A, clock={A: 5, B: 3})
+    size = len(encode_message(message))
+    assert len(encode_message(message, max_bytes=size)) == size
+    with pytest.raises(LimitExceeded, match=f"{size} bytes, over max_bytes={size - 1}"):
+        encode_message(message, max_bytes=size - 1)
+    with pytest.raises(LocalProtocolError, match="max_bytes"):
+        encode_message(message, max_bytes=0)
+
+
+def entry_delta(
+    entry: Entry, clouds: Mapping[ReplicaRef, frozenset[int]] | None = None
+) -> Heartbeat:
+    return Heartbeat(
+        sender=A,
+        clock={},
+        delta=Delta(
+            replica=A,
+            values={entry.owner: {entry.clock: entry}},
+            clouds={entry.owner: frozenset({entry.clock})} if clouds is None else clouds,
+            start={},
+            end={},
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "match"),
+    [
+        (Heartbeat(sender=ReplicaRef("a", 2**63), clock={}), r"heartbeat\.sender\.vsn"),
+        (Heartbeat(sender=A, clock={A: -1}), r"heartbeat\.clock"),
+        (Heartbeat(sender=A, clock={A: True}), r"heartbeat\.clock"),
+        (Heartbeat(sender=A, clock={("a", 1): 1}), "keys must be ReplicaRefs"),  # type: ignore[dict-item]
+        (TransferRequest(request_id=-1, sender=A, clock={}), r"transfer_request\.request_id"),
+        (TransferRequest(request_id=True, sender=A, clock={}), r"transfer_request\.request_id"),
+        (
+            TransferAck(
+                request_id=1,
+                sender=A,
+                payload=Delta(replica=A, values={}, clouds={A: frozenset({0})}, start={}, end={}),
+            ),
+            r"transfer_ack\.payload\.clouds: dots are ints from 1",
+        ),
+        (entry_delta(Entry("t", "k", "c", {}, A, 0), {A: frozenset({1})}), "cannot be sent"),
+        (
+            entry_delta(Entry("t", "k", "c", {}, A, 2), {A: frozenset({1})}),
+            "must have seen its dot",
+        ),
+        (entry_delta(Entry("t", 5, "c", {}, A, 1)), "conn, topic and key are str"),  # type: ignore[arg-type]
+        (entry_delta(Entry("t", "k", "c", {"x": float("nan")}, A, 1)), "not JSON-compatible"),
+        (entry_delta(Entry("t", "k", "c", {"x": {1, 2}}, A, 1)), "not JSON-compatible"),  # type: ignore[dict-item]
+        (entry_delta(Entry("t", "\ud800", "c", {}, A, 1)), "not valid Unicode"),
+        (entry_delta(Entry("t", "k", "c", {"\udfff": 1}, A, 1)), "not valid Unicode"),
+        (
+            TransferAck(
+                request_id=1,
+                sender=A,
+                payload=Snapshot(
+                    replica=A,
+                    context={},
+                    clouds={},
+                    values={B: {1: Entry("t", "k", "c", {}, B, 1)}},
+                ),
+            ),
+            r"owner \['node-b', 7\] is not in the context",
+        ),
+        (
+            Heartbeat(
+                sender=A,
+                clock={},
+                delta=Delta(replica=A, values={}, clouds={}, start={A: 5}, end={A: 4}),
+            ),
+            "end clock 4 .* below its start clock 5",
+        ),
+        (
+            Heartbeat(
+                sender=A,
+                clock={},
+                delta=Delta(replica=("a", 1), values={}, clouds={}, start={}, end={}),  # type: ignore[arg-type]
+            ),
+            r"heartbeat\.delta\.replica: expected a ReplicaRef, not tuple",
+        ),
+        ("not a message", "cannot encode a str"),
+    ],
+)
+def test_encode_refuses_what_the_wire_cannot_carry(message: Message, match: str) -> None:
+    with pytest.raises(LocalProtocolError, match=match):
+        encode_message(message)
+
+
+# ------------------------------------------------------------------------------- one test per rule
+
+
+def test_oversize_is_refused_before_parsing() -> None:
+    garbage = b"\xff" * 101
+    with pytest.raises(RemoteProtocolError, match=r"^message: 101 bytes, over max_bytes=100$"):
+        decode_message(garbage, max_bytes=100)
+    with pytest.raises(RemoteProtocolError, match="over max_bytes=100"):
+        decode_message(memoryview(garbage), max_bytes=100)
+    data = encode_message(GracefulPermdown(sender=A))
+    assert decode_message(data, max_bytes=len(data)) == GracefulPermdown(sender=A)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff", b'{"v":1,"type":"\xc3"}', b'{"v":1,"type":"\xed\xa0\x80"}', b"\xfe\xff\x00{"],
+)
+def test_invalid_utf8(data: bytes) -> None:
+    assert rejected(data).message.startswith("message: not valid UTF-8")
+
+
+def test_utf8_byte_order_mark() -> None:
+    data = "\ufeff".encode() + encode_message(GracefulPermdown(sender=A))
+    assert rejected(data).message.startswith("message: not valid JSON")
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b'{"v":1,', b"{'v':1}", b'{"v":1}x', b'"\x01"', b"01"])
+def test_invalid_json(data: bytes) -> None:
+    assert rejected(data).message.startswith("message: not valid JSON: ")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_standard_constants(constant: str) -> None:
+    data = f'{{"v":1,"type":"heartbeat","sender":["a",1],"clock":[],"delta":{constant}}}'
+    assert (
+        rejected(data.encode()).message
+        == f"message: not valid JSON: {constant} is not a JSON number"
+    )
+
+
+def test_numbers_that_overflow_a_float() -> None:
+    state, _ = sample_state()
+    message = TransferAck(request_id=1, sender=A, payload=state.extract(B, {A: 0}))
+    data = encode_message(message).replace(b'"F1"', b"-1e400")
+    assert rejected(data).message == "message: not valid JSON: the number -1e400 is out of range"
+
+
+def test_duplicate_object_keys() -> None:
+    data = b'{"v":1,"type":"graceful_permdown","sender":["a",1],"sender":["b",1]}'
+    assert rejected(data).message == "message: not valid JSON: duplicate key 'sender' in an object"
+
+
+def test_deep_nesting() -> None:
+    data = b"[" * 100_000 + b"]" * 100_000
+    assert rejected(data).message == "message: not valid JSON: it nests too deeply"
+    data = b'{"v":1,"a":' * 50_000 + b"1" + b"}" * 50_000
+    assert rejected(data).message == "message: not valid JSON: it nests too deeply"
+
+
+def test_huge_integers() -> None:
+    document = heartbeat_doc()
+    data = raw(document).replace(
+        b'"clock": [["node-a", 1, 4]', b'"clock": [["node-a", 1, ' + b"9" * 5000 + b"]"
+    )
+    assert data != raw(document)
+    error = rejected(data)
+    assert error.message.startswith("message: not valid JSON: ")
+    assert "digits" in error.message
+    document["clock"][0][2] = 2**63
+    assert rejected(document).message == (
+        "heartbeat.clock[0].clock: 9223372036854775808 is above the wire's limit of 2**63 - 1"
+    )
+    document["clock"][0][2] = 2**63 - 1
+    assert decode_message(raw(document)).clock[A] == 2**63 - 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (2, "message.v: unsupported wire version 2 (this codec speaks 1)"),
+        (0, "message.v: unsupported wire version 0 (this codec speaks 1)"),
+        ("1", "message.v: expected the wire version 1, got '1'"),
+        (True, "message.v: expected the wire version 1, got true"),
+        (1.0, "message.v: expected the wire version 1, got 1.0"),
+        (None, "message.v: expected the wire version 1, got null"),
+    ],
+)
+def test_wire_version(version: object, message: str) -> None:
+    document = doc(GracefulPermdown(sender=A))
+    document["v"] = version
+    error = rejected(document)
+    assert error.message == message
+    assert error.replica is None
+    del document["v"]
+    assert rejected(document).message == "message.v: missing field (the wire version)"
+
+
+@pytest.mark.parametrize("value", [[], "x", 1, None, True])
+def test_top_level_must_be_an_object(value: object) -> None:
+    assert rejected(raw(value)).message.startswith("message: expected a JSON object, got ")
+
+
+@pytest.mark.parametrize("kind", ["hello", "Heartbeat", "", 1, None, ["heartbeat"]])
+def test_unknown_type(kind: object) -> None:
+    document = doc(GracefulPermdown(sender=A))
+    document["type"] = kind
+    error = rejected(document)
+    assert error.message.startswith(
+        "message.type: expected one of heartbeat, transfer_request, transfer_ack, "
+        "graceful_permdown, got "
+    )
+    del document["type"]
+    assert rejected(document).message == "message.type: missing field"
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (heartbeat_doc, "sender"),
+        (heartbeat_doc, "clock"),
+        (heartbeat_doc, "delta"),
+        (snapshot_doc, "request_id"),
+        (snapshot_doc, "payload"),
+        (lambda: doc(TransferRequest(request_id=1, sender=A, clock={})), "clock"),
+        (lambda: doc(TransferRequest(request_id=1, sender=A, clock={})), "request_id"),
+        (lambda: doc(GracefulPermdown(sender=A)), "sender"),
+    ],
+)
+def test_missing_field(make: Callable[[], dict[str, Any]], field: str) -> None:
+    document = make()
+    del document[field]
+    assert rejected(document).message == f"{document['type']}.{field}: missing field"
+
+
+@pytest.mark.parametrize(
+    ("make", "container", "field", "path"),
+    [
+        (heartbeat_doc, ("delta",), "values", "heartbeat.delta.values"),
+        (heartbeat_doc, ("delta",), "end", "heartbeat.delta.end"),
+        (snapshot_doc, ("payload",), "context", "transfer_ack.payload.context"),
+        (snapshot_doc, ("payload",), "kind", "transfer_ack.payload.kind"),
+        (ack_delta_doc, ("payload",), "start", "transfer_ack.payload.start"),
+    ],
+)
+def test_missing_inner_field(
+    make: Callable[[], dict[str, Any]], container: Path_, field: str, path: str
+) -> None:
+    document = make()
+    del at(document, container)[field]
+    assert rejected(document).message == f"{path}: missing field"
+
+
+@pytest.mark.parametrize(
+    ("make", "container", "path"),
+    [
+        (heartbeat_doc, (), "heartbeat"),
+        (heartbeat_doc, ("delta",), "heartbeat.delta"),
+        (snapshot_doc, ("payload",), "transfer_ack.payload"),
+        (ack_delta_doc, ("payload",), "transfer_ack.payload"),
+        (lambda: doc(GracefulPermdown(sender=A)), (), "graceful_permdown"),
+    ],
+)
+def test_unknown_field(make: Callable[[], dict[str, Any]], container: Path_, path: str) -> None:
+    document = make()
+    at(document, container)["hmac"] = "x"
+    error = rejected(document)
+    assert error.message == f"{path}: unknown field 'hmac'"
+    assert error.replica == "node-a"
+
+
+def test_snapshot_fields_are_not_delta_fields() -> None:
+    document = snapshot_doc()
+    document["payload"]["kind"] = "delta"
+    assert rejected(document).message == "transfer_ack.payload.start: missing field"
+    document["payload"]["kind"] = "full"
+    assert rejected(document).message == (
+        "transfer_ack.payload.kind: expected 'delta' or 'snapshot', got 'full'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (("sender", 1), "heartbeat.sender.vsn: expected a non-negative int, got true"),
+        (("clock", 0, 1), "heartbeat.clock[0].vsn: expected a non-negative int, got true"),
+        (("clock", 1, 2), "heartbeat.clock[1].clock: expected a non-negative int, got true"),
+        (
+            ("delta", "clouds", 0, 2, 0, 0),
+            "heartbeat.delta.clouds[0].runs[0].first: expected a positive int, got true",
+        ),
+        (
+            ("delta", "clouds", 0, 2, 0, 1),
+            "heartbeat.delta.clouds[0].runs[0].last: expected a positive int, got true",
+        ),
+        (
+            ("delta", "values", 0, 2, 0, 0),
+            "heartbeat.delta.values[0].entries[0].clock: expected a positive int, got true",
+        ),
+    ],
+)
+def test_bools_are_not_ints(path: Path_, message: str) -> None:
+    document = heartbeat_doc()
+    at(document, path[:-1])[path[-1]] = True
+    assert rejected(document).message == message
+
+
+def test_request_id() -> None:
+    document = snapshot_doc()
+    for value, shown in [
+        (-1, "-1"),
+        (True, "true"),
+        (False, "false"),
+        (1.0, "1.0"),
+        ("1", "'1'"),
+        (None, "null"),
+    ]:
+        document["request_id"] = value
+        error = rejected(document)
+        assert error.message == f"transfer_ack.request_id: expected a non-negative int, got {shown}"
+        assert error.replica == "node-a"
+    document = doc(TransferRequest(request_id=0, sender=A, clock={}))
+    document["request_id"] = -5
+    assert (
+        rejected(document).message
+        == "transfer_request.request_id: expected a non-negative int, got -5"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["node-a"], "heartbeat.sender: expected [name, vsn], got an array of 1 item"),
+        (["node-a", 1, 2], "heartbeat.sender: expected [name, vsn], got an array of 3 items"),
+        (
+            {"name": "a", "vsn": 1},
+            "heartbeat.sender: expected [name, vsn], got an object of 2 fields",
+        ),
+        (["", 1], "heartbeat.sender.name: expected a non-empty string, got ''"),
+        ([1, 1], "heartbeat.sender.name: expected a non-empty string, got 1"),
+        (["a", -1], "heartbeat.sender.vsn: expected a non-negative int, got -1"),
+        (
+            ["a", "x" * 50],
+            "heartbeat.sender.vsn: expected a non-negative int, got '" + "x" * 40 + "'...",
+        ),
+    ],
+)
+def test_sender(value: object, message: str) -> None:
+    document = heartbeat_doc()
+    document["sender"] = value
+    error = rejected(document)
+    assert error.message == message
+    assert error.replica is None
+
+
+def test_errors_name_the_sender_once_read() -> None:
+    document = heartbeat_doc()
+    document["clock"][1][1] = "x"
+    error = rejected(document)
+    assert error.message == "heartbeat.clock[1].vsn: expected a non-negative int, got 'x'"
+    assert error.replica == "node-a"
+    assert isinstance(error, RemoteProtocolError)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("clock",), {}, "heartbeat.clock: expected an array, got an object of 0 fields"),
+        (
+            ("clock", 0),
+            ["a", 1],
+            "heartbeat.clock[0]: expected [name, vsn, clock], got an array of 2 items",
+        ),
+        (("clock", 0, 2), -1, "heartbeat.clock[0].clock: expected a non-negative int, got -1"),
+        (("clock", 0, 2), 1.5, "heartbeat.clock[0].clock: expected a non-negative int, got 1.5"),
+        (
+            ("delta", "start", 0, 2),
+            -3,
+            "heartbeat.delta.start[0].clock: expected a non-negative int, got -3",
+        ),
+        (
+            ("delta", "end", 0, 0),
+            "",
+            "heartbeat.delta.end[0].name: expected a non-empty string, got ''",
+        ),
+    ],
+)
+def test_context_items(path: Path_, value: object, message: str) -> None:
+    document = heartbeat_doc()
+    at(document, path[:-1])[path[-1]] = value
+    assert rejected(document).message == message
+
+
+def test_context_clock_zero_is_fine() -> None:
+    document = heartbeat_doc()
+    document["clock"][0][2] = 0
+    assert decodes_or_rejects(raw(document)) is not None
+
+
+@pytest.mark.parametrize(
+    ("make", "path", "message"),
+    [
+        (heartbeat_doc, ("clock",), "heartbeat.clock[2]: duplicate replica ['node-a', 1]"),
+        (
+            heartbeat_doc,
+            ("delta", "start"),
+            "heartbeat.delta.start[1]: duplicate replica ['node-a', 1]",
+        ),
+        (
+            heartbeat_doc,
+            ("delta", "clouds"),
+            "heartbeat.delta.clouds[1]: duplicate replica ['node-a', 1]",
+        ),
+        (
+            heartbeat_doc,
+            ("delta", "values"),
+            "heartbeat.delta.values[1]: duplicate owner ['node-a', 1]",
+        ),
+        (
+            snapshot_doc,
+            ("payload", "context"),
+            "transfer_ack.payload.context[2]: duplicate replica ['node-a', 1]",
+        ),
+    ],
+)
+def test_duplicate_replicas(make: Callable[[], dict[str, Any]], path: Path_, message: str) -> None:
+    document = make()
+    items = at(document, path)
+    items.append(json.loads(json.dumps(items[0])))
+    assert rejected(document).message == message
+
+
+def test_same_name_other_incarnation_is_not_a_duplicate() -> None:
+    document = heartbeat_doc()
+    document["clock"].append(["node-a", 2, 9])
+    assert decodes_or_rejects(raw(document)) is not None
+
+
+ASCEND = " (runs ascend without overlap)"
+
+
+@pytest.mark.parametrize(
+    ("runs", "message"),
+    [
+        (
+            {},
+            "runs: expected an array of [first, last] runs, got an object of 0 fields",
+        ),
+        ([[0, 4]], "runs[0].first: expected a positive int, got 0"),
+        ([[-2, 4]], "runs[0].first: expected a positive int, got -2"),
+        ([[2, 0]], "runs[0].last: expected a positive int, got 0"),
+        ([[4, 2]], "runs[0]: first 4 is above last 2"),
+        (
+            [[2, 4], [4, 4]],
+            "runs[1]: run [4, 4] overlaps or precedes the previous run, which ends at 4" + ASCEND,
+        ),
+        (
+            [[2, 4], [3, 9]],
+            "runs[1]: run [3, 9] overlaps or precedes the previous run, which ends at 4" + ASCEND,
+        ),
+        (
+            [[6, 7], [2, 4]],
+            "runs[1]: run [2, 4] overlaps or precedes the previous run, which ends at 7" + ASCEND,
+        ),
+        ([[2, 4], 5], "runs[1]: expected a run [first, last], got 5"),
+        (
+            [[2, 4, 5]],
+            "runs[0]: expected a run [first, last], got an array of 3 items",
+        ),
+        (
+            [[2, 2**63]],
+            "runs[0].last: 9223372036854775808 is above the wire's limit of 2**63 - 1",
+        ),
+    ],
+)
+def test_runs(runs: object, message: str) -> None:
+    document = heartbeat_doc()
+    document["delta"]["clouds"][0][2] = runs
+    assert rejected(document).message == f"heartbeat.delta.clouds[0].{message}"
+
+
+def test_adjacent_runs_and_empty_clouds_are_fine() -> None:
+    document = heartbeat_doc()
+    document["delta"]["clouds"][0][2] = [[2, 2], [3, 4]]
+    document["delta"]["clouds"].append(["node-b", 7, []])
+    message = decodes_or_rejects(raw(document))
+    assert isinstance(message, Heartbeat)
+    assert message.delta is not None
+    assert message.delta.clouds == {A: frozenset({2, 3, 4}), B: frozenset()}
+
+
+def test_max_dots() -> None:
+    document = heartbeat_doc()
+    document["delta"]["clouds"][0][2] = [[1, 9_000_000_000_000_000_000]]
+    error = rejected(document)
+    assert error.message == (
+        "heartbeat.delta.clouds[0].runs[0]: the message holds more than max_dots=1000000 dots"
+    )
+    assert error.replica == "node-a"
+    # The limit is on the whole message, summed over runs and replicas.
+    document["delta"]["clouds"] = [["node-a", 1, [[2, 4]]], ["node-b", 7, [[1, 1], [5, 6]]]]
+    assert isinstance(decode_message(raw(document), max_dots=6), Heartbeat)
+    assert rejected(document, max_dots=5).message == (
+        "heartbeat.delta.clouds[1].runs[1]: the message holds more than max_dots=5 dots"
+    )
+    document = snapshot_doc()
+    document["payload"]["clouds"] = [["node-b", 7, [[5, 10]]]]
+    assert rejected(document, max_dots=5).message == (
+        "transfer_ack.payload.clouds[0].runs[0]: the message holds more than max_dots=5 dots"
+    )
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "message"),
+    [
+        (0, 0, "clock: expected a positive int, got 0"),
+        (0, -1, "clock: expected a positive int, got -1"),
+        (0, "3", "clock: expected a positive int, got '3'"),
+        (1, 7, "conn: expected a string, got 7"),
+        (2, None, "topic: expected a string, got null"),
+        (3, ["k"], "key: expected a string, got an array of 1 item"),
+        (4, [], "meta: expected an object, got an array of 0 items"),
+        (4, "online", "meta: expected an object, got 'online'"),
+        (4, None, "meta: expected an object, got null"),
+    ],
+)
+def test_entry_fields(index: int, value: object, message: str) -> None:
+    document = heartbeat_doc()
+    document["delta"]["values"][0][2][0][index] = value
+    error = rejected(document)
+    assert error.message == f"heartbeat.delta.values[0].entries[0].{message}"
+    assert error.replica == "node-a"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({}, ": expected [name, vsn, entries], got an object of 0 fields"),
+        (
+            ["node-a", 1, {}],
+            ".entries: expected an array, got an object of 0 fields",
+        ),
+        (
+            ["node-a", 1, [[3, "c", "t", "k"]]],
+            ".entries[0]: expected [clock, conn, topic, key, meta], got an array of 4 items",
+        ),
+        (
+            ["node-a", 1, ["x"]],
+            ".entries[0]: expected [clock, conn, topic, key, meta], got 'x'",
+        ),
+    ],
+)
+def test_value_groups(value: object, message: str) -> None:
+    document = heartbeat_doc()
+    document["delta"]["values"][0] = value
+    assert rejected(document).message == f"heartbeat.delta.values[0]{message}"
+
+
+def test_empty_strings_in_entries_are_fine() -> None:
+    document = heartbeat_doc()
+    document["delta"]["values"][0][2][0][1:4] = ["", "", ""]
+    assert decodes_or_rejects(raw(document)) is not None
+
+
+def test_duplicate_dots_in_entries() -> None:
+    document = heartbeat_doc()
+    entries = document["delta"]["values"][0][2]
+    entries.append([3, "c9", "t", "k", {}])
+    assert rejected(document).message == (
+        "heartbeat.delta.values[0].entries[1].clock: duplicate dot 3 of ['node-a', 1]"
+    )
+
+
+def nested(levels: int, key: str = "level") -> dict[str, Any]:
+    """A JSON object ``levels`` objects deep (``{}`` is one level)."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {key: value}
+    return value
+
+
+def test_meta_deeper_than_copy_meta_allows() -> None:
+    document = heartbeat_doc()
+    document["delta"]["values"][0][2][0][4] = nested(MAX_DEPTH + 1)
+    error = rejected(document)
+    assert error.message.startswith("heartbeat.delta.values[0].entries[0].meta: meta['level']")
+    assert error.message.endswith("nests deeper than 32 levels")
+    assert len(error.message) < 300
+    assert isinstance(error.__cause__, LocalProtocolError)
+    document["delta"]["values"][0][2][0][4] = nested(MAX_DEPTH + 1, key="")
+    assert rejected(document).message == (
+        "heartbeat.delta.values[0].entries[0].meta: meta"
+        + "['']" * MAX_DEPTH
+        + " nests deeper than 32 levels"
+    )
+    # As deep as copy_meta allows is fine, and nested metas come back intact.
+    document["delta"]["values"][0][2][0][4] = nested(MAX_DEPTH)
+    message = decodes_or_rejects(raw(document))
+    assert isinstance(message, Heartbeat)
+    assert message.delta is not None
+    assert next(message.delta.entries()).meta == nested(MAX_DEPTH)
+
+
+def test_delta_entry_outside_its_clouds() -> None:
+    document = heartbeat_doc()
+    document["delta"]["values"][0][2][0][0] = 9
+    error = rejected(document)
+    assert error.message == (
+        "heartbeat.delta.values[0].entries[0].clock: dot 9 of ['node-a', 1] is outside what the "
+        "payload has seen (context 0, clouds without it)"
+    )
+    document["delta"]["values"].append(["node-b", 7, [[1, "c", "t", "k", {}]]])
+    document["delta"]["values"][0][2][0][0] = 3
+    assert rejected(document).message == (
+        "heartbeat.delta.values[1].entries[0].clock: dot 1 of ['node-b', 7] is outside what the "
+        "payload has seen (context 0, clouds empty)"
+    )
+
+
+def test_snapshot_entry_outside_its_context_and_clouds() -> None:
+    document = snapshot_doc()
+    document["payload"]["values"][0][2][1][0] = 5
+    assert rejected(document).message == (
+        "transfer_ack.payload.values[0].entries[1].clock: dot 5 of ['node-a', 1] is outside what "
+        "the payload has seen (context 4, clouds empty)"
+    )
+    document["payload"]["clouds"] = [["node-a", 1, [[5, 5]]]]
+    assert decodes_or_rejects(raw(document)) is not None
+
+
+def test_snapshot_owner_outside_its_context() -> None:
+    document = snapshot_doc()
+    document["payload"]["values"].append(["node-z", 1, []])
+    assert rejected(document).message == (
+        "transfer_ack.payload.values[1]: owner ['node-z', 1] is not in the payload's context"
+    )
+
+
+def test_delta_end_below_start() -> None:
+    document = heartbeat_doc()
+    document["delta"]["end"] = [["node-a", 1, 1]]
+    assert rejected(document).message == (
+        "heartbeat.delta.end[0].clock: 1 is below the start clock 2 of ['node-a', 1]"
+    )
+
+
+def test_delta_must_be_null_or_an_object() -> None:
+    document = heartbeat_doc()
+    document["delta"] = []
+    assert (
+        rejected(document).message
+        == "heartbeat.delta: expected null or an object, got an array of 0 items"
+    )
+    document = snapshot_doc()
+    document["payload"] = None
+    assert rejected(document).message == "transfer_ack.payload: expected an object, got null"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            b'"alice"',
+            b'"al\\udce9"',
+            "transfer_ack.payload.values[0][2][0][3]: a string holds a lone surrogate",
+        ),
+        (
+            b'"status"',
+            b'"\\ud800s"',
+            "transfer_ack.payload.values[0][2][0][4]: a key holds a lone surrogate",
+        ),
+        (
+            b'"F3"',
+            b'["\\udbff"]',
+            "transfer_ack.payload.values[0][2][1][4].phx_ref[0]: a string holds",
+        ),
+        (
+            b'"replica":["node-a"',
+            b'"replica":["\\ud83d"',
+            "transfer_ack.payload.replica[0]: a string holds",
+        ),
+        (
+            b'"sender":["node-a"',
+            b'"sender":["node-\\udc00"',
+            "transfer_ack.sender.name: a string holds",
+        ),
+    ],
+)
+def test_lone_surrogates(old: bytes, new: bytes, message: str) -> None:
+    data = encode_message(
+        TransferAck(request_id=2, sender=A, payload=sample_state()[0].extract(B, {A: 0, B: 0}))
+    )
+    assert old in data
+    error = rejected(data.replace(old, new, 1))
+    assert error.message.startswith(message)
+    assert error.message.endswith("it is not valid Unicode")
+
+
+def test_escaped_surrogate_pairs_are_fine() -> None:
+    data = encode_message(GracefulPermdown(sender=ReplicaRef("node-😀", 1)))
+    escaped = data.replace("😀".encode(), b"\\ud83d\\ude00")
+    assert escaped != data
+    assert decode_message(escaped) == GracefulPermdown(sender=ReplicaRef("node-😀", 1))
+    assert decode_message(data.replace(b"node-", b"\\\\ud800-")) == GracefulPermdown(
+        sender=ReplicaRef("\\ud800-😀", 1)
+    )
+
+
+def test_error_messages_stay_short() -> None:
+    document = heartbeat_doc()
+    document["sender"] = ["x" * 100_000, 1]
+    document["clock"] = "y" * 100_000
+    assert len(rejected(document).message) < 200
+    document = heartbeat_doc()
+    document["zzz" * 10_000] = 1
+    assert len(rejected(document).message) < 200

@@ -1,0 +1,315 @@
+"""Shared helpers for the core tests: trackers on scripted time, and a zero-latency cluster.
+
+Nothing here reads a clock or draws unseeded randomness: ``now`` is always a number the test
+chose (a literal, or :attr:`Cluster.now`), and every tracker gets a seeded ``random.Random``.
+
+* :func:`make_tracker` builds one tracker with the small periods of Phoenix's clustered tests
+  (``broadcast_period=0.1``, ``max_silent_periods=2``, ``permdown_period=1.5``; the down period
+  is then derived: 0.4) unless the test overrides them.
+* :class:`Cluster` holds N trackers, an explicit ``now`` and an in-memory network that delivers
+  instantly; it can make a tracker deaf or mute, cut one direction of a link, kill a tracker
+  (it just stops: no graceful permdown), restart it as a new incarnation, and it records every
+  message sent.
+* :func:`drain` empties a tracker's event queue; :func:`summarize` turns events into tuples that
+  are easy to compare exactly; :func:`observe` snapshots everything a tracker lets you query,
+  for "a failing call changes nothing" assertions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from presence_core import (
+    Event,
+    Message,
+    Outbound,
+    PresenceDiff,
+    ReplicaDown,
+    ReplicaPermdown,
+    ReplicaRef,
+    ReplicaUp,
+    Tracker,
+    TrackerConfig,
+)
+
+FAST: Mapping[str, Any] = {"broadcast_period": 0.1, "max_silent_periods": 2, "permdown_period": 1.5}
+"""The timings of phoenix_pubsub's clustered tests (SPEC §7.6), in seconds."""
+
+PERIOD = 0.1
+DOWN = 0.4  # derived: broadcast_period * max_silent_periods * 2
+PERMDOWN = 1.5
+
+MAX_DELIVERIES = 100_000
+"""A pump that delivers more than this many messages in one go is looping: fail loudly."""
+
+
+def make_config(**overrides: Any) -> TrackerConfig:
+    """A TrackerConfig with the :data:`FAST` timings, overridden by ``overrides``."""
+    options: dict[str, Any] = {**FAST, **overrides}
+    return TrackerConfig(**options)
+
+
+def make_tracker(name: str, seed: int = 0, vsn: int = 1, **config: Any) -> Tracker:
+    """A tracker named ``name`` (incarnation ``vsn``) with ``random.Random(seed)``.
+
+    ``config`` overrides the :data:`FAST` timings.
+    """
+    return Tracker(
+        config=make_config(**config), replica=ReplicaRef(name, vsn), rng=random.Random(seed)
+    )
+
+
+def drain(tracker: Tracker) -> list[Event]:
+    """Every pending event of ``tracker``, oldest first (the queue is emptied)."""
+    events: list[Event] = []
+    while (event := tracker.next_event()) is not None:
+        events.append(event)
+    return events
+
+
+def entry_id(entry: Any) -> str:
+    """``owner/conn/key`` of an entry: short, unique within a topic, easy to read in asserts."""
+    return f"{entry.owner.name}/{entry.conn}/{entry.key}"
+
+
+Summary = tuple[Any, ...]
+
+
+def summarize(events: Iterable[Event]) -> list[Summary]:
+    """Events as plain tuples.
+
+    * ``("up" | "down" | "permdown", name, vsn)`` for liveness events;
+    * ``("diff", topic, joins, leaves)`` for a diff, where joins and leaves are tuples of
+      :func:`entry_id` strings in the order the event lists them.
+    """
+    result: list[Summary] = []
+    for event in events:
+        if isinstance(event, PresenceDiff):
+            result.append(
+                (
+                    "diff",
+                    event.topic,
+                    tuple(entry_id(e) for e in event.joins),
+                    tuple(entry_id(e) for e in event.leaves),
+                )
+            )
+        elif isinstance(event, ReplicaUp):
+            result.append(("up", event.replica.name, event.replica.vsn))
+        elif isinstance(event, ReplicaDown):
+            result.append(("down", event.replica.name, event.replica.vsn))
+        else:
+            assert isinstance(event, ReplicaPermdown)
+            result.append(("permdown", event.replica.name, event.replica.vsn))
+    return result
+
+
+def observe(tracker: Tracker) -> dict[str, Any]:
+    """Everything a tracker lets one query without consuming it (events and messages excluded).
+
+    Compare two snapshots with ``==`` to show that a call changed nothing.
+    """
+    state = tracker.state
+    stored = sorted(
+        (e.owner, e.clock, e.topic, e.key, e.conn, repr(e.meta)) for e in state.entries()
+    )
+    all_topics = sorted({e.topic for e in state.entries()})
+    return {
+        "replica": tracker.replica,
+        "stopped": tracker.stopped,
+        "next_deadline": tracker.next_deadline(),
+        "topics": tracker.topics(),
+        "lists": {topic: tracker.list(topic) for topic in all_topics},
+        "counts": {topic: tracker.count(topic) for topic in all_topics},
+        "entries": stored,
+        "context": dict(state.context),
+        "clouds": dict(state.clouds),
+        "down": state.down_replicas(),
+        "pending_delta": state.pending_delta,
+        "replicas": {
+            name: (info.ref, info.status, info.last_heard)
+            for name, info in tracker.replicas().items()
+        },
+    }
+
+
+@attrs.frozen
+class Sent:
+    """One message a tracker sent, as the cluster's network saw it.
+
+    Attributes:
+        at: cluster time of the send.
+        sender: the sender's name.
+        message: the message.
+        to: the addressee (``None`` for a broadcast).
+        delivered_to: the trackers that received it (after deaf/mute/dead/cut filtering).
+    """
+
+    at: float
+    sender: str
+    message: Message
+    to: str | None
+    delivered_to: tuple[str, ...]
+
+
+class Cluster:
+    """N trackers on one explicit clock, joined by an instant, lossless (unless told) network.
+
+    Args:
+        names: the trackers to start, in this order (which is also the delivery order).
+        seed: the base seed; tracker ``i`` of incarnation ``vsn`` gets
+            ``random.Random(seed * 1000 + 10 * i + vsn)``.
+        start: the initial cluster time.
+        config: overrides of the :data:`FAST` timings, for every tracker.
+
+    Every tracker's clock is started at :attr:`now` when it is added (a ``handle_timer`` call), as
+    an adapter would do on start-up.
+    """
+
+    def __init__(
+        self, names: Iterable[str], *, seed: int = 0, start: float = 0.0, **config: Any
+    ) -> None:
+        self.now: float = start
+        self.seed = seed
+        self.config: dict[str, Any] = dict(config)
+        self.trackers: dict[str, Tracker] = {}
+        self.order: list[str] = []
+        self.deaf: set[str] = set()
+        self.mute: set[str] = set()
+        self.dead: set[str] = set()
+        self.cut: set[tuple[str, str]] = set()
+        self.sent: list[Sent] = []
+        for name in names:
+            self.add(name)
+
+    def __getitem__(self, name: str) -> Tracker:
+        return self.trackers[name]
+
+    def __iter__(self) -> Iterator[Tracker]:
+        return iter(self.trackers.values())
+
+    # -------------------------------------------------------------- membership
+
+    def _seed_for(self, name: str, vsn: int) -> int:
+        return self.seed * 1000 + 10 * self.order.index(name) + vsn
+
+    def add(self, name: str, *, vsn: int = 1) -> Tracker:
+        """Start a new tracker ``name`` at :attr:`now` and pump."""
+        if name not in self.order:
+            self.order.append(name)
+        tracker = make_tracker(name, seed=self._seed_for(name, vsn), vsn=vsn, **self.config)
+        self.trackers[name] = tracker
+        self.dead.discard(name)
+        tracker.handle_timer(now=self.now)
+        self.pump()
+        return tracker
+
+    def kill(self, name: str) -> None:
+        """Stop ``name`` abruptly: no more timers, nothing delivered to or from it."""
+        self.dead.add(name)
+
+    def restart(self, name: str) -> Tracker:
+        """Replace ``name`` by a new incarnation (``vsn + 1``) started at :attr:`now`."""
+        old = self.trackers[name]
+        return self.add(name, vsn=old.replica.vsn + 1)
+
+    def alive(self) -> list[Tracker]:
+        return [t for name, t in self.trackers.items() if name not in self.dead]
+
+    # -------------------------------------------------------------- time
+
+    def advance(self, dt: float) -> None:
+        """Move time forward by ``dt``, running every tracker deadline that falls in between.
+
+        At each deadline (in time order) every live tracker gets ``handle_timer(now=deadline)``
+        (spurious calls are harmless by contract) and the network is pumped until quiet; finally
+        every live tracker gets ``handle_timer`` at the new time and the network is pumped again.
+        """
+        assert dt >= 0
+        target = round(self.now + dt, 9)
+        while True:
+            due = [
+                deadline
+                for tracker in self.alive()
+                if (deadline := tracker.next_deadline()) is not None and deadline <= target
+            ]
+            if not due:
+                break
+            self.now = max(self.now, min(due))
+            self._tick_all()
+        self.now = target
+        self._tick_all()
+
+    def _tick_all(self) -> None:
+        for tracker in self.alive():
+            tracker.handle_timer(now=self.now)
+        self.pump()
+
+    # -------------------------------------------------------------- network
+
+    def _recipients(self, sender: str, outbound: Outbound) -> tuple[str, ...]:
+        if sender in self.mute or sender in self.dead:
+            return ()
+        if outbound.to is None:
+            candidates = [name for name in self.trackers if name != sender]
+        else:
+            candidates = [outbound.to] if outbound.to in self.trackers else []
+        return tuple(
+            name
+            for name in candidates
+            if name not in self.dead and name not in self.deaf and (sender, name) not in self.cut
+        )
+
+    def pump(self) -> None:
+        """Deliver queued messages (FIFO, replies go to the back) until no tracker has any."""
+        queue: deque[tuple[str, Outbound]] = deque()
+
+        def collect() -> None:
+            for name, tracker in self.trackers.items():
+                if name not in self.dead:
+                    queue.extend((name, out) for out in tracker.messages_to_send())
+
+        collect()
+        deliveries = 0
+        while queue:
+            sender, outbound = queue.popleft()
+            recipients = self._recipients(sender, outbound)
+            self.sent.append(Sent(self.now, sender, outbound.message, outbound.to, recipients))
+            for name in recipients:
+                deliveries += 1
+                assert deliveries < MAX_DELIVERIES, "the cluster never goes quiet"
+                self.trackers[name].receive(outbound.message, now=self.now)
+            collect()
+
+    def messages(
+        self,
+        kind: type[Any] | tuple[type[Any], ...] | None = None,
+        *,
+        sender: str | None = None,
+        to: str | None = None,
+        since: int = 0,
+    ) -> list[Sent]:
+        """Recorded messages (from index ``since``), filtered by type, sender and addressee."""
+        return [
+            sent
+            for sent in self.sent[since:]
+            if (kind is None or isinstance(sent.message, kind))
+            and (sender is None or sent.sender == sender)
+            and (to is None or sent.to == to)
+        ]
+
+    # -------------------------------------------------------------- shortcuts
+
+    def events(self) -> dict[str, list[Event]]:
+        """:func:`drain` every tracker (dead ones too), by name."""
+        return {name: drain(tracker) for name, tracker in self.trackers.items()}
+
+    def track(self, name: str, conn: str, topic: str, key: str, meta: Any = None) -> str:
+        """``trackers[name].track(...)`` at :attr:`now` (meta defaults to ``{}``)."""
+        return self.trackers[name].track(
+            conn=conn, topic=topic, key=key, meta={} if meta is None else meta, now=self.now
+        )
