@@ -6,6 +6,9 @@ change without notice.
 
 from __future__ import annotations
 
+from ._codec import WIRE_VERSION as WIRE_VERSION
+from ._codec import decode_message as decode_message
+from ._codec import encode_message as encode_message
 from ._config import TrackerConfig as TrackerConfig
 from ._deltas import DeltaGenerations as DeltaGenerations
 from ._errors import AlreadyTracked as AlreadyTracked
@@ -96,12 +99,15 @@ __all__ = [
     "Snapshot",
     "TRANSITIONS",
     "Tracker",
+    "WIRE_VERSION",
     "TrackerConfig",
     "TransferAck",
     "TransferRequest",
     "append_clock",
     "dominates",
+    "decode_message",
     "dominates_or_equal",
+    "encode_message",
     "encode_frame",
     "group",
     "lowerbound",

@@ -31,6 +31,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Mapping
 
+from ._codec import decode_message
 from ._config import TrackerConfig
 from ._deltas import DeltaGenerations
 from ._errors import AlreadyTracked, LimitExceeded, LocalProtocolError, NoPresence
@@ -431,8 +432,6 @@ class Tracker:
         """
         now = self._check_now(now)
         if isinstance(message, (bytes, bytearray, memoryview)):
-            from ._codec import decode_message
-
             message = decode_message(bytes(message), max_bytes=self.config.max_message_bytes)
         if not isinstance(message, (Heartbeat, TransferRequest, TransferAck, GracefulPermdown)):
             raise LocalProtocolError(f"cannot receive a {type(message).__name__}")
