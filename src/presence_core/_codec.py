@@ -24,9 +24,9 @@ Decoding trusts nothing. Each step has its own guard, and every failure is a
    type, then the sender (so later errors can name the replica that sent them);
 4. every field, with no field missing and no unknown field, ints that are ints (``true`` is not
    ``1`` here) in range, no duplicate replica or dot, dots as ascending disjoint runs whose
-   expansion stays under ``max_dots`` (a DoS guard: ``[[1, 9e18]]`` is 18 bytes), metas that are
-   JSON objects within :func:`~presence_core._meta.copy_meta`'s rules, and every entry inside
-   what its payload claims to have seen.
+   expansion stays under ``max_dots`` (a DoS guard: ``[[1,9000000000000000000]]`` is 25 bytes),
+   metas that are JSON objects within :func:`~presence_core._meta.copy_meta`'s rules, and every
+   entry inside what its payload claims to have seen.
 
 Entries are the bulk of a full-state transfer, so their loop checks the common case with one
 combined condition and only on failure calls the slow path that works out which field is wrong.
@@ -548,7 +548,7 @@ class _Reader:
         return self.snapshot(value, path)
 
     def find_lone_surrogate(self, document: dict[str, Any], kind: str) -> None:
-        """Fail on the first string or key holding a lone surrogate, anywhere in the document.
+        """Fail on a string or key holding a lone surrogate, anywhere in the document.
 
         Only run when the text has a surrogate escape. Paths are kept as linked tuples and only
         rendered on failure, so a large document costs one pass and no string building.

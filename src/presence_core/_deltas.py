@@ -122,7 +122,7 @@ class DeltaGenerations:
         return None
 
     def extract(
-        self, state: ReplicaState, remote_ref: ReplicaRef, remote_context: Context
+        self, state: ReplicaState, remote_ref: ReplicaRef | None, remote_context: Context
     ) -> Snapshot | Delta:
         """What to send in reply to a transfer request: a fitting generation, else the full state.
 

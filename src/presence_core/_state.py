@@ -181,8 +181,12 @@ class Delta:
         for rows in self.values.values():
             yield from rows.values()
 
-    def extract(self, remote_ref: ReplicaRef, remote_context: Context) -> Delta:
-        """This delta as sent to ``remote_ref``: only replicas it knows, never its own entries."""
+    def extract(self, remote_ref: ReplicaRef | None, remote_context: Context) -> Delta:
+        """This delta as sent to ``remote_ref``: only replicas it knows, never its own entries.
+
+        With ``remote_ref=None`` no replica's entries are left out (see
+        :meth:`ReplicaState.extract`).
+        """
         known = remote_context.keys()
         return Delta(
             replica=self.replica,
@@ -762,16 +766,21 @@ class ReplicaState:
 
     # ------------------------------------------------------------------ extract and merge
 
-    def extract(self, remote_ref: ReplicaRef, remote_context: Context) -> Snapshot:
+    def extract(self, remote_ref: ReplicaRef | None, remote_context: Context) -> Snapshot:
         """The full state as sent to ``remote_ref`` (SPEC §4.5).
 
         Only replicas in ``remote_context`` are included (a requester never receives entries of a
         replica it does not know or considers down), and never the requester's own entries.
 
+        ``remote_ref=None`` keeps the requester's own entries too. The tracker's transfer replies
+        do that, as Phoenix's do: a reply without them but with their dots would make the
+        requester's delta generations forget its own live entries.
+
         Raises:
             LocalProtocolError: ``remote_ref`` is not a ReplicaRef.
         """
-        _check_ref(remote_ref, "remote_ref")
+        if remote_ref is not None:
+            _check_ref(remote_ref, "remote_ref")
         me = self.replica
         context = self.context
         known = [r for r in remote_context if r in context]

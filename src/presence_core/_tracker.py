@@ -48,7 +48,7 @@ from ._messages import (
 from ._meta import JSONValue, Meta, copy_meta
 from ._presence import PresenceMap, group
 from ._refs import RefGenerator
-from ._state import Delta, Entry, ReplicaState, Snapshot
+from ._state import Delta, Entry, MergeResult, ReplicaState, Snapshot
 from ._vclock import Clock, ReplicaRef, append_clock
 
 __all__ = ["MetaUpdater", "ReplicaInfo", "Tracker"]
@@ -241,6 +241,15 @@ class Tracker:
 
     def _broadcast(self, message: Message) -> None:
         self._outbox.append(Outbound(message=message))
+
+    def _emit_merge(self, result: MergeResult) -> None:
+        # Entries of a replica we consider down are hidden: their joins and leaves are not news
+        # (its leaves went out when it went down; a join now would be a ghost in every client).
+        is_down = self._state.is_down
+        self._emit_diff(
+            tuple(e for e in result.joins if not is_down(e.owner)),
+            tuple(e for e in result.leaves if not is_down(e.owner)),
+        )
 
     def _emit_diff(self, joins: tuple[Entry, ...], leaves: tuple[Entry, ...]) -> None:
         by_topic: dict[str, tuple[builtins.list[Entry], builtins.list[Entry]]] = {}
@@ -441,12 +450,14 @@ class Tracker:
         if isinstance(message, Heartbeat):
             self._receive_heartbeat(message, now)
         elif isinstance(message, TransferRequest):
-            payload = self._generations.extract(self._state, message.sender, message.clock)
+            # The requester's own entries stay in (remote_ref=None): their dots are in the reply,
+            # and a generation merged with dots but no values would forget them.
+            payload = self._generations.extract(self._state, None, message.clock)
             reply = TransferAck(request_id=message.request_id, sender=self.replica, payload=payload)
             self._outbox.append(Outbound(message=reply, to=message.sender.name))
         elif isinstance(message, TransferAck):
             result = self._state.merge(message.payload)
-            self._emit_diff(result.joins, result.leaves)
+            self._emit_merge(result)
             if isinstance(message.payload, Snapshot):
                 self._generations.clear()
             else:
@@ -464,7 +475,7 @@ class Tracker:
             return
         if message.delta is not None:
             result = self._state.merge(message.delta)
-            self._emit_diff(result.joins, result.leaves)
+            self._emit_merge(result)
             self._push_generation_delta(message.delta)
         self._clockset = append_clock(self._clockset, (message.sender, message.clock))
 

@@ -1,0 +1,252 @@
+"""The ``presence`` command.
+
+``presence simulate`` runs a whole cluster in the deterministic simulator
+(:mod:`presence_adapters.simulation`) and reports whether presence converged, how fast, and what
+it cost. With no arguments it runs the representative scenario: 5 nodes, client churn, a
+partition that heals, a crash and a restart.
+
+Exit status: 0 when every invariant held, 1 when one broke (the replay command is printed), 2 on
+a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from presence_adapters.simulation import FAULT_MIXES, SimParams, SimResult, Simulation
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="presence", description="Phoenix Presence for Python: tools."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sim = commands.add_parser(
+        "simulate",
+        help="run a cluster in the deterministic simulator and check presence stays correct",
+        description=(
+            "Run N trackers on a virtual clock over a seeded faulty network, with a client "
+            "workload and a fault schedule, and check the presence invariants. Same flags, "
+            "same run: a failure replays from the printed command."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="fault mixes:\n"
+        + "\n".join(f"  {name:<10} {text}" for name, text in FAULT_MIXES.items()),
+    )
+    defaults = SimParams()
+    sim.add_argument("--nodes", type=int, default=defaults.nodes, help="replicas (default 5)")
+    sim.add_argument("--seed", type=int, default=defaults.seed, help="master seed (default 1)")
+    sim.add_argument(
+        "--duration",
+        type=float,
+        default=defaults.duration,
+        help="virtual seconds of workload and faults, before the settle phase (default 60)",
+    )
+    sim.add_argument(
+        "--faults",
+        choices=sorted(FAULT_MIXES),
+        default=defaults.faults,
+        help="fault mix (default: default)",
+    )
+    sim.add_argument(
+        "--rate",
+        type=float,
+        default=defaults.rate,
+        help="client operations per virtual second (default 4)",
+    )
+    sim.add_argument("--topics", type=int, default=defaults.topics, help="topics (default 8)")
+    sim.add_argument("--keys", type=int, default=defaults.keys, help="presence keys (default 20)")
+    sim.add_argument(
+        "--broadcast-period",
+        type=float,
+        default=defaults.broadcast_period,
+        help="tracker broadcast period in seconds (default 0.5)",
+    )
+    sim.add_argument("--json", metavar="FILE", help="write the metrics as JSON ('-' for stdout)")
+    sim.add_argument(
+        "--plot", metavar="FILE", help="write a PNG of replica views and convergence over time"
+    )
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``presence`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "simulate":
+        parser.print_help()
+        return 2
+    return _simulate(args, parser)
+
+
+def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    out = sys.stdout
+    try:
+        params = SimParams(
+            seed=args.seed,
+            nodes=args.nodes,
+            duration=args.duration,
+            faults=args.faults,
+            rate=args.rate,
+            topics=args.topics,
+            keys=args.keys,
+            broadcast_period=args.broadcast_period,
+        )
+        scenario = params.scenario()
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(
+                "presence: --plot needs matplotlib, which is not installed; install the plot "
+                "extra: pip install 'presence-core[plot]' (or: pip install matplotlib)",
+                file=sys.stderr,
+            )
+            return 2
+    show = not args.quiet and args.json != "-"
+    print(
+        f"simulating {len(scenario.nodes)} nodes, seed {params.seed}, fault mix "
+        f"{params.faults!r}, {params.duration:g} virtual seconds + settle",
+        file=out if show else sys.stderr,
+    )
+    if show:
+        for fault in scenario.faults:
+            print(f"  t={fault.at:8.3f}s  {fault.describe()}", file=out)
+    progress = _Progress(sys.stderr) if show and sys.stderr.isatty() else None
+    simulation = Simulation(
+        scenario, timeline=bool(args.plot), on_progress=progress.update if progress else None
+    )
+    result = simulation.run()
+    if progress is not None:
+        progress.done()
+    if args.json:
+        data: dict[str, Any] = {
+            "params": {
+                "seed": params.seed,
+                "nodes": params.nodes,
+                "duration": params.duration,
+                "faults": params.faults,
+                "rate": params.rate,
+                "topics": params.topics,
+                "keys": params.keys,
+                "broadcast_period": params.broadcast_period,
+            },
+            "ok": result.ok,
+            "digest": result.digest,
+            "bounds": {
+                "join": result.bounds.join,
+                "crash": result.bounds.crash,
+                "settle": result.bounds.settle,
+            },
+            "metrics": result.metrics.to_json(),
+            "violations": [str(v) for v in result.violations],
+            "replay": params.replay_command(),
+        }
+        text = json.dumps(data, indent=2, sort_keys=True)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+    if args.plot:
+        _plot(result, args.plot)
+    if args.json != "-":
+        _report(result, params, out)
+    return 0 if result.ok else 1
+
+
+class _Progress:
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def update(self, now: float, end: float) -> None:
+        width = 40
+        filled = int(width * min(1.0, now / end)) if end else width
+        bar = "#" * filled + "-" * (width - filled)
+        self._stream.write(f"\r[{bar}] {now:7.1f}/{end:.1f} virtual s")
+        self._stream.flush()
+
+    def done(self) -> None:
+        self._stream.write("\r" + " " * 70 + "\r")
+        self._stream.flush()
+
+
+def _report(result: SimResult, params: SimParams, out: TextIO) -> None:
+    m = result.metrics
+    bounds = result.bounds
+    print("", file=out)
+    verdict = "CONVERGED: every invariant held" if result.ok else "FAILED: an invariant broke"
+    print(verdict, file=out)
+    print(
+        f"  simulated {m.virtual_seconds:.1f} virtual s in {m.steps} steps, "
+        f"{m.operations} client operations, {m.diffs} diffs emitted",
+        file=out,
+    )
+    print("  convergence (virtual seconds after each disruption):", file=out)
+    for sample in m.convergence:
+        took = "did not converge" if sample.seconds is None else f"{sample.seconds:.3f}s"
+        print(f"    {sample.cause:<16} at t={sample.at:8.3f}s  {took}", file=out)
+    worst = m.worst_convergence
+    print(
+        f"  worst convergence: {'n/a' if worst is None else f'{worst:.3f}s'}"
+        f"  (bounds: join {bounds.join:.2f}s, crash {bounds.crash:.2f}s, "
+        f"settle {bounds.settle:.2f}s)",
+        file=out,
+    )
+    print(
+        f"  cost: {m.messages_per_replica_second:.1f} messages and "
+        f"{m.bytes_per_replica_second:.0f} bytes per replica per second, "
+        f"{m.dropped} dropped, largest transfer {m.largest_transfer} bytes",
+        file=out,
+    )
+    print(f"  trace digest: {result.digest}", file=out)
+    if not result.ok:
+        print("", file=out)
+        print(f"{len(result.violations)} violation(s); the first ones:", file=out)
+        for violation in result.violations[:5]:
+            print(f"  - {str(violation).splitlines()[0]}", file=out)
+        print("", file=out)
+        print(f"replay with: {params.replay_command()}", file=out)
+
+
+def _plot(result: SimResult, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [row[0] for row in result.timeline]
+    nodes = sorted({name for row in result.timeline for name in row[1]})
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6))
+    top.plot(times, [row[2] for row in result.timeline], "k--", label="model (expected)")
+    for name in nodes:
+        top.plot(times, [row[1].get(name, float("nan")) for row in result.timeline], label=name)
+        bottom.plot(times, [row[3].get(name, float("nan")) for row in result.timeline], label=name)
+    top.set_ylabel("visible presences")
+    bottom.set_ylabel("presences differing\nfrom the model")
+    bottom.set_xlabel("virtual seconds")
+    for axis in (top, bottom):
+        for fault in result.scenario.faults:
+            axis.axvline(fault.at, color="grey", alpha=0.4, linewidth=0.8)
+        axis.axvline(result.scenario.duration, color="green", alpha=0.6, linewidth=1.0)
+    top.legend(loc="upper left", fontsize="small", ncol=4)
+    top.set_title(
+        f"seed {result.scenario.seed}: faults (grey), settle (green); "
+        f"{'converged' if result.ok else 'FAILED'}"
+    )
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

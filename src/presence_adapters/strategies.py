@@ -1,0 +1,150 @@
+"""Hypothesis strategies for the simulator: generate, and shrink, whole cluster schedules.
+
+Use them in your own tests to search for a schedule that breaks your code, and let Hypothesis
+shrink a failure to a small one (fewer faults, fewer nodes, a shorter run)::
+
+    from hypothesis import given, settings
+    from presence_adapters.simulation import Simulation
+    from presence_adapters.strategies import scenarios
+
+    @settings(max_examples=50, deadline=None)
+    @given(scenarios(max_nodes=4))
+    def test_presence_survives_anything(scenario):
+        result = Simulation(scenario).run()
+        assert result.ok, result.violations[0]
+
+Needs Hypothesis (the ``test`` extra); :mod:`presence_adapters.simulation` itself does not.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from presence_adapters.simulation import (
+    FAULT_MIXES,
+    SIM_CONFIG,
+    Fault,
+    FaultyNetwork,
+    Scenario,
+    SimParams,
+    Workload,
+)
+
+__all__ = ["fault_schedules", "network_models", "scenarios", "sim_params", "workloads"]
+
+
+def network_models(*, max_loss: float = 0.1) -> st.SearchStrategy[FaultyNetwork]:
+    """Stock networks: latency up to 0.1 s, loss up to ``max_loss``, duplication, reordering.
+
+    Shrinks towards a perfect 1 ms network.
+    """
+    probability = st.sampled_from([0.0, 0.01, 0.05, 0.1])
+    return st.builds(
+        lambda low, spread, loss, dup, reorder: FaultyNetwork(
+            latency_min=low,
+            latency_max=low + spread,
+            loss=min(loss, max_loss),
+            duplicate=dup,
+            reorder=reorder,
+        ),
+        st.sampled_from([0.001, 0.005, 0.02]),
+        st.sampled_from([0.0, 0.01, 0.05, 0.1]),
+        probability,
+        probability,
+        probability,
+    )
+
+
+def workloads() -> st.SearchStrategy[Workload]:
+    """Client workloads: rates, topic counts, keys and connections per key. Shrinks to a small,
+    slow one."""
+    return st.builds(
+        Workload,
+        rate=st.sampled_from([0.5, 2.0, 4.0, 10.0]),
+        topics=st.integers(1, 10),
+        hot_topics=st.integers(0, 2),
+        keys=st.integers(1, 20),
+        conns_per_key=st.integers(1, 3),
+    )
+
+
+@st.composite
+def fault_schedules(draw: st.DrawFn, nodes: tuple[str, ...], duration: float) -> tuple[Fault, ...]:
+    """A list of faults over ``nodes`` within ``[0, duration]``; shrinks towards no faults.
+
+    Every kind appears: symmetric and one-way partitions, heals, crashes, graceful shutdowns,
+    restarts, pauses and resumes. Faults that do not apply when they fire (restarting a running
+    node, resuming one that is not paused) are skipped by the simulation, so any list is valid.
+    """
+    kinds = ["partition", "heal", "crash", "restart", "shutdown", "pause", "resume"]
+    count = draw(st.integers(0, 8))
+    faults = []
+    for _ in range(count):
+        kind = draw(st.sampled_from(kinds))
+        at = draw(st.floats(0.0, duration, allow_nan=False, allow_infinity=False))
+        at = round(at, 3)
+        if kind == "partition":
+            if len(nodes) < 2:
+                continue
+            side = draw(st.lists(st.sampled_from(nodes), min_size=1, unique=True))
+            others = [n for n in nodes if n not in side]
+            if not others:
+                continue
+            one_way = draw(st.booleans())
+            faults.append(
+                Fault(at=at, kind="partition", nodes=sorted(side), others=others, one_way=one_way)
+            )
+        elif kind == "heal":
+            faults.append(Fault(at=at, kind="heal"))
+        else:
+            node = draw(st.sampled_from(nodes))
+            faults.append(Fault(at=at, kind=kind, nodes=(node,)))  # type: ignore[arg-type]
+    return tuple(sorted(faults, key=lambda f: f.at))
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn,
+    *,
+    min_nodes: int = 1,
+    max_nodes: int = 5,
+    max_duration: float = 40.0,
+    networks: st.SearchStrategy[FaultyNetwork] | None = None,
+    skew: bool = True,
+) -> Scenario:
+    """Whole scenarios: nodes, seed, network, workload, fault schedule and clock rates.
+
+    Shrinks towards one node, a short run, a perfect network, no faults and true clocks, with
+    the seed shrinking towards 0.
+    """
+    count = draw(st.integers(min_nodes, max_nodes))
+    names = tuple(f"n{i}" for i in range(count))
+    duration = draw(st.sampled_from([5.0, 10.0, 20.0, max_duration]))
+    duration = min(duration, max_duration)
+    rates: dict[str, float] = {}
+    if skew and draw(st.booleans()):
+        rates = {name: draw(st.sampled_from([1.0, 0.95, 1.05, 0.9, 1.1])) for name in names}
+    return Scenario(
+        nodes=names,
+        seed=draw(st.integers(0, 2**32 - 1)),
+        duration=duration,
+        config=SIM_CONFIG,
+        network=draw(networks if networks is not None else network_models()),
+        workload=draw(workloads()),
+        faults=draw(fault_schedules(names, duration)),
+        clock_rates=rates,
+    )
+
+
+def sim_params(
+    *, mixes: list[str] | None = None, max_nodes: int = 6, max_duration: float = 40.0
+) -> st.SearchStrategy[SimParams]:
+    """:class:`SimParams` (what ``presence simulate`` takes): replay a failure with its
+    ``replay_command()``."""
+    return st.builds(
+        SimParams,
+        seed=st.integers(0, 2**32 - 1),
+        nodes=st.integers(1, max_nodes),
+        duration=st.sampled_from([10.0, 20.0, max_duration]),
+        faults=st.sampled_from(mixes if mixes is not None else sorted(FAULT_MIXES)),
+    )
