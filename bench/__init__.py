@@ -1,0 +1,13 @@
+"""presence-core's benchmark suite: ``python -m bench`` (see ``docs/performance.rst``).
+
+It runs BENCH.md's workloads a to e on the CRDT and on a plain-dict floor, measures memory per
+presence, bytes on the wire, end-to-end joins per second and how each cost scales, checks every
+result, and writes a table and a plot into ``docs/``. ``python -m bench --quick`` runs the same code
+on small sizes in seconds (CI runs it through ``tests/test_bench_quick.py``).
+"""
+
+from __future__ import annotations
+
+from ._suite import FULL_PLAN, QUICK_PLAN, Plan, run_suite
+
+__all__ = ["FULL_PLAN", "QUICK_PLAN", "Plan", "run_suite"]

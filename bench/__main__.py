@@ -1,0 +1,84 @@
+"""``python -m bench``: run the suite, print the figures, write the table and the plot.
+
+Full mode (the default) uses BENCH.md's sizes, takes a few minutes and writes
+``performance_results.inc`` (included by ``docs/performance.rst``) and ``performance.png`` into
+``--out`` (``docs/`` by default). ``--quick`` uses small sizes, checks every result, judges no
+target and writes nothing unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._report import ROOT, Results, render_rst, render_text, write_plot
+from ._suite import FULL_PLAN, QUICK_PLAN, run_suite
+
+__all__ = ["main", "write_outputs"]
+
+TABLE = "performance_results.inc"
+PLOT = "performance.png"
+
+
+def _progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def write_outputs(results: Results, out: Path, *, plot: bool = True) -> list[Path]:
+    """Write the rst fragment (and the PNG when ``plot``) into ``out``; return the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if plot:
+        write_plot(results, out / PLOT)
+        written.append(out / PLOT)
+    table = out / TABLE
+    table.write_text(render_rst(results, image=PLOT if plot else None), encoding="utf-8")
+    written.append(table)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="presence-core's benchmark suite (BENCH.md)."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: check every result, judge no target"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"where to write {TABLE} and {PLOT} (default: docs/; nothing in --quick mode)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="repetitions per figure (default 5, quick 1)"
+    )
+    parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
+    args = parser.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+
+    plan = QUICK_PLAN if args.quick else FULL_PLAN
+    out: Path | None = args.out
+    if out is None and not args.quick:
+        out = ROOT / "docs"
+    results = run_suite(plan, quick=args.quick, repeat=args.repeat, progress=_progress)
+    print(render_text(results))
+    if out is not None:
+        try:
+            written = write_outputs(results, out, plot=not args.no_plot)
+        except ModuleNotFoundError as error:
+            print(
+                f"\ncannot draw the plot ({error}): pip install -e '.[bench]', or pass --no-plot",
+                file=sys.stderr,
+            )
+            return 2
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,532 @@
+"""Everything one run measured, the targets, and how it is shown: text, reStructuredText, a plot.
+
+Absolute numbers carry the machine they came from (platform, Python, CPU); comparisons are
+ratios from one run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._e2e import E2EResult
+from ._memory import MEMORY_TARGET, MemoryResult
+from ._scaling import OPERATIONS, ScalingResult
+from ._wire import HEARTBEAT_TARGET, TRANSFER_TARGET, WireResult
+from ._workloads import FLOOR_TARGET, WorkloadResult
+
+__all__ = [
+    "Machine",
+    "Results",
+    "Target",
+    "machine",
+    "render_rst",
+    "render_text",
+    "targets",
+    "write_plot",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where the numbers come from."""
+
+    platform: str
+    python: str
+    cpu: str
+    cores: int
+    commit: str
+    date: str
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} (with uncommitted changes)" if dirty else head
+
+
+def machine() -> Machine:
+    """Describe this machine and this checkout."""
+    return Machine(
+        platform=platform.platform(),
+        python=f"{platform.python_implementation()} {platform.python_version()}",
+        cpu=_cpu(),
+        cores=os.cpu_count() or 0,
+        commit=_commit(),
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything one run of the suite measured."""
+
+    quick: bool
+    repeat: int
+    machine: Machine
+    workloads: Sequence[WorkloadResult]
+    memory: Sequence[MemoryResult]
+    wire: WireResult
+    e2e: E2EResult
+    topic: ScalingResult
+    replicas: ScalingResult
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue and whether this run met it (``None``: not measured)."""
+
+    name: str
+    goal: str
+    measured: str
+    met: bool | None
+
+
+def targets(results: Results) -> list[Target]:
+    """The issue's targets, judged on this run (speed and size only at full size)."""
+    found: list[Target] = []
+    for w in results.workloads:
+        found.append(
+            Target(
+                f"{w.spec.id}: speed-up over Phoenix",
+                f">= {w.spec.target_speedup:g}x",
+                _x(w.speedup),
+                w.speedup >= w.spec.target_speedup,
+            )
+        )
+    for w in results.workloads:
+        found.append(
+            Target(
+                f"{w.spec.id}: CRDT / plain-dict floor",
+                f"<= {FLOOR_TARGET:g}x",
+                _x(w.floor_ratio),
+                w.floor_ratio <= FLOOR_TARGET,
+            )
+        )
+    for m in results.memory:
+        found.append(
+            Target(
+                f"memory per presence at {m.presences:,}",
+                f"< {MEMORY_TARGET:g} B",
+                f"{m.steady:.0f} B",
+                m.steady < MEMORY_TARGET,
+            )
+        )
+    wire = results.wire
+    found.append(
+        Target(
+            "idle heartbeat, 10 replicas known (presence@10.0.0.<i>)",
+            f"< {HEARTBEAT_TARGET} B",
+            "n/a (no codec)" if wire.idle_heartbeat is None else f"{wire.idle_heartbeat} B",
+            None if wire.idle_heartbeat is None else wire.idle_heartbeat < HEARTBEAT_TARGET,
+        )
+    )
+    per = wire.transfer_per_presence
+    found.append(
+        Target(
+            f"full transfer of {wire.transfer_presences:,}, per presence",
+            f"< {TRANSFER_TARGET:g} B",
+            "n/a (no codec)" if per is None else f"{per:.1f} B",
+            None if per is None else per < TRANSFER_TARGET,
+        )
+    )
+    return found
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000.0
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3g}"
+
+
+def _x(ratio: float) -> str:
+    """A ratio with enough digits that a near miss (2.99x against 3x) shows as one."""
+    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
+
+
+def _verdict(met: bool | None) -> str:
+    return "n/a" if met is None else ("met" if met else "MISSED")
+
+
+def _bytes(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _workload_rows(results: Results) -> list[list[str]]:
+    rows = []
+    for w in results.workloads:
+        ref = w.spec.reference
+        low, high = w.speedup_range
+        row = [w.spec.id, w.spec.title, _ms(w.crdt.best)]
+        if results.quick:
+            row += ["-", "-", "-", "-"]
+        else:
+            row += [
+                f"{ref.mid_ms:g} ({ref.low_ms:g}-{ref.high_ms:g})",
+                f"{_x(w.speedup)} ({_x(low)}-{_x(high)})",
+                f">= {w.spec.target_speedup:g}x",
+                _verdict(w.speedup >= w.spec.target_speedup),
+            ]
+        row += [_ms(w.floor.best), _x(w.floor_ratio), w.verified]
+        rows.append(row)
+    return rows
+
+
+WORKLOAD_HEADER = [
+    "id",
+    "workload",
+    "ours (ms)",
+    "Phoenix (ms): mid (range)",
+    "speed-up: mid (range)",
+    "target",
+    "met?",
+    "floor (ms)",
+    "CRDT/floor",
+    "checked",
+]
+
+
+def _phase_rows(results: Results) -> list[list[str]]:
+    rows = []
+    for w in results.workloads:
+        for phase, seconds in w.phases.items():
+            reference = w.spec.phases_reference.get(phase)
+            if reference is None or results.quick:
+                ratio = "-"
+            else:
+                ratio = _x(reference / (seconds * 1000))
+            rows.append(
+                [
+                    w.spec.id,
+                    phase,
+                    _ms(seconds),
+                    "-" if reference is None else f"~{reference:g}",
+                    ratio,
+                ]
+            )
+    return rows
+
+
+PHASE_HEADER = ["id", "phase", "ours (ms)", "Phoenix (ms)", "speed-up"]
+
+
+def _memory_rows(results: Results) -> list[list[str]]:
+    return [
+        [
+            f"{m.presences:,}",
+            f"{m.steady:.0f}",
+            f"{m.with_delta:.0f}",
+            f"{m.floor:.0f}",
+            f"{m.meta:.0f}",
+        ]
+        for m in results.memory
+    ]
+
+
+MEMORY_HEADER = [
+    "presences",
+    "bytes/presence (after broadcast)",
+    "before broadcast (pending delta)",
+    "plain-dict floor",
+    "one meta copy (excluded)",
+]
+
+
+def _wire_rows(results: Results) -> list[list[str]]:
+    wire = results.wire
+    per = wire.transfer_per_presence
+    return [
+        [
+            "idle heartbeat, 10 replicas known (presence@10.0.0.<i>)",
+            _bytes(wire.idle_heartbeat),
+            "-",
+        ],
+        ["idle heartbeat, 10 replicas known (r<i>)", _bytes(wire.idle_heartbeat_short), "-"],
+        [
+            "heartbeat with a delta of 100 joins",
+            _bytes(wire.delta_joins),
+            "-" if wire.delta_joins is None else f"{wire.delta_joins / 100:.1f} per change",
+        ],
+        [
+            "heartbeat with a delta of 50 joins + 50 leaves",
+            _bytes(wire.delta_mixed),
+            "-" if wire.delta_mixed is None else f"{wire.delta_mixed / 100:.1f} per change",
+        ],
+        [
+            f"full transfer of {wire.transfer_presences:,} presences",
+            _bytes(wire.transfer),
+            "-" if per is None else f"{per:.1f} per presence",
+        ],
+    ]
+
+
+WIRE_HEADER = ["message (JSON codec)", "bytes", "per item"]
+
+
+def _e2e_rows(results: Results) -> list[list[str]]:
+    e2e = results.e2e
+    return [
+        ["message objects", f"{e2e.objects_per_second:,.0f}"],
+        [
+            "encoded bytes (encode + decode)",
+            "n/a (no codec)" if e2e.bytes_per_second is None else f"{e2e.bytes_per_second:,.0f}",
+        ],
+    ]
+
+
+def _scaling_rows(scaling: ScalingResult) -> list[list[str]]:
+    return [
+        [f"{point:,}", *(_ms(scaling.seconds[op][i]) for op in OPERATIONS)]
+        for i, point in enumerate(scaling.points)
+    ]
+
+
+def _target_rows(results: Results) -> list[list[str]]:
+    return [[t.name, t.goal, t.measured, _verdict(t.met)] for t in targets(results)]
+
+
+TARGET_HEADER = ["target", "goal", "measured", "met?"]
+
+
+def _text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [list(header), *map(list, rows)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _machine_lines(m: Machine) -> list[str]:
+    return [
+        f"platform: {m.platform}",
+        f"python:   {m.python}",
+        f"cpu:      {m.cpu} ({m.cores} cores)",
+        f"commit:   {m.commit}",
+        f"date:     {m.date}",
+    ]
+
+
+def render_text(results: Results) -> str:
+    """The whole run as plain text, for the terminal."""
+    mode = "QUICK (small sizes, correctness only)" if results.quick else "full (BENCH.md sizes)"
+    parts = [
+        f"presence-core benchmarks: {mode}, best of {results.repeat}",
+        *_machine_lines(results.machine),
+        "",
+        "Workloads (BENCH.md); speed-up = Phoenix midpoint / ours, range from the reference range",
+        _text_table(WORKLOAD_HEADER, _workload_rows(results)),
+        "",
+        _text_table(PHASE_HEADER, _phase_rows(results)),
+        "",
+        "Memory per presence, meta excluded (tracemalloc)",
+        _text_table(MEMORY_HEADER, _memory_rows(results)),
+        "",
+        "Bytes on the wire (BENCH.md meta)",
+        _text_table(WIRE_HEADER, _wire_rows(results)),
+        "",
+        f"End to end: {results.e2e.joins:,} joins tracked, ticked and delivered, joins per second",
+        _text_table(["delivery", "joins/s"], _e2e_rows(results)),
+        "",
+        f"Scaling with the topic size (ms; {results.topic.note})",
+        _text_table(["topic size", *OPERATIONS], _scaling_rows(results.topic)),
+        "",
+        f"Scaling with the replicas (ms; {results.replicas.note})",
+        _text_table(["replicas", *OPERATIONS], _scaling_rows(results.replicas)),
+        "",
+    ]
+    if results.quick:
+        parts.append("Targets: not judged in quick mode (sizes are small; only results checked).")
+    else:
+        parts += ["Targets", _text_table(TARGET_HEADER, _target_rows(results))]
+    parts.append(f"\ntotal time of the run: {results.seconds:.0f} s")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------- rst
+
+
+def _rst_cell(cell: str) -> str:
+    if not cell:
+        return ".."  # an empty comment keeps the cell well formed
+    for special in ("\\", "*", "|", "@", "`", "_"):  # markup, links and e-mail addresses
+        cell = cell.replace(special, "\\" + special)
+    return "\\" + cell if cell[0] in "-+#" else cell  # not a bullet or enumerated list
+
+
+def _rst_table(header: Sequence[str], rows: Iterable[Sequence[str]], caption: str) -> str:
+    lines = [f".. list-table:: {caption}", "   :header-rows: 1", ""]
+    for row in [list(header), *map(list, rows)]:
+        lines.append(f"   * - {_rst_cell(row[0])}")
+        lines.extend(f"     - {_rst_cell(cell)}" for cell in row[1:])
+    return "\n".join(lines)
+
+
+def render_rst(results: Results, *, image: str | None) -> str:
+    """The generated part of ``docs/performance.rst`` (it is included there)."""
+    m = results.machine
+    mode = "quick mode (small sizes)" if results.quick else "BENCH.md sizes"
+    parts = [
+        ".. This file is generated by ``python -m bench``: do not edit it by hand.",
+        "",
+        f"Measured on {m.date}, {mode}, best of {results.repeat}, "
+        f"in {results.seconds:.0f} s, at commit ``{m.commit}``:",
+        "",
+        f"* platform: ``{m.platform}``",
+        f"* Python: {m.python}",
+        f"* CPU: {m.cpu} ({m.cores} cores)",
+        "",
+        "Workloads",
+        "^^^^^^^^^",
+        "",
+        _rst_table(
+            WORKLOAD_HEADER,
+            _workload_rows(results),
+            "BENCH.md workloads: ours, Phoenix.Tracker.State and the plain-dict floor",
+        ),
+        "",
+        _rst_table(PHASE_HEADER, _phase_rows(results), "The phases of workloads c and e"),
+        "",
+    ]
+    if not results.quick:
+        parts += [
+            "Targets",
+            "^^^^^^^",
+            "",
+            _rst_table(TARGET_HEADER, _target_rows(results), "The targets, judged on this run"),
+            "",
+        ]
+    parts += [
+        "Memory",
+        "^^^^^^",
+        "",
+        _rst_table(MEMORY_HEADER, _memory_rows(results), "Bytes per presence, meta excluded"),
+        "",
+        "Bytes on the wire",
+        "^^^^^^^^^^^^^^^^^",
+        "",
+        _rst_table(WIRE_HEADER, _wire_rows(results), "Encoded replica messages"),
+        "",
+        "End to end",
+        "^^^^^^^^^^",
+        "",
+        _rst_table(
+            ["delivery", "joins/s"],
+            _e2e_rows(results),
+            f"{results.e2e.joins:,} joins tracked, ticked and delivered to a second tracker",
+        ),
+        "",
+        "Scaling",
+        "^^^^^^^",
+        "",
+        _rst_table(
+            ["topic size", *OPERATIONS],
+            _scaling_rows(results.topic),
+            f"Milliseconds by topic size ({results.topic.note})",
+        ),
+        "",
+        _rst_table(
+            ["replicas", *OPERATIONS],
+            _scaling_rows(results.replicas),
+            f"Milliseconds by number of replicas ({results.replicas.note})",
+        ),
+        "",
+    ]
+    if image is not None:
+        parts += [
+            f".. image:: {image}",
+            "   :alt: cost of each operation by topic size and by number of replicas",
+            "   :width: 100%",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------- plot
+
+
+def write_plot(results: Results, path: Path) -> None:
+    """Draw the two scaling axes into a PNG at ``path``.
+
+    Raises:
+        ModuleNotFoundError: matplotlib is missing (``pip install -e '.[bench]'``).
+    """
+    import matplotlib  # type: ignore[import-not-found,unused-ignore]
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+    from matplotlib import ticker  # type: ignore[import-not-found,unused-ignore]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    markers = ("o", "s", "^", "D", "v")
+    for axes, scaling in ((left, results.topic), (right, results.replicas)):
+        for op, marker in zip(OPERATIONS, markers, strict=True):
+            axes.plot(
+                scaling.points,
+                [s * 1000.0 for s in scaling.seconds[op]],
+                marker=marker,
+                label=op,
+            )
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_ylabel(f"milliseconds (best of {results.repeat})")
+        axes.grid(True, which="major", alpha=0.4)
+    left.set_xlabel(results.topic.note, fontsize="small")
+    left.set_title("by topic size")
+    right.set_xlabel(f"replicas ({results.replicas.note})", fontsize="small")
+    right.set_title("by number of replicas")
+    right.xaxis.set_minor_locator(ticker.NullLocator())
+    right.set_xticks(results.replicas.points)
+    right.set_xticklabels([str(p) for p in results.replicas.points])
+    left.legend(loc="upper left", fontsize="small")
+    m = results.machine
+    fig.suptitle(f"presence-core scaling - {m.python}, {m.cpu}", fontsize="medium")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""One run of the whole suite: the sizes of each mode, and the order things are measured in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._e2e import measure_e2e
+from ._memory import measure_memory
+from ._report import Results, machine
+from ._scaling import scale_replicas, scale_topic
+from ._wire import measure_wire
+from ._workloads import FULL, QUICK, Sizes, run_workloads
+
+__all__ = ["FULL_PLAN", "QUICK_PLAN", "Plan", "run_suite"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sizes of one mode.
+
+    Attributes:
+        workloads: the sizes of workloads a to e.
+        repeat: repetitions per figure (the best counts).
+        memory_conns: connections (x 100 topics) of each memory figure.
+        wire_conns: connections (x 100 topics) of the full transfer.
+        e2e: ``(ticks, joins per tick)`` of the end-to-end run.
+        topic_points: topic sizes of the scaling plot.
+        replica_points: cluster sizes of the scaling plot.
+        replica_total: presences listed and transferred at every cluster size.
+        replica_down: presences of each replica in the down + permdown figure.
+    """
+
+    workloads: Sizes
+    repeat: int
+    memory_conns: tuple[int, ...]
+    wire_conns: int
+    e2e: tuple[int, int]
+    topic_points: tuple[int, ...]
+    replica_points: tuple[int, ...]
+    replica_total: int
+    replica_down: int
+
+
+FULL_PLAN = Plan(
+    workloads=FULL,
+    repeat=5,
+    memory_conns=(1_000, 10_000),
+    wire_conns=1_000,
+    e2e=(20, 1_000),
+    topic_points=(10, 100, 1_000, 10_000, 100_000),
+    replica_points=(2, 5, 10, 20, 50),
+    replica_total=10_000,
+    replica_down=1_000,
+)
+
+QUICK_PLAN = Plan(
+    workloads=QUICK,
+    repeat=1,
+    memory_conns=(1, 10),
+    wire_conns=10,
+    e2e=(3, 50),
+    topic_points=(10, 100),
+    replica_points=(2, 3),
+    replica_total=100,
+    replica_down=10,
+)
+
+
+def run_suite(
+    plan: Plan, *, quick: bool, repeat: int | None = None, progress: Callable[[str], None]
+) -> Results:
+    """Measure and check everything; every figure is checked for correctness, never for speed.
+
+    Raises:
+        AssertionError: a workload or figure produced a wrong result (``CheckFailed`` for the
+            workloads).
+    """
+    repeat = plan.repeat if repeat is None else repeat
+    start = time.perf_counter()
+    progress("machine ...")
+    where = machine()
+    workloads = run_workloads(plan.workloads, repeat, progress=progress)
+    memory = []
+    for conns in plan.memory_conns:
+        memory.append(measure_memory(conns))
+        progress(f"memory at {memory[-1].presences:,}: {memory[-1].steady:.0f} B per presence")
+    wire = measure_wire(plan.wire_conns)
+    progress(f"wire: idle heartbeat {wire.idle_heartbeat} B, transfer {wire.transfer} B")
+    ticks, batch = plan.e2e
+    e2e = measure_e2e(ticks, batch, repeat)
+    progress(f"end to end: {e2e.objects_per_second:,.0f} joins/s")
+    topic = scale_topic(plan.topic_points, repeat)
+    progress("scaling by topic size done")
+    replicas = scale_replicas(
+        plan.replica_points, repeat, total=plan.replica_total, per_down=plan.replica_down
+    )
+    progress("scaling by replicas done")
+    return Results(
+        quick=quick,
+        repeat=repeat,
+        machine=where,
+        workloads=workloads,
+        memory=memory,
+        wire=wire,
+        e2e=e2e,
+        topic=topic,
+        replicas=replicas,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,119 @@
+"""The benchmark suite in quick mode: every workload and figure still produces the right result.
+
+It runs ``python -m bench --quick`` in-process (small sizes, one repetition) so the suite never
+rots: a change to the core that breaks a workload, or a workload that no longer does what BENCH.md
+says, fails here. It never checks speed: CI machines are noisy and speed lives in ``docs/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` (tox) does not put the repository root on the path
+    sys.path.insert(0, str(ROOT))
+
+from bench import QUICK_PLAN, run_suite  # noqa: E402
+from bench.__main__ import main, write_outputs  # noqa: E402
+from bench._report import Results, render_rst, render_text  # noqa: E402
+from bench._workloads import CheckFailed, Sizes, check, run_workloads  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def results() -> Results:
+    return run_suite(QUICK_PLAN, quick=True, progress=lambda message: None)
+
+
+def test_every_workload_returns_the_right_result(results: Results) -> None:
+    sizes = QUICK_PLAN.workloads
+    verified = {w.spec.id: w.verified for w in results.workloads}
+    a_n = sizes.a_conns * sizes.a_topics
+    assert verified == {
+        "a": f"{a_n:,} presences stored",
+        "b": f"{sizes.b_conns * sizes.b_keys:,} entries listed from "
+        f"{sizes.b_conns * sizes.b_keys * sizes.b_topics:,}",
+        "c": f"{a_n:,} joins returned",
+        "d": f"{sizes.d_rounds * sizes.d_per_round:,} joins and "
+        f"{(sizes.d_rounds - 1) * sizes.d_per_round:,} leaves merged, {sizes.d_per_round} left",
+        "e": f"{sizes.e_conns * sizes.e_topics:,} leaves returned",
+    }
+    for w in results.workloads:
+        assert len(w.crdt.samples) == len(w.floor.samples) == 1
+        assert w.crdt.best > 0
+        assert w.floor.best > 0
+    assert {w.spec.id: set(w.phases) for w in results.workloads if w.phases} == {
+        "c": {"extract", "merge"},
+        "e": {"down", "remove"},
+    }
+
+
+def test_the_other_figures_are_there(results: Results) -> None:
+    assert [m.presences for m in results.memory] == [100, 1_000]
+    assert all(m.steady > 0 and m.floor > 0 and m.meta > 0 for m in results.memory)
+    assert results.wire.transfer_presences == 1_000
+    assert results.e2e.joins == 150
+    assert results.e2e.objects_per_second > 0
+    assert results.topic.points == (10, 100)
+    assert results.replicas.points == (2, 3)
+    for scaling in (results.topic, results.replicas):
+        assert all(len(times) == len(scaling.points) for times in scaling.seconds.values())
+
+
+def test_the_codec_figures_when_the_codec_exists(results: Results) -> None:
+    pytest.importorskip("presence_core._codec")
+    wire = results.wire
+    assert wire.idle_heartbeat is not None
+    assert wire.idle_heartbeat_short is not None
+    assert wire.idle_heartbeat_short < wire.idle_heartbeat  # shorter replica names
+    assert wire.transfer is not None
+    assert wire.delta_joins is not None
+    assert wire.delta_mixed is not None
+    assert wire.transfer > wire.transfer_presences  # every presence is on the wire
+    assert results.e2e.bytes_per_second is not None
+
+
+def test_reports_render_and_judge_no_target_in_quick_mode(results: Results) -> None:
+    text = render_text(results)
+    assert "QUICK" in text
+    assert "not judged in quick mode" in text
+    assert "MISSED" not in text
+    assert " met " not in text
+    rst = render_rst(results, image=None)
+    assert rst.count(".. list-table::") == 7  # no targets table in quick mode
+    assert ".. image::" not in rst
+
+
+def test_outputs_are_written(results: Results, tmp_path: Path) -> None:
+    written = write_outputs(results, tmp_path, plot=False)
+    assert [p.name for p in written] == ["performance_results.inc"]
+    assert "list-table" in written[0].read_text(encoding="utf-8")
+
+
+def test_a_wrong_result_is_caught() -> None:
+    with pytest.raises(CheckFailed, match="boom"):
+        check(False, "boom")
+
+
+def test_checks_reject_a_workload_that_does_less(monkeypatch: pytest.MonkeyPatch) -> None:
+    from presence_core import ReplicaState
+
+    real = ReplicaState.merge
+
+    def lossy(self: ReplicaState, remote: object) -> object:
+        result = real(self, remote)  # type: ignore[arg-type]
+        return type(result)(joins=result.joins[1:], leaves=result.leaves)
+
+    monkeypatch.setattr(ReplicaState, "merge", lossy)
+    tiny = Sizes(1, 2, 1, 2, 1, 2, 2, 1, 1, 2)
+    with pytest.raises(CheckFailed, match="c: "):
+        run_workloads(tiny, 1)
+
+
+def test_the_command_line_in_quick_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--quick", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "workload" in out.lower()
+    assert "wrote" not in out
