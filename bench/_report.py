@@ -498,11 +498,11 @@ def write_plot(results: Results, path: Path) -> None:
     Raises:
         ModuleNotFoundError: matplotlib is missing (``pip install -e '.[bench]'``).
     """
-    import matplotlib  # type: ignore[import-not-found,unused-ignore]
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-    from matplotlib import ticker  # type: ignore[import-not-found,unused-ignore]
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     markers = ("o", "s", "^", "D", "v")

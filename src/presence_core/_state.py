@@ -47,7 +47,7 @@ tombstones; the window's own dots ``start+1..clock`` are materialised when the d
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import attrs
 
@@ -108,11 +108,44 @@ def _copied_context(context: Context) -> dict[ReplicaRef, int]:
     return dict(context)
 
 
-def _check_payload(values: Values) -> None:
+def _check_context(context: Context, what: str) -> None:
+    for replica, clock in context.items():
+        if not isinstance(replica, ReplicaRef):
+            raise TypeError(f"{what} keys must be ReplicaRef, not {type(replica).__name__}")
+        if type(clock) is not int or clock < 0:
+            raise ValueError(f"{what}[{replica!r}] must be an int >= 0, not {clock!r}")
+
+
+def _check_payload(replica: object, values: Values, clouds: Clouds) -> None:
+    if not isinstance(replica, ReplicaRef):
+        raise TypeError(f"replica must be a ReplicaRef, not {type(replica).__name__}")
+    for owner, dots in clouds.items():
+        if not isinstance(owner, ReplicaRef):
+            raise TypeError(f"clouds keys must be ReplicaRef, not {type(owner).__name__}")
+        if any(type(dot) is not int or dot < 1 for dot in dots):
+            raise ValueError(f"clouds[{owner!r}] must hold ints >= 1")
     for owner, rows in values.items():
         for clock, entry in rows.items():
+            if not isinstance(entry, Entry):
+                raise TypeError(f"values must hold Entry, not {type(entry).__name__}")
             if entry.owner != owner or entry.clock != clock:
                 raise ValueError(f"entry {entry!r} is filed under dot ({owner!r}, {clock})")
+
+
+_Payload = TypeVar("_Payload", "Snapshot", "Delta")
+
+
+def _trusted(cls: type[_Payload], **fields: object) -> _Payload:
+    """Build a Snapshot or Delta from fields the caller already owns and validated.
+
+    The public constructors copy and check every entry; the state and the codec build payloads
+    from data they made or checked themselves, so they skip that work (an extract of 100,000
+    entries would otherwise be checked twice). Every field must be a private, never-mutated copy.
+    """
+    payload = object.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(payload, name, value)
+    return payload
 
 
 @attrs.frozen(kw_only=True)
@@ -136,7 +169,8 @@ class Snapshot:
     values: Mapping[ReplicaRef, Mapping[int, Entry]] = attrs.field(converter=_copied_values)
 
     def __attrs_post_init__(self) -> None:
-        _check_payload(self.values)
+        _check_payload(self.replica, self.values, self.clouds)
+        _check_context(self.context, "context")
 
     def entries(self) -> Iterator[Entry]:
         """Every entry carried, owner by owner."""
@@ -163,7 +197,9 @@ class Delta:
     end: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
 
     def __attrs_post_init__(self) -> None:
-        _check_payload(self.values)
+        _check_payload(self.replica, self.values, self.clouds)
+        _check_context(self.start, "start")
+        _check_context(self.end, "end")
 
     @property
     def size(self) -> int:
@@ -188,7 +224,8 @@ class Delta:
         :meth:`ReplicaState.extract`).
         """
         known = remote_context.keys()
-        return Delta(
+        return _trusted(
+            Delta,
             replica=self.replica,
             values={
                 owner: rows
@@ -202,7 +239,8 @@ class Delta:
 
     def without_replica(self, replica: ReplicaRef) -> Delta:
         """This delta with every trace of a permanently down ``replica`` removed."""
-        return Delta(
+        return _trusted(
+            Delta,
             replica=self.replica,
             values={owner: rows for owner, rows in self.values.items() if owner != replica},
             clouds={r: dots for r, dots in self.clouds.items() if r != replica},
@@ -242,10 +280,11 @@ def merge_deltas(a: Delta, b: Delta) -> Delta | None:
         }
         if added:
             values.setdefault(owner, {}).update(added)
-    return Delta(
+    return _trusted(
+        Delta,
         replica=a.replica,
         values=values,
-        clouds=clouds,
+        clouds={r: frozenset(dots) for r, dots in clouds.items()},
         start=lowerbound(a.start, b.start),
         end=upperbound(a.end, b.end),
     )
@@ -509,9 +548,10 @@ class ReplicaState:
         Raises:
             LocalProtocolError: an argument is not a str.
         """
-        _check_str(conn, "conn")
-        _check_str(topic, "topic")
-        _check_str(key, "key")
+        if type(conn) is not str or type(topic) is not str or type(key) is not str:
+            _check_str(conn, "conn")
+            _check_str(topic, "topic")
+            _check_str(key, "key")
         by_conn = self._own_ids.get(conn)
         entry = None if by_conn is None else by_conn.get((topic, key))
         if entry is None:
@@ -584,27 +624,6 @@ class ReplicaState:
             self._delta_tombs[owner] = {clock}
         else:
             tombs.add(clock)
-
-    def _link(self, entry: Entry) -> None:
-        owner = entry.owner
-        self._rows[owner][entry.clock] = entry
-        ids = self._ids.get(owner)
-        if ids is None:
-            ids = self._ids[owner] = {}
-        by_conn = ids.get(entry.conn)
-        if by_conn is None:
-            ids[entry.conn] = {(entry.topic, entry.key): entry}
-        else:
-            by_conn[(entry.topic, entry.key)] = entry
-        by_owner = self._topics.get(entry.topic)
-        if by_owner is None:
-            self._topics[entry.topic] = {owner: {entry.clock: entry}}
-        else:
-            rows = by_owner.get(owner)
-            if rows is None:
-                by_owner[owner] = {entry.clock: entry}
-            else:
-                rows[entry.clock] = entry
 
     def _unlink(self, entry: Entry) -> None:
         owner = entry.owner
@@ -722,14 +741,19 @@ class ReplicaState:
     @property
     def pending_delta(self) -> Delta:
         """The pending delta, as a new :class:`Delta` (the state keeps it)."""
+        return self._pending_delta(dict(self._delta_values))
+
+    def _pending_delta(self, values: dict[int, Entry]) -> Delta:
         replica = self.replica
         clock = self._clock
-        clouds = {r: set(dots) for r, dots in self._delta_tombs.items() if dots}
+        clouds = {r: frozenset(dots) for r, dots in self._delta_tombs.items() if dots}
         if clock > self._delta_start:
-            clouds.setdefault(replica, set()).update(range(self._delta_start + 1, clock + 1))
-        return Delta(
+            window = range(self._delta_start + 1, clock + 1)
+            clouds[replica] = clouds.get(replica, frozenset()).union(window)
+        return _trusted(
+            Delta,
             replica=replica,
-            values={replica: self._delta_values} if self._delta_values else {},
+            values={replica: values} if values else {},
             clouds=clouds,
             start={replica: self._delta_start},
             end={replica: clock},
@@ -743,7 +767,7 @@ class ReplicaState:
 
     def take_delta(self) -> Delta:
         """Return the pending delta, then reset it and compact (what a broadcast does)."""
-        delta = self.pending_delta
+        delta = self._pending_delta(self._delta_values)  # reset_delta gives up this dict
         self.reset_delta()
         self.compact()
         return delta
@@ -784,12 +808,13 @@ class ReplicaState:
         me = self.replica
         context = self.context
         known = [r for r in remote_context if r in context]
-        return Snapshot(
+        return _trusted(
+            Snapshot,
             replica=me,
             context={r: context[r] for r in known},
-            clouds={r: self._clouds[r] for r in known if r in self._clouds},
+            clouds={r: frozenset(self._clouds[r]) for r in known if r in self._clouds},
             values={
-                r: self._own_by_dot() if r == me else self._rows[r]
+                r: self._own_by_dot() if r == me else dict(self._rows[r])
                 for r in known
                 if r != remote_ref and (self._own_topics if r == me else self._rows.get(r))
             },
@@ -824,16 +849,18 @@ class ReplicaState:
         remote_clouds = remote.clouds
 
         # 1. Adds we have not seen, of owners we know (never our own: only we make those).
-        adds: list[Entry] = []
+        adds: list[tuple[ReplicaRef, list[Entry]]] = []
         for owner, rows in remote_values.items():
             known = context.get(owner)
             if known is None or owner == me:
                 continue
             dots = clouds.get(owner)
             if dots:
-                adds.extend(e for c, e in rows.items() if c > known and c not in dots)
+                accepted = [e for c, e in rows.items() if c > known and c not in dots]
             else:
-                adds.extend(e for c, e in rows.items() if c > known)
+                accepted = [e for c, e in rows.items() if c > known]
+            if accepted:
+                adds.append((owner, accepted))
 
         # 2. Observed removes: our copies of remote entries that the remote has seen but dropped.
         removed: list[Entry] = []
@@ -859,28 +886,52 @@ class ReplicaState:
             return MergeResult()
 
         leaves: list[Entry] = []
+        tombs = self._delta_tombs
         for entry in removed:
             self._unlink(entry)
-            self._tombstone(entry.owner, entry.clock)
+            owner_tombs = tombs.get(entry.owner)
+            if owner_tombs is None:
+                tombs[entry.owner] = {entry.clock}
+            else:
+                owner_tombs.add(entry.clock)
             leaves.append(entry)
 
         # 3. Adds: one row per identity; a newer dot of the owner replaces, an older one is stale.
+        # The indexes are filled inline: this loop runs once per entry of a full transfer.
         joins: list[Entry] = []
         superseded: set[int] = set()
-        for entry in adds:
-            ids = self._ids.get(entry.owner)
-            by_conn = None if ids is None else ids.get(entry.conn)
-            old = None if by_conn is None else by_conn.get((entry.topic, entry.key))
-            if old is not None:
-                if old.clock > entry.clock:
-                    continue
-                self._unlink(old)
-                if self.seen(old.owner, old.clock):
-                    leaves.append(old)
+        topics = self._topics
+        for owner, accepted in adds:
+            rows = self._rows.setdefault(owner, {})
+            ids = self._ids.setdefault(owner, {})
+            for entry in accepted:
+                topic, key, conn, _meta, _owner, clock = entry
+                identity = (topic, key)
+                by_conn = ids.get(conn)
+                if by_conn is None:
+                    ids[conn] = {identity: entry}
                 else:
-                    superseded.add(id(old))
-            self._link(entry)
-            joins.append(entry)
+                    old = by_conn.setdefault(identity, entry)
+                    if old is not entry:
+                        if old.clock > clock:
+                            continue
+                        self._unlink(old)
+                        if self.seen(owner, old.clock):
+                            leaves.append(old)
+                        else:
+                            superseded.add(id(old))
+                        ids.setdefault(conn, {})[identity] = entry
+                rows[clock] = entry
+                by_owner = topics.get(topic)
+                if by_owner is None:
+                    topics[topic] = {owner: {clock: entry}}
+                else:
+                    topic_rows = by_owner.get(owner)
+                    if topic_rows is None:
+                        by_owner[owner] = {clock: entry}
+                    else:
+                        topic_rows[clock] = entry
+                joins.append(entry)
         if superseded:
             joins = [e for e in joins if id(e) not in superseded]
 

@@ -50,6 +50,7 @@ from presence_core._messages import (
     TransferRequest,
 )
 from presence_core._meta import MAX_DEPTH, copy_meta
+from presence_core._state import _trusted
 
 A = ReplicaRef("node-a", 1)
 B = ReplicaRef("node-b", 7)
@@ -596,7 +597,10 @@ def entry_delta(
             TransferAck(
                 request_id=1,
                 sender=A,
-                payload=Delta(replica=A, values={}, clouds={A: frozenset({0})}, start={}, end={}),
+                # Built past the constructor's own check, to prove the encoder guards too.
+                payload=_trusted(
+                    Delta, replica=A, values={}, clouds={A: frozenset({0})}, start={}, end={}
+                ),
             ),
             r"transfer_ack\.payload\.clouds: dots are ints from 1",
         ),
@@ -635,7 +639,7 @@ def entry_delta(
             Heartbeat(
                 sender=A,
                 clock={},
-                delta=Delta(replica=("a", 1), values={}, clouds={}, start={}, end={}),  # type: ignore[arg-type]
+                delta=_trusted(Delta, replica=("a", 1), values={}, clouds={}, start={}, end={}),
             ),
             r"heartbeat\.delta\.replica: expected a ReplicaRef, not tuple",
         ),

@@ -27,6 +27,7 @@ from presence_core import (
     ReplicaRef,
     ReplicaState,
     Snapshot,
+    dominates,
     merge_deltas,
 )
 
@@ -948,3 +949,57 @@ def test_payloads_refuse_entries_filed_under_the_wrong_dot() -> None:
         Snapshot(replica=A, context={A: 3}, clouds={}, values={A: {2: entry}})
     with pytest.raises(ValueError, match="filed under"):
         Delta(replica=A, values={B: {3: entry}}, clouds={}, start={}, end={})
+
+
+def test_a_stale_transfer_leaves_a_gap_that_the_next_transfer_repairs() -> None:
+    # c holds a's newest version of u1 beyond a gap; b's transfer has seen that version removed
+    # but still carries the first version, whose removal neither b nor c has seen. Whatever c
+    # makes of it, its clock for a stays behind a's (so a tracker asks a for a transfer), and that
+    # transfer settles everything.
+    a, b, c = cluster(A, B, C)
+    a.join("c1", "lobby", "u1", {"v": 1})
+    first = a.take_delta()
+    a.update("c1", "lobby", "u1", {"v": 2})
+    a.take_delta()  # lost everywhere
+    a.update("c1", "lobby", "u1", {"v": 3})
+    third = a.take_delta()
+    a.leave("c1", "lobby", "u1")
+    fourth = a.take_delta()
+    b.merge(first)
+    b.merge(fourth)
+    c.merge(third)
+
+    pull(c, b)
+    assert c.context[A] < a.clock
+    assert dominates(a.clocks()[1], c.clocks()[1])
+    assert not dominates(c.clocks()[1], a.clocks()[1])
+
+    pull(c, a)
+    pull(b, a)
+    assert list(c.entries()) == list(b.entries()) == list(a.entries()) == []
+    assert c.context == b.context == a.context
+
+
+BAD: Any = "not a ReplicaRef"
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: Delta(replica=BAD, values={}, clouds={}, start={}, end={}), TypeError),
+        (
+            lambda: Delta(replica=A, values={}, clouds={A: frozenset({0})}, start={}, end={}),
+            ValueError,
+        ),
+        (lambda: Delta(replica=A, values={}, clouds={}, start={A: -1}, end={}), ValueError),
+        (
+            lambda: Delta(replica=A, values={}, clouds={BAD: frozenset()}, start={}, end={}),
+            TypeError,
+        ),
+        (lambda: Snapshot(replica=A, context={A: True}, clouds={}, values={}), ValueError),
+        (lambda: Snapshot(replica=A, context={}, clouds={}, values={A: {1: BAD}}), TypeError),
+    ],
+)
+def test_payload_constructors_refuse_malformed_fields(build: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        build()

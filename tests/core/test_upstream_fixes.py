@@ -106,7 +106,7 @@ def test_a_stale_older_dot_never_overwrites_a_newer_one(stale_via: str) -> None:
     # Upstream #213: C holds a's newest add beyond a gap (its dot sits in a cloud). The older dot
     # of the same (topic, pid, key) is not "seen", so a stale payload carrying it is admitted and
     # overwrites the row: C shows the old meta, its pid index gets a duplicate, and the next remove
-    # crashes the shard with {:badmatch, 2} in State.remove/4.
+    # crashes the shard with {:badmatch, N} in State.remove/4.
     a, b, c = cluster(A, B, C)
     a.join("c1", "lobby", "u1", {"v": 1})
     first = a.take_delta()
@@ -212,6 +212,27 @@ def test_a_redelivered_delta_does_not_resurrect_a_removed_entry() -> None:
     assert c.clocks()[1] == a.clocks()[1]
     assert view(c) == view(a)
     assert [e.key for e in c.entries()] == ["early"]
+
+
+def test_an_observed_remove_beyond_a_gap_leaves_no_hole_in_the_context() -> None:
+    # Upstream, same root cause: the forgotten dot can never be folded into the context, so the
+    # node's clock for that replica stays behind for good and every clock sample asks for a full
+    # transfer again (and the replica's later deltas never compact either).
+    a, c = cluster(A, C)
+    a.join("c1", "lobby", "k1", {})
+    first = a.take_delta()  # delayed
+    second_entry = a.join("c1", "lobby", "k2", {})
+    second = a.take_delta()
+    a.leave_conn("c1")
+    third = a.take_delta()
+
+    assert c.merge(second) == MergeResult(joins=(second_entry,))
+    assert c.merge(third) == MergeResult(leaves=(second_entry,))
+    c.merge(first)
+
+    assert c.context[A] == a.clock == 4
+    assert c.clouds == {}
+    assert list(c.entries()) == []
 
 
 # ---------------------------------------------------------------------------- #179
