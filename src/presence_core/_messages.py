@@ -25,7 +25,18 @@ __all__ = [
 
 
 def _context(value: Mapping[ReplicaRef, int]) -> Mapping[ReplicaRef, int]:
-    return dict(value)
+    context = dict(value)
+    for replica, clock in context.items():
+        if not isinstance(replica, ReplicaRef):
+            raise TypeError(f"clock keys must be ReplicaRef, not {type(replica).__name__}")
+        if type(clock) is not int or clock < 0:
+            raise ValueError(f"clock[{replica!r}] must be an int >= 0, not {clock!r}")
+    return context
+
+
+def _request_id(_instance: object, _attribute: object, value: int) -> None:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"request_id must be an int >= 0, not {value!r}")
 
 
 _ref = attrs.validators.instance_of(ReplicaRef)
@@ -58,7 +69,7 @@ class TransferRequest:
         clock: the requester's context (without replicas it considers down).
     """
 
-    request_id: int = attrs.field(validator=attrs.validators.instance_of(int))
+    request_id: int = attrs.field(validator=_request_id)
     sender: ReplicaRef = attrs.field(validator=_ref)
     clock: Mapping[ReplicaRef, int] = attrs.field(converter=_context)
 
@@ -73,7 +84,7 @@ class TransferAck:
         payload: a :class:`~presence_core.Delta` or a :class:`~presence_core.Snapshot`.
     """
 
-    request_id: int = attrs.field(validator=attrs.validators.instance_of(int))
+    request_id: int = attrs.field(validator=_request_id)
     sender: ReplicaRef = attrs.field(validator=_ref)
     payload: Delta | Snapshot = attrs.field(
         validator=attrs.validators.instance_of((Delta, Snapshot))

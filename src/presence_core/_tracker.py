@@ -67,6 +67,16 @@ def _check_identity(conn: object, topic: object, key: object) -> None:
     for what, value in (("conn", conn), ("topic", topic), ("key", key)):
         if type(value) is not str:
             raise LocalProtocolError(f"{what} must be a str, not {type(value).__name__}")
+        if not value.isascii():
+            _check_unicode(value, what)
+
+
+def _check_unicode(text: str, what: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate: fine in a Python str, impossible to send in UTF-8.
+        raise LocalProtocolError(f"{what} is not valid Unicode (a lone surrogate)") from None
 
 
 def _is_time(value: object) -> bool:
@@ -272,7 +282,8 @@ class Tracker:
         stored["phx_ref"] = ref
         if prev is not None:
             stored["phx_ref_prev"] = prev
-        size = len(json.dumps(stored, separators=(",", ":"), ensure_ascii=False).encode())
+        text = json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+        size = len(_check_unicode(text, "meta"))
         if size > self.config.max_meta_bytes:
             raise LimitExceeded(
                 f"meta is {size} bytes as JSON, over max_meta_bytes={self.config.max_meta_bytes}"
@@ -441,7 +452,7 @@ class Tracker:
         """
         now = self._check_now(now)
         if isinstance(message, (bytes, bytearray, memoryview)):
-            message = decode_message(bytes(message), max_bytes=self.config.max_message_bytes)
+            message = decode_message(message, max_bytes=self.config.max_message_bytes)
         if not isinstance(message, (Heartbeat, TransferRequest, TransferAck, GracefulPermdown)):
             raise LocalProtocolError(f"cannot receive a {type(message).__name__}")
         self._commit_now(now)

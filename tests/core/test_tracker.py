@@ -44,6 +44,7 @@ from presence_core import (
     Tracker,
     TransferAck,
     TransferRequest,
+    encode_message,
 )
 
 A1 = ReplicaRef("a", 1)
@@ -921,7 +922,6 @@ def test_a_meta_json_cannot_carry_is_refused(meta: Any) -> None:
 
 
 def test_bytes_round_trip_through_the_codec_and_garbage_is_refused() -> None:
-    from presence_core._codec import encode_message
 
     sender = make_tracker("a")
     receiver = make_tracker("b", seed=1)
@@ -1005,3 +1005,54 @@ def test_a_late_heartbeat_does_not_revive_a_departed_replica() -> None:
     b2 = ReplicaRef("b", 2)
     tracker.receive(Heartbeat(sender=b2, clock={b2: 0}), now=0.04)
     assert drain(tracker) == [ReplicaUp(replica=b2)]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"conn": "c\ud800"},
+        {"topic": "lobby\udfff"},
+        {"key": "\ud800"},
+        {"meta": {"name": "\ud800"}},
+        {"meta": {"\udfff": 1}},
+        {"meta": {"nested": ["ok", {"deep": "\ud800"}]}},
+    ],
+    ids=repr,
+)
+def test_strings_utf8_cannot_carry_are_refused(arguments: dict[str, Any]) -> None:
+    tracker = make_tracker("a")
+    tracker.track(conn="c1", topic="lobby", key="u1", meta={}, now=1.0)
+    drain(tracker)
+    before = observe(tracker)
+    call: dict[str, Any] = {"conn": "c2", "topic": "lobby", "key": "u2", "meta": {}, **arguments}
+    with pytest.raises(LocalProtocolError, match="not valid Unicode"):
+        tracker.track(now=2.0, **call)
+    assert observe(tracker) == before
+    assert drain(tracker) == []
+
+
+NOT_A_REF: Any = "b"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: TransferRequest(request_id=-1, sender=B1, clock={}),
+        lambda: TransferRequest(request_id=True, sender=B1, clock={}),
+        lambda: Heartbeat(sender=B1, clock={B1: -1}),
+        lambda: Heartbeat(sender=B1, clock={NOT_A_REF: 1}),
+    ],
+)
+def test_messages_refuse_malformed_fields(build: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        build()
+
+
+def test_receive_takes_a_memoryview_of_encoded_bytes() -> None:
+    sender = make_tracker("b")
+    sender.handle_timer(now=0.0)
+    sender.handle_timer(now=1.0)
+    (outbound,) = sender.messages_to_send()
+    receiver = make_tracker("a")
+    receiver.receive(memoryview(encode_message(outbound.message)), now=1.0)
+    assert drain(receiver) == [ReplicaUp(replica=sender.replica)]
