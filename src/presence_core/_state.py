@@ -36,7 +36,9 @@ Storage
 Three indexes, chosen for the hot paths (join, merge, get_by_topic, replica_down):
 
 * ``_rows[owner][clock] -> Entry``: the values table by dot (merge, extract, up/down/remove);
-* ``_ids[owner][conn][(topic, key)] -> Entry``: identity lookups and leave of a whole connection;
+* ``_own_ids[conn][(topic, key)] -> Entry`` for our own entries (identity lookups and leave of a
+  whole connection) and ``_ids[owner][(conn, topic, key)] -> Entry`` for the others' (identity
+  lookups in merges, one flat key per entry);
 * ``_topics[topic][owner][clock] -> Entry``: listing a topic while skipping down owners wholesale.
 
 Our own dots are never parked in ``_clouds``: the context entry of our own replica is our clock,
@@ -360,9 +362,7 @@ class ReplicaState:
         # Rows of the other replicas by dot; ours are found through ``_own_topics``.
         self._rows: dict[ReplicaRef, dict[int, Entry]] = {}
         self._own_ids: dict[str, dict[tuple[str, str], Entry]] = {}
-        self._ids: dict[ReplicaRef, dict[str, dict[tuple[str, str], Entry]]] = {
-            replica: self._own_ids
-        }
+        self._ids: dict[ReplicaRef, dict[tuple[str, str, str], Entry]] = {}
         self._topics: dict[str, dict[ReplicaRef, dict[int, Entry]]] = {}
         # Our own rows of each topic: the same dicts as ``_topics[topic][replica]``.
         self._own_topics: dict[str, dict[int, Entry]] = {}
@@ -553,10 +553,11 @@ class ReplicaState:
             _check_str(topic, "topic")
             _check_str(key, "key")
         by_conn = self._own_ids.get(conn)
-        entry = None if by_conn is None else by_conn.get((topic, key))
-        if entry is None:
+        if by_conn is None:
             return None
-        self._remove_own(entry)
+        entry = by_conn.get((topic, key))
+        if entry is not None:
+            self._remove_own(entry, by_conn)
         return entry
 
     def leave_conn(self, conn: str) -> tuple[Entry, ...]:
@@ -574,7 +575,7 @@ class ReplicaState:
             return ()
         removed = tuple(sorted(by_conn.values(), key=_by_clock))
         for entry in removed:
-            self._remove_own(entry)
+            self._remove_own(entry, by_conn)
         return removed
 
     def update(self, conn: str, topic: str, key: str, meta: Meta) -> tuple[Entry, Entry]:
@@ -610,10 +611,25 @@ class ReplicaState:
         self._delta_values[clock] = new
         return old, new
 
-    def _remove_own(self, entry: Entry) -> None:
-        replica = self.replica
-        self._unlink(entry)
-        self._tombstone(replica, entry.clock)
+    def _remove_own(self, entry: Entry, by_conn: dict[tuple[str, str], Entry]) -> None:
+        topic, key, conn, _meta, replica, clock = entry
+        del by_conn[(topic, key)]
+        if not by_conn:
+            del self._own_ids[conn]
+        rows = self._own_topics[topic]
+        del rows[clock]
+        if not rows:
+            del self._own_topics[topic]
+            by_owner = self._topics[topic]
+            del by_owner[replica]
+            if not by_owner:
+                del self._topics[topic]
+        self._delta_values.pop(clock, None)
+        tombs = self._delta_tombs.get(replica)
+        if tombs is None:
+            self._delta_tombs[replica] = {clock}
+        else:
+            tombs.add(clock)
         self._clock += 1
 
     def _tombstone(self, owner: ReplicaRef, clock: int) -> None:
@@ -626,23 +642,17 @@ class ReplicaState:
             tombs.add(clock)
 
     def _unlink(self, entry: Entry) -> None:
-        owner = entry.owner
-        if owner != self.replica:
-            del self._rows[owner][entry.clock]
-        ids = self._ids[owner]
-        by_conn = ids[entry.conn]
-        del by_conn[(entry.topic, entry.key)]
-        if not by_conn:
-            del ids[entry.conn]
-        by_owner = self._topics[entry.topic]
+        """Drop another replica's entry from every index."""
+        topic, key, conn, _meta, owner, clock = entry
+        del self._rows[owner][clock]
+        del self._ids[owner][(conn, topic, key)]
+        by_owner = self._topics[topic]
         rows = by_owner[owner]
-        del rows[entry.clock]
+        del rows[clock]
         if not rows:
             del by_owner[owner]
-            if owner == self.replica:
-                del self._own_topics[entry.topic]
             if not by_owner:
-                del self._topics[entry.topic]
+                del self._topics[topic]
 
     # ------------------------------------------------------------------ queries
 
@@ -693,19 +703,20 @@ class ReplicaState:
         Connection ids are only unique within their replica, hence the owner. Entries of a down
         owner are hidden.
         """
-        owner = self.replica if owner is None else owner
+        if owner is None or owner == self.replica:
+            return sorted(self._own_ids.get(conn, {}).values(), key=_by_clock)
         if owner in self._down:
             return []
-        by_conn = self._ids.get(owner, {}).get(conn)
-        if not by_conn:
-            return []
-        return sorted(by_conn.values(), key=_by_clock)
+        # Other replicas' entries are indexed by full identity only: a scan of that owner's.
+        found = [e for (c, _, _), e in self._ids.get(owner, {}).items() if c == conn]
+        return sorted(found, key=_by_clock)
 
     def get(self, conn: str, topic: str, key: str, owner: ReplicaRef | None = None) -> Entry | None:
         """The entry with this identity (``owner`` defaults to this replica), hidden or not."""
-        owner = self.replica if owner is None else owner
-        by_conn = self._ids.get(owner, {}).get(conn)
-        return None if by_conn is None else by_conn.get((topic, key))
+        if owner is None or owner == self.replica:
+            by_conn = self._own_ids.get(conn)
+            return None if by_conn is None else by_conn.get((topic, key))
+        return self._ids.get(owner, {}).get((conn, topic, key))
 
     def topics(self) -> list[str]:
         """Every topic with at least one visible entry, sorted."""
@@ -849,16 +860,18 @@ class ReplicaState:
         remote_clouds = remote.clouds
 
         # 1. Adds we have not seen, of owners we know (never our own: only we make those).
-        adds: list[tuple[ReplicaRef, list[Entry]]] = []
+        adds: list[tuple[ReplicaRef, dict[int, Entry]]] = []
         for owner, rows in remote_values.items():
             known = context.get(owner)
             if known is None or owner == me:
                 continue
             dots = clouds.get(owner)
             if dots:
-                accepted = [e for c, e in rows.items() if c > known and c not in dots]
+                accepted = {c: e for c, e in rows.items() if c > known and c not in dots}
+            elif known:
+                accepted = {c: e for c, e in rows.items() if c > known}
             else:
-                accepted = [e for c, e in rows.items() if c > known]
+                accepted = dict(rows)
             if accepted:
                 adds.append((owner, accepted))
 
@@ -897,43 +910,45 @@ class ReplicaState:
             leaves.append(entry)
 
         # 3. Adds: one row per identity; a newer dot of the owner replaces, an older one is stale.
-        # The indexes are filled inline: this loop runs once per entry of a full transfer.
+        # This loop runs once per entry of a full transfer, so the indexes are filled inline.
         joins: list[Entry] = []
-        superseded: set[int] = set()
+        dropped: set[int] = set()  # ids of entries this merge ends up not joining after all
         topics = self._topics
         for owner, accepted in adds:
             rows = self._rows.setdefault(owner, {})
+            rows.update(accepted)
             ids = self._ids.setdefault(owner, {})
-            for entry in accepted:
-                topic, key, conn, _meta, _owner, clock = entry
-                identity = (topic, key)
-                by_conn = ids.get(conn)
-                if by_conn is None:
-                    ids[conn] = {identity: entry}
-                else:
-                    old = by_conn.setdefault(identity, entry)
-                    if old is not entry:
-                        if old.clock > clock:
-                            continue
-                        self._unlink(old)
-                        if self.seen(owner, old.clock):
-                            leaves.append(old)
-                        else:
-                            superseded.add(id(old))
-                        ids.setdefault(conn, {})[identity] = entry
-                rows[clock] = entry
-                by_owner = topics.get(topic)
-                if by_owner is None:
-                    topics[topic] = {owner: {clock: entry}}
-                else:
+            owner_topics: dict[str, dict[int, Entry]] = {}  # topic -> this owner's rows there
+            for clock, entry in accepted.items():
+                topic, key, conn, _meta, _owner, _clock = entry
+                identity = (conn, topic, key)
+                old = ids.setdefault(identity, entry)
+                if old is not entry:
+                    if old.clock > clock:
+                        # A stale add (upstream #213): the newer row stays.
+                        del rows[clock]
+                        dropped.add(id(entry))
+                        continue
+                    self._unlink(old)
+                    owner_topics.clear()  # the unlink may have dropped a cached topic dict
+                    ids[identity] = entry
+                    if self.seen(owner, old.clock):
+                        leaves.append(old)
+                    else:  # two dots of one identity in this very payload
+                        dropped.add(id(old))
+                topic_rows = owner_topics.get(topic)
+                if topic_rows is None:
+                    by_owner = topics.get(topic)
+                    if by_owner is None:
+                        by_owner = topics[topic] = {}
                     topic_rows = by_owner.get(owner)
                     if topic_rows is None:
-                        by_owner[owner] = {clock: entry}
-                    else:
-                        topic_rows[clock] = entry
-                joins.append(entry)
-        if superseded:
-            joins = [e for e in joins if id(e) not in superseded]
+                        topic_rows = by_owner[owner] = {}
+                    owner_topics[topic] = topic_rows
+                topic_rows[clock] = entry
+            joins.extend(accepted.values())
+        if dropped:
+            joins = [e for e in joins if id(e) not in dropped]
 
         self._merge_causality(remote_context, remote_clouds)
         return MergeResult(joins=tuple(joins), leaves=tuple(leaves))
