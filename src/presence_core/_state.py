@@ -600,7 +600,8 @@ class ReplicaState:
             raise NoPresence(conn, topic, key)
         stored = copy_meta(meta)
         replica = self.replica
-        self._tombstone(replica, old.clock)
+        self._delta_values.pop(old.clock, None)
+        self._delta_tombs.setdefault(replica, set()).add(old.clock)
         clock = self._clock + 2
         self._clock = clock
         new = Entry(topic, key, conn, stored, replica, clock)
@@ -632,15 +633,6 @@ class ReplicaState:
             tombs.add(clock)
         self._clock += 1
 
-    def _tombstone(self, owner: ReplicaRef, clock: int) -> None:
-        if owner == self.replica:
-            self._delta_values.pop(clock, None)
-        tombs = self._delta_tombs.get(owner)
-        if tombs is None:
-            self._delta_tombs[owner] = {clock}
-        else:
-            tombs.add(clock)
-
     def _unlink(self, entry: Entry) -> None:
         """Drop another replica's entry from every index."""
         topic, key, conn, _meta, owner, clock = entry
@@ -667,8 +659,8 @@ class ReplicaState:
             return []
         down = self._down
         if len(by_owner) == 1:
-            for owner, rows in by_owner.items():
-                return [] if owner in down else list(rows.values())
+            ((owner, rows),) = by_owner.items()
+            return [] if owner in down else list(rows.values())
         result: list[Entry] = []
         for owner, rows in by_owner.items():
             if owner not in down:
@@ -794,10 +786,8 @@ class ReplicaState:
             dots = clouds.get(replica)
             if not dots:
                 continue
-            base, remaining = compact_cloud(context.get(replica), dots)
-            if base is not None:
-                context[replica] = base
-            clouds[replica] = remaining
+            # Clouds are only kept for replicas in the context (merges and removals see to it).
+            context[replica], clouds[replica] = compact_cloud(context[replica], dots)
 
     # ------------------------------------------------------------------ extract and merge
 

@@ -228,10 +228,9 @@ class Tracker:
             self._sample_countdown -= 1
 
         down_period = config.effective_down_period
+        # Sorted for determinism; a transition only ever removes the record it is applied to.
         for name in sorted(self._records):
-            record = self._records.get(name)
-            if record is None:
-                continue
+            record = self._records[name]
             silence = now - record.last_heard
             if silence > config.permdown_period:
                 self._apply(record, LivenessInput.SILENCE_PERMDOWN_PERIOD)

@@ -15,7 +15,7 @@ relies on (SPEC §3.5, §4.4):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 __all__ = [
     "Clock",
@@ -124,6 +124,14 @@ def filter_replicas(context: Context, replicas: Iterable[ReplicaRef]) -> dict[Re
     return {replica: context[replica] for replica in replicas if replica in context}
 
 
+@overload
+def compact_cloud(base: int, cloud: Iterable[int]) -> tuple[int, set[int]]: ...
+
+
+@overload
+def compact_cloud(base: int | None, cloud: Iterable[int]) -> tuple[int | None, set[int]]: ...
+
+
 def compact_cloud(base: int | None, cloud: Iterable[int]) -> tuple[int | None, set[int]]:
     """Fold the contiguous part of a replica's cloud into its context clock.
 
@@ -174,14 +182,9 @@ def append_clock(clockset: Sequence[Clock], clock: Clock) -> list[Clock]:
         return [clock]
     if dominates(big, context):
         return list(clockset)
-    kept: list[Clock] = []
-    insert = False
-    for other in clockset:
-        if dominates(context, other[1]):
-            insert = True
-        else:
-            kept.append(other)
-            insert = insert or not dominates(other[1], context)
-    if insert:
-        kept.append((replica, context))
+    # Neither side dominates: drop what the new clock dominates and add it. (Phoenix also keeps
+    # an "insert unless every remaining clock dominates it" flag; that case cannot arise here,
+    # since those clocks' upper bound would then dominate it and we returned above.)
+    kept = [other for other in clockset if not dominates(context, other[1])]
+    kept.append((replica, context))
     return kept
