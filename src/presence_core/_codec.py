@@ -5,7 +5,7 @@ Theory of operation
 
 A message travels as one JSON document, UTF-8, in a versioned, self-describing envelope::
 
-    {"clock":[["node-a",1,5]],"delta":null,"sender":["node-a",1],"type":"heartbeat","v":1}
+    {"clock":[["node-b",7,3]],"delta":null,"own":5,"sender":["node-a",1],"type":"heartbeat","v":1}
 
 Encoding is canonical: object keys sorted, no whitespace, non-ASCII characters written as UTF-8
 rather than escaped, every list in a fixed order (replicas by ``(name, vsn)``, entries by clock,
@@ -75,7 +75,7 @@ _TRANSFER_ACK: Final = "transfer_ack"
 _GRACEFUL_PERMDOWN: Final = "graceful_permdown"
 
 _FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
-    _HEARTBEAT: ("v", "type", "sender", "clock", "delta"),
+    _HEARTBEAT: ("v", "type", "sender", "own", "clock", "delta"),
     _TRANSFER_REQUEST: ("v", "type", "request_id", "sender", "clock"),
     _TRANSFER_ACK: ("v", "type", "request_id", "sender", "payload"),
     _GRACEFUL_PERMDOWN: ("v", "type", "sender"),
@@ -138,7 +138,13 @@ def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> b
             "v": WIRE_VERSION,
             "type": _HEARTBEAT,
             "sender": _encode_ref(message.sender, "heartbeat.sender"),
-            "clock": _encode_context(message.clock, "heartbeat.clock"),
+            # The sender's own clock travels apart, so its name is not written twice.
+            "own": None
+            if message.sender not in message.clock
+            else _encode_int(message.clock[message.sender], "heartbeat.own", 0),
+            "clock": _encode_context(
+                {r: c for r, c in message.clock.items() if r != message.sender}, "heartbeat.clock"
+            ),
             "delta": None
             if message.delta is None
             else _encode_delta(message.delta, "heartbeat.delta"),
@@ -500,9 +506,15 @@ class _Reader:
             raw_delta = document["delta"]
             if raw_delta is not None and type(raw_delta) is not dict:
                 self.expected("heartbeat.delta", "null or an object", raw_delta)
+            clock = self.context(document["clock"], "heartbeat.clock")
+            if sender in clock:
+                self.fail("heartbeat.clock", "the sender's own clock belongs in heartbeat.own")
+            own = document["own"]
+            if own is not None:
+                clock = {sender: self.number(own, "heartbeat.own", 0), **clock}
             return Heartbeat(
                 sender=sender,
-                clock=self.context(document["clock"], "heartbeat.clock"),
+                clock=clock,
                 delta=None
                 if raw_delta is None
                 else self.delta(

@@ -132,14 +132,23 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     return Snapshot(replica=draw(refs), context=context, clouds=clouds, values=values)
 
 
-heartbeats = st.builds(Heartbeat, sender=refs, clock=contexts, delta=st.none() | deltas())
+@st.composite
+def heartbeats(draw: st.DrawFn) -> Heartbeat:
+    """A heartbeat whose clock holds the sender (sent as ``own``) or not (``own`` is null)."""
+    sender = draw(refs)
+    clock = draw(contexts)
+    if draw(st.booleans()):
+        clock[sender] = draw(wire_ints)
+    return Heartbeat(sender=sender, clock=clock, delta=draw(st.none() | deltas()))
+
+
 transfer_requests = st.builds(TransferRequest, request_id=wire_ints, sender=refs, clock=contexts)
 transfer_acks = st.builds(
     TransferAck, request_id=wire_ints, sender=refs, payload=deltas() | snapshots()
 )
 permdowns = st.builds(GracefulPermdown, sender=refs)
 messages: st.SearchStrategy[Message] = st.one_of(
-    heartbeats, transfer_requests, transfer_acks, permdowns
+    heartbeats(), transfer_requests, transfer_acks, permdowns
 )
 
 # ------------------------------------------------------------------------------- helpers
@@ -427,11 +436,17 @@ def test_mutated_json_never_raises_anything_else(message: Message, data: st.Data
 def test_exact_bytes_of_an_idle_heartbeat() -> None:
     message = Heartbeat(sender=A, clock={B: 3, A: 5})
     assert encode_message(message) == (
-        b'{"clock":[["node-a",1,5],["node-b",7,3]],"delta":null,'
+        b'{"clock":[["node-b",7,3]],"delta":null,"own":5,'
         b'"sender":["node-a",1],"type":"heartbeat","v":1}'
     )
     assert encode_message(Heartbeat(sender=A, clock={})) == (
-        b'{"clock":[],"delta":null,"sender":["node-a",1],"type":"heartbeat","v":1}'
+        b'{"clock":[],"delta":null,"own":null,"sender":["node-a",1],"type":"heartbeat","v":1}'
+    )
+    # Another incarnation of the sender's name is another replica: it stays in the clock.
+    other_a = ReplicaRef("node-a", 2)
+    assert encode_message(Heartbeat(sender=A, clock={other_a: 2, A: 0})) == (
+        b'{"clock":[["node-a",2,2]],"delta":null,"own":0,'
+        b'"sender":["node-a",1],"type":"heartbeat","v":1}'
     )
 
 
@@ -446,10 +461,10 @@ def test_exact_bytes_of_a_delta_and_non_ascii_text() -> None:
     assert (
         encode_message(Heartbeat(sender=A, clock={A: 8}, delta=delta))
         == (
-            '{"clock":[["node-a",1,8]],"delta":{"clouds":[["node-a",1,[[1,3],[5,5],[7,8]]]],'
+            '{"clock":[],"delta":{"clouds":[["node-a",1,[[1,3],[5,5],[7,8]]]],'
             '"end":[["node-a",1,8]],"replica":["node-a",1],"start":[["node-a",1,0]],'
             '"values":[["node-a",1,[[3,"c3","salle:é","zoë",{"a":[true,null],"b":1.5}]]]]},'
-            '"sender":["node-a",1],"type":"heartbeat","v":1}'
+            '"own":8,"sender":["node-a",1],"type":"heartbeat","v":1}'
         ).encode()
     )
 
@@ -458,6 +473,10 @@ def test_idle_heartbeat_with_ten_replicas_is_small() -> None:
     known = {ReplicaRef(f"node-{i}", 1_700_000_000 + i): 100_000 + i for i in range(10)}
     data = encode_message(Heartbeat(sender=ReplicaRef("node-0", 1_700_000_000), clock=known))
     assert len(data) < 400
+    assert len(data) == 354  # the size docs/wire.rst quotes
+    # The sender's name is written once: its clock travels as "own", not in "clock".
+    assert data.count(b'"node-0"') == 1
+    assert b'"own":100000,' in data
 
 
 def test_delta_of_contiguous_dots_is_one_run() -> None:
@@ -520,13 +539,13 @@ def test_accepts_non_canonical_spellings() -> None:
         ' { "v" : 1 , "type" : "heartbeat" , "delta" : { "start" : [], "end" : [], '
         '"replica" : [ "\\u006eode-a" , 1 ] , "values" : [ ["b", 1, [[2, "c", "t", "k", {}]]] ], '
         '"clouds" : [ ["b", 1, [[1, 2], [3, 3]]], ["a", 1, []] ] } , '
-        '"sender" : ["node-a", 1], "clock" : [["b", 1, 0], ["a", 1, 2]] } '
+        '"sender" : ["node-a", 1], "clock" : [["b", 1, 0], ["a", 1, 2]] , "own" : 5 } '
     )
     message = decode_message(text.encode())
     b = ReplicaRef("b", 1)
     assert message == Heartbeat(
         sender=A,
-        clock={b: 0, ReplicaRef("a", 1): 2},
+        clock={b: 0, ReplicaRef("a", 1): 2, A: 5},
         delta=Delta(
             replica=A,
             values={b: {2: Entry("t", "k", "c", {}, b, 2)}},
@@ -599,8 +618,20 @@ def entry_delta(
     ("message", "match"),
     [
         (Heartbeat(sender=ReplicaRef("a", 2**63), clock={}), r"heartbeat\.sender\.vsn"),
-        (unchecked(Heartbeat, sender=A, clock={A: -1}, delta=None), r"heartbeat\.clock"),
-        (unchecked(Heartbeat, sender=A, clock={A: True}, delta=None), r"heartbeat\.clock"),
+        (unchecked(Heartbeat, sender=A, clock={B: -1}, delta=None), r"heartbeat\.clock"),
+        (unchecked(Heartbeat, sender=A, clock={B: True}, delta=None), r"heartbeat\.clock"),
+        (
+            unchecked(Heartbeat, sender=A, clock={A: -1}, delta=None),
+            r"heartbeat\.own: the wire carries ints from 0 to 2\*\*63 - 1, not -1",
+        ),
+        (
+            unchecked(Heartbeat, sender=A, clock={A: True}, delta=None),
+            r"heartbeat\.own: the wire carries ints from 0 to 2\*\*63 - 1, not True",
+        ),
+        (
+            unchecked(Heartbeat, sender=A, clock={A: 2**63}, delta=None),
+            r"heartbeat\.own: the wire carries ints",
+        ),
         (
             unchecked(Heartbeat, sender=A, clock={("a", 1): 1}, delta=None),
             "keys must be ReplicaRefs",
@@ -704,7 +735,7 @@ def test_invalid_json(data: bytes) -> None:
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_non_standard_constants(constant: str) -> None:
-    data = f'{{"v":1,"type":"heartbeat","sender":["a",1],"clock":[],"delta":{constant}}}'
+    data = f'{{"v":1,"type":"heartbeat","sender":["a",1],"own":null,"clock":[],"delta":{constant}}}'
     assert (
         rejected(data.encode()).message
         == f"message: not valid JSON: {constant} is not a JSON number"
@@ -732,18 +763,26 @@ def test_deep_nesting() -> None:
 
 def test_huge_integers() -> None:
     document = heartbeat_doc()
-    data = raw(document).replace(
-        b'"clock": [["node-a", 1, 4]', b'"clock": [["node-a", 1, ' + b"9" * 5000 + b"]"
-    )
-    assert data != raw(document)
-    error = rejected(data)
-    assert error.message.startswith("message: not valid JSON: ")
-    assert "digits" in error.message
+    for old, new in [
+        (b'"clock": [["node-b", 7, 0]', b'"clock": [["node-b", 7, ' + b"9" * 5000 + b"]"),
+        (b'"own": 4,', b'"own": ' + b"9" * 5000 + b","),
+    ]:
+        data = raw(document).replace(old, new)
+        assert data != raw(document)
+        error = rejected(data)
+        assert error.message.startswith("message: not valid JSON: ")
+        assert "digits" in error.message
     document["clock"][0][2] = 2**63
     assert rejected(document).message == (
         "heartbeat.clock[0].clock: 9223372036854775808 is above the wire's limit of 2**63 - 1"
     )
     document["clock"][0][2] = 2**63 - 1
+    assert decode_message(raw(document)).clock[B] == 2**63 - 1  # type: ignore[union-attr]
+    document["own"] = 2**63
+    assert rejected(document).message == (
+        "heartbeat.own: 9223372036854775808 is above the wire's limit of 2**63 - 1"
+    )
+    document["own"] = 2**63 - 1
     assert decode_message(raw(document)).clock[A] == 2**63 - 1  # type: ignore[union-attr]
 
 
@@ -790,6 +829,7 @@ def test_unknown_type(kind: object) -> None:
     ("make", "field"),
     [
         (heartbeat_doc, "sender"),
+        (heartbeat_doc, "own"),
         (heartbeat_doc, "clock"),
         (heartbeat_doc, "delta"),
         (snapshot_doc, "request_id"),
@@ -856,7 +896,8 @@ def test_snapshot_fields_are_not_delta_fields() -> None:
     [
         (("sender", 1), "heartbeat.sender.vsn: expected a non-negative int, got true"),
         (("clock", 0, 1), "heartbeat.clock[0].vsn: expected a non-negative int, got true"),
-        (("clock", 1, 2), "heartbeat.clock[1].clock: expected a non-negative int, got true"),
+        (("clock", 0, 2), "heartbeat.clock[0].clock: expected a non-negative int, got true"),
+        (("own",), "heartbeat.own: expected a non-negative int, got true"),
         (
             ("delta", "clouds", 0, 2, 0, 0),
             "heartbeat.delta.clouds[0].runs[0].first: expected a positive int, got true",
@@ -927,7 +968,7 @@ def test_sender(value: object, message: str) -> None:
 
 def test_errors_name_the_sender_once_read() -> None:
     document = heartbeat_doc()
-    document["clock"][1][1] = "x"
+    document["clock"].append(["node-c", "x", 1])
     error = rejected(document)
     assert error.message == "heartbeat.clock[1].vsn: expected a non-negative int, got 'x'"
     assert error.replica == "node-a"
@@ -965,14 +1006,89 @@ def test_context_items(path: Path_, value: object, message: str) -> None:
 
 def test_context_clock_zero_is_fine() -> None:
     document = heartbeat_doc()
-    document["clock"][0][2] = 0
-    assert decodes_or_rejects(raw(document)) is not None
+    assert document["clock"] == [["node-b", 7, 0]]
+    document["own"] = 0
+    message = decodes_or_rejects(raw(document))
+    assert isinstance(message, Heartbeat)
+    assert message.clock == {A: 0, B: 0}
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (-1, "-1"),
+        (True, "true"),
+        (False, "false"),
+        (4.0, "4.0"),
+        ("4", "'4'"),
+        ([4], "an array of 1 item"),
+        ({}, "an object of 0 fields"),
+    ],
+)
+def test_own_must_be_null_or_a_non_negative_int(value: object, shown: str) -> None:
+    document = heartbeat_doc()
+    document["own"] = value
+    error = rejected(document)
+    assert error.message == f"heartbeat.own: expected a non-negative int, got {shown}"
+    assert error.replica == "node-a"
+
+
+@pytest.mark.parametrize("own", [4, None])
+@pytest.mark.parametrize("first", [True, False])
+def test_the_senders_clock_is_not_in_clock(own: int | None, first: bool) -> None:
+    document = heartbeat_doc()
+    document["own"] = own
+    document["clock"].insert(0 if first else 1, ["node-a", 1, 4])
+    error = rejected(document)
+    assert error.message == "heartbeat.clock: the sender's own clock belongs in heartbeat.own"
+    assert error.replica == "node-a"
+
+
+def test_own_null_means_the_clock_has_no_entry_for_the_sender() -> None:
+    document = heartbeat_doc()
+    document["own"] = None
+    message = decodes_or_rejects(raw(document))
+    assert isinstance(message, Heartbeat)
+    assert message.sender == A
+    assert message.clock == {B: 0}
+    assert A not in message.clock
+    assert encode_message(message) == (
+        json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    assert b'"own":null' in encode_message(message)
+
+
+@pytest.mark.parametrize(
+    "clock",
+    [{A: 5, B: 3}, {A: 0}, {A: MAX_WIRE_INT, ReplicaRef("node-a", 2): 1}, {B: 3}, {}],
+)
+def test_round_trip_keeps_the_senders_clock(clock: dict[ReplicaRef, int]) -> None:
+    message = Heartbeat(sender=A, clock=clock)
+    data = encode_message(message)
+    decoded = decode_message(data)
+    assert decoded == message
+    assert isinstance(decoded, Heartbeat)
+    assert decoded.clock == clock
+    assert decoded.clock.get(A) == clock.get(A)
+    document = json.loads(data)
+    assert document["own"] == clock.get(A)
+    assert ["node-a", 1] not in [item[:2] for item in document["clock"]]
+
+
+def test_the_documented_heartbeat_carries_own() -> None:
+    # node-a's own clock, 4, travels as "own"; "clock" holds node-b only.
+    state, delta = sample_state()
+    assert heartbeat_doc()["clock"] == [["node-b", 7, 0]]
+    assert heartbeat_doc()["own"] == state.clocks()[1][A] == 4
+    assert decode_message(raw(heartbeat_doc())) == Heartbeat(
+        sender=A, clock=state.clocks()[1], delta=delta
+    )
 
 
 @pytest.mark.parametrize(
     ("make", "path", "message"),
     [
-        (heartbeat_doc, ("clock",), "heartbeat.clock[2]: duplicate replica ['node-a', 1]"),
+        (heartbeat_doc, ("clock",), "heartbeat.clock[1]: duplicate replica ['node-b', 7]"),
         (
             heartbeat_doc,
             ("delta", "start"),
@@ -1004,8 +1120,12 @@ def test_duplicate_replicas(make: Callable[[], dict[str, Any]], path: Path_, mes
 
 def test_same_name_other_incarnation_is_not_a_duplicate() -> None:
     document = heartbeat_doc()
+    document["clock"].append(["node-b", 8, 9])
+    # Nor is it the sender: another incarnation of the sender's name belongs in the clock.
     document["clock"].append(["node-a", 2, 9])
-    assert decodes_or_rejects(raw(document)) is not None
+    message = decodes_or_rejects(raw(document))
+    assert isinstance(message, Heartbeat)
+    assert message.clock == {A: 4, B: 0, ReplicaRef("node-b", 8): 9, ReplicaRef("node-a", 2): 9}
 
 
 ASCEND = " (runs ascend without overlap)"
