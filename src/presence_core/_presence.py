@@ -9,6 +9,7 @@ produces the same bytes.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Union
 
@@ -31,19 +32,30 @@ PresenceMap = dict[str, dict[str, list[Mapping[str, JSONValue]]]]
 Frame = Union[list[object], dict[str, object]]  # noqa: UP007
 
 
-def _order(entry: Entry) -> tuple[str, str, int, str]:
-    return (entry.key, entry.owner.name, entry.owner.vsn, entry.conn)
+_OWNER_CONN = operator.itemgetter(4, 2)
+"""Order of the metas of one key: by owner (name, then vsn), then connection."""
 
 
 def group(entries: Iterable[Entry]) -> PresenceMap:
     """Group entries by key into Phoenix's ``{key: {"metas": [...]}}`` shape, deterministically."""
+    # Group first and sort the keys and each key's few metas: much cheaper than sorting every
+    # entry of a large topic.
+    by_key: dict[str, Entry | list[Entry]] = {}
+    for entry in entries:
+        found = by_key.setdefault(entry[1], entry)
+        if found is not entry:
+            if isinstance(found, list):
+                found.append(entry)
+            else:
+                by_key[entry[1]] = [found, entry]
     result: PresenceMap = {}
-    for entry in sorted(entries, key=_order):
-        found = result.get(entry.key)
-        if found is None:
-            result[entry.key] = {"metas": [entry.meta]}
+    for key in sorted(by_key):
+        rows = by_key[key]
+        if isinstance(rows, list):
+            rows.sort(key=_OWNER_CONN)
+            result[key] = {"metas": [row[3] for row in rows]}
         else:
-            found["metas"].append(entry.meta)
+            result[key] = {"metas": [rows[3]]}
     return result
 
 
