@@ -653,7 +653,12 @@ class ReplicaState:
 
         Entries come owner by owner (in the order owners first appeared in the topic), then in
         the order they were stored.
+
+        Raises:
+            LocalProtocolError: an argument has the wrong type.
         """
+        if type(topic) is not str:
+            _check_str(topic, "topic")
         by_owner = self._topics.get(topic)
         if by_owner is None:
             return []
@@ -668,7 +673,13 @@ class ReplicaState:
         return result
 
     def count(self, topic: str) -> int:
-        """The number of visible entries of ``topic``, without building them."""
+        """The number of visible entries of ``topic``, without building them.
+
+        Raises:
+            LocalProtocolError: an argument has the wrong type.
+        """
+        if type(topic) is not str:
+            _check_str(topic, "topic")
         by_owner = self._topics.get(topic)
         if by_owner is None:
             return 0
@@ -676,7 +687,13 @@ class ReplicaState:
         return sum(len(rows) for owner, rows in by_owner.items() if owner not in down)
 
     def get_by_key(self, topic: str, key: str) -> list[Entry]:
-        """The visible entries of ``topic`` under ``key`` (one per connection)."""
+        """The visible entries of ``topic`` under ``key`` (one per connection).
+
+        Raises:
+            LocalProtocolError: an argument has the wrong type.
+        """
+        _check_str(topic, "topic")
+        _check_str(key, "key")
         by_owner = self._topics.get(topic)
         if by_owner is None:
             return []
@@ -694,7 +711,13 @@ class ReplicaState:
 
         Connection ids are only unique within their replica, hence the owner. Entries of a down
         owner are hidden.
+
+        Raises:
+            LocalProtocolError: an argument has the wrong type.
         """
+        _check_str(conn, "conn")
+        if owner is not None:
+            _check_ref(owner, "owner")
         if owner is None or owner == self.replica:
             return sorted(self._own_ids.get(conn, {}).values(), key=_by_clock)
         if owner in self._down:
@@ -704,7 +727,16 @@ class ReplicaState:
         return sorted(found, key=_by_clock)
 
     def get(self, conn: str, topic: str, key: str, owner: ReplicaRef | None = None) -> Entry | None:
-        """The entry with this identity (``owner`` defaults to this replica), hidden or not."""
+        """The entry with this identity (``owner`` defaults to this replica), hidden or not.
+
+        Raises:
+            LocalProtocolError: an argument has the wrong type.
+        """
+        _check_str(conn, "conn")
+        _check_str(topic, "topic")
+        _check_str(key, "key")
+        if owner is not None:
+            _check_ref(owner, "owner")
         if owner is None or owner == self.replica:
             by_conn = self._own_ids.get(conn)
             return None if by_conn is None else by_conn.get((topic, key))

@@ -80,7 +80,10 @@ def _check_unicode(text: str, what: str) -> bytes:
 
 
 def _is_time(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    # Subclasses of float (numpy.float64) are fine; bool is an int subclass but not a time.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value)
 
 
 class ReplicaInfo:

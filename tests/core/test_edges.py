@@ -127,3 +127,47 @@ def test_departed_incarnations_are_remembered_within_a_bound(
     tracker.receive(Heartbeat(sender=peers[0], clock={peers[0]: 0}), now=5.0)
     tracker.receive(Heartbeat(sender=peers[2], clock={peers[2]: 0}), now=5.0)
     assert sorted(tracker.replicas()) == ["p0"]
+
+
+WRONG: Any = ["not", "a", "str"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        lambda s: s.get_by_topic(WRONG),
+        lambda s: s.count(WRONG),
+        lambda s: s.get_by_key("t", WRONG),
+        lambda s: s.get_by_key(WRONG, "k"),
+        lambda s: s.get_by_conn(WRONG),
+        lambda s: s.get_by_conn("c", owner=WRONG),
+        lambda s: s.get("c", "t", WRONG),
+        lambda s: s.get("c", "t", "k", owner=WRONG),
+    ],
+)
+def test_queries_refuse_wrong_types(query: Any) -> None:
+    state = ReplicaState(A)
+    state.join("c", "t", "k", {})
+    with pytest.raises(LocalProtocolError):
+        query(state)
+
+
+def test_tracker_queries_refuse_wrong_types() -> None:
+    tracker = make_tracker("a")
+    for query in (tracker.list, tracker.count):
+        with pytest.raises(LocalProtocolError):
+            query(WRONG)
+    with pytest.raises(LocalProtocolError):
+        tracker.get_by_key("t", WRONG)
+
+
+class Seconds(float):
+    """A float subclass, as numpy.float64 is."""
+
+
+def test_time_may_be_a_float_subclass() -> None:
+    tracker = make_tracker("a")
+    tracker.handle_timer(now=Seconds(1.5))
+    assert tracker.next_deadline() is not None
+    with pytest.raises(LocalProtocolError):
+        tracker.handle_timer(now=True)
