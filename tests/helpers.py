@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from presence_core import (
+    Entry,
     Event,
     Message,
     Outbound,
@@ -32,6 +33,7 @@ from presence_core import (
     ReplicaDown,
     ReplicaPermdown,
     ReplicaRef,
+    ReplicaState,
     ReplicaUp,
     Tracker,
     TrackerConfig,
@@ -313,3 +315,39 @@ class Cluster:
         return self.trackers[name].track(
             conn=conn, topic=topic, key=key, meta={} if meta is None else meta, now=self.now
         )
+
+
+# ---------------------------------------------------------------------------- ReplicaState
+
+
+def state_cluster(*refs: ReplicaRef) -> list[ReplicaState]:
+    """One state per ref, every one marking every other one up."""
+    states = [ReplicaState(ref) for ref in refs]
+    for state in states:
+        for ref in refs:
+            if ref != state.replica:
+                state.replica_up(ref)
+    return states
+
+
+def by_dot(entries: Iterable[Entry]) -> list[Entry]:
+    """Entries in dot order (entries hold dicts, so they cannot go into sets)."""
+    return sorted(entries, key=lambda entry: entry.dot)
+
+
+def observe_state(state: ReplicaState) -> dict[str, Any]:
+    """Everything a caller can see of a state, in a comparable form."""
+    return {
+        "entries": by_dot(state.entries()),
+        "visible": by_dot(state.visible_entries()),
+        "len": len(state),
+        "clock": state.clock,
+        "context": dict(state.context),
+        "clouds": dict(state.clouds),
+        "clocks": state.clocks(),
+        "pending_delta": state.pending_delta,
+        "has_delta": state.has_delta(),
+        "down": state.down_replicas(),
+        "replicas": dict(state.replicas()),
+        "topics": state.topics(),
+    }

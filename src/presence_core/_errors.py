@@ -41,7 +41,19 @@ class ConfigurationError(LocalProtocolError, ValueError):
     """A configuration value is invalid (for example ``down_period < 2 * broadcast_period``)."""
 
 
-class AlreadyTracked(LocalProtocolError):
+class _IdentityError(LocalProtocolError):
+    """An error about one presence identity of this replica."""
+
+    _what = ""
+
+    def __init__(self, conn: str, topic: str, key: str) -> None:
+        super().__init__(f"{self._what}: conn={conn!r} topic={topic!r} key={key!r}")
+        self.conn = conn
+        self.topic = topic
+        self.key = key
+
+
+class AlreadyTracked(_IdentityError):
     """The exact ``(conn, topic, key)`` is already tracked by this replica.
 
     Attributes:
@@ -50,14 +62,10 @@ class AlreadyTracked(LocalProtocolError):
         key: the presence key.
     """
 
-    def __init__(self, conn: str, topic: str, key: str) -> None:
-        super().__init__(f"already tracked: conn={conn!r} topic={topic!r} key={key!r}")
-        self.conn = conn
-        self.topic = topic
-        self.key = key
+    _what = "already tracked"
 
 
-class NoPresence(LocalProtocolError):
+class NoPresence(_IdentityError):
     """There is no presence for ``(conn, topic, key)`` to update.
 
     Attributes:
@@ -66,11 +74,7 @@ class NoPresence(LocalProtocolError):
         key: the presence key.
     """
 
-    def __init__(self, conn: str, topic: str, key: str) -> None:
-        super().__init__(f"no presence: conn={conn!r} topic={topic!r} key={key!r}")
-        self.conn = conn
-        self.topic = topic
-        self.key = key
+    _what = "no presence"
 
 
 class LimitExceeded(LocalProtocolError):

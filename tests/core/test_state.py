@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from helpers import by_dot, observe_state, state_cluster
 from presence_core import (
     AlreadyTracked,
     Delta,
@@ -41,16 +42,6 @@ Dots = list[tuple[str, int]]
 # ---------------------------------------------------------------------------- helpers
 
 
-def cluster(*refs: ReplicaRef) -> list[ReplicaState]:
-    """One state per ref, every one marking every other one up."""
-    states = [ReplicaState(ref) for ref in refs]
-    for state in states:
-        for ref in refs:
-            if ref != state.replica:
-                state.replica_up(ref)
-    return states
-
-
 def pull(into: ReplicaState, source: ReplicaState) -> MergeResult:
     """``into`` merges the full state of ``source`` extracted for its whole context."""
     return into.merge(source.extract(into.replica, into.context))
@@ -60,30 +51,8 @@ def keys(entries: Iterable[Entry]) -> list[str]:
     return sorted(entry.key for entry in entries)
 
 
-def by_dot(entries: Iterable[Entry]) -> list[Entry]:
-    """Entries in dot order (entries hold dicts, so they cannot go into sets)."""
-    return sorted(entries, key=lambda entry: entry.dot)
-
-
 def dots(clouds: Mapping[ReplicaRef, Iterable[int]]) -> Dots:
     return sorted((replica.name, dot) for replica, cloud in clouds.items() for dot in cloud)
-
-
-def observe(state: ReplicaState) -> dict[str, Any]:
-    """Everything a caller can see of a state, in a comparable form."""
-    return {
-        "entries": by_dot(state.entries()),
-        "len": len(state),
-        "clock": state.clock,
-        "context": dict(state.context),
-        "clouds": dict(state.clouds),
-        "clocks": state.clocks(),
-        "pending_delta": state.pending_delta,
-        "has_delta": state.has_delta(),
-        "down": state.down_replicas(),
-        "replicas": dict(state.replicas()),
-        "topics": state.topics(),
-    }
 
 
 # ---------------------------------------------------------------------------- SPEC §7.1
@@ -106,7 +75,7 @@ def test_user_added_online_is_online() -> None:
 
 
 def test_users_from_other_servers_merge() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
 
     assert a.get_by_conn("c-alice") == []
     alice = a.join("c-alice", "lobby", "alice", {})
@@ -119,15 +88,15 @@ def test_users_from_other_servers_merge() -> None:
     assert a.get_by_conn("c-bob", owner=B) == [bob]
 
     # Merging the same extract again reports nothing and changes nothing.
-    before = observe(a)
+    before = observe_state(a)
     assert pull(a, b) == MergeResult()
-    assert observe(a) == before
+    assert observe_state(a) == before
 
     # And the other way round.
     assert pull(b, a) == MergeResult(joins=(alice,))
-    before = observe(b)
+    before = observe_state(b)
     assert pull(b, a) == MergeResult()
-    assert observe(b) == before
+    assert observe_state(b) == before
 
     # An observed remove: alice leaves on a, b learns it and drops exactly her row.
     assert a.leave("c-alice", "lobby", "alice") == alice
@@ -137,9 +106,9 @@ def test_users_from_other_servers_merge() -> None:
     assert b.get("c-alice", "lobby", "alice", owner=A) is None
     assert b.get_by_conn("c-bob") == [bob]
     assert keys(b.get_by_topic("lobby")) == ["bob"]
-    before = observe(b)
+    before = observe_state(b)
     assert pull(b, a) == MergeResult()
-    assert observe(b) == before
+    assert observe_state(b) == before
 
     carol = b.join("c-carol", "lobby", "carol", {})
     assert keys(b.get_by_topic("lobby")) == ["bob", "carol"]
@@ -159,7 +128,7 @@ def test_users_from_other_servers_merge() -> None:
 
 
 def test_basic_netsplit() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     a.join("c-alice", "lobby", "alice", {})
     bob = b.join("c-bob", "lobby", "bob", {})
     assert pull(a, b).joins == (bob,)
@@ -181,7 +150,7 @@ def test_basic_netsplit() -> None:
 
 
 def test_joins_are_observed_via_other_node() -> None:
-    a, b, c = cluster(A, B, C)
+    a, b, c = state_cluster(A, B, C)
     alice = a.join("c-alice", "lobby", "alice", {})
     # Only so that c has some context of a.
     assert pull(c, a) == MergeResult(joins=(alice,))
@@ -209,7 +178,7 @@ def test_joins_are_observed_via_other_node() -> None:
 
 
 def test_removes_are_observed_via_other_node() -> None:
-    a, b, c = cluster(A, B, C)
+    a, b, c = state_cluster(A, B, C)
     alice = a.join("c-alice", "lobby", "alice", {})
     assert pull(c, a).joins == (alice,)
 
@@ -264,7 +233,7 @@ def test_get_by_key() -> None:
 
 def test_get_by_topic() -> None:
     n1, n2, n3 = ReplicaRef("node1", 1), ReplicaRef("node2", 1), ReplicaRef("node3", 1)
-    s1, s2, s3 = cluster(n1, n2, n3)
+    s1, s2, s3 = state_cluster(n1, n2, n3)
     for state in (s1, s2, s3):
         assert state.context == {n1: 0, n2: 0, n3: 0}
 
@@ -291,7 +260,7 @@ def test_get_by_topic() -> None:
 
 def test_remove_down_replica() -> None:
     n1, n2 = ReplicaRef("node1", 1), ReplicaRef("node2", 1)
-    s1, s2 = cluster(n1, n2)
+    s1, s2 = state_cluster(n1, n2)
     alice = s1.join("c-alice", "lobby", "alice", {})
     bob = s2.join("c-bob", "lobby", "bob", {})
     pull(s2, s1)
@@ -311,7 +280,7 @@ def test_remove_down_replica() -> None:
 
 
 def test_basic_deltas() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     alice = a.join("c-alice", "lobby", "alice", {})
     b.join("c-bob", "lobby", "bob", {})
 
@@ -380,7 +349,7 @@ def test_merging_deltas() -> None:
 
 def test_merging_deltas_with_removes() -> None:
     r1, r2 = ReplicaRef("s1", 1), ReplicaRef("s2", 1)
-    s1, s2 = cluster(r1, r2)
+    s1, s2 = state_cluster(r1, r2)
 
     # A concurrent add wins over a remove of another dot.
     lobby = s1.join("u1", "lobby", "user1", {})
@@ -414,12 +383,12 @@ def test_merging_deltas_with_removes() -> None:
 def test_joining_the_same_presence_twice_raises_already_tracked_and_changes_nothing() -> None:
     a = ReplicaState(A)
     a.join("c1", "lobby", "u1", {"n": 1})
-    before = observe(a)
+    before = observe_state(a)
     with pytest.raises(AlreadyTracked) as info:
         a.join("c1", "lobby", "u1", {"n": 2})
     assert (info.value.conn, info.value.topic, info.value.key) == ("c1", "lobby", "u1")
     assert isinstance(info.value, LocalProtocolError)
-    assert observe(a) == before
+    assert observe_state(a) == before
 
     # Another key, topic or conn is another presence.
     a.join("c1", "lobby", "u2", {})
@@ -429,7 +398,7 @@ def test_joining_the_same_presence_twice_raises_already_tracked_and_changes_noth
 
 
 def test_joining_a_conn_id_that_another_replica_uses_is_fine() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     theirs = b.join("c1", "lobby", "u1", {})
     pull(a, b)
     mine = a.join("c1", "lobby", "u1", {})
@@ -438,37 +407,37 @@ def test_joining_a_conn_id_that_another_replica_uses_is_fine() -> None:
 
 
 def test_update_of_an_absent_presence_raises_no_presence_and_changes_nothing() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     b.join("c1", "lobby", "u1", {})
     pull(a, b)
     a.join("c1", "lobby", "other", {})
-    before = observe(a)
+    before = observe_state(a)
     for conn, topic, key in [("c9", "lobby", "u1"), ("c1", "nope", "u1"), ("c1", "lobby", "u1")]:
         # The last one exists, but it is b's: a can only update its own presences.
         with pytest.raises(NoPresence) as info:
             a.update(conn, topic, key, {"n": 1})
         assert (info.value.conn, info.value.topic, info.value.key) == (conn, topic, key)
-    assert observe(a) == before
+    assert observe_state(a) == before
 
 
 def test_leave_of_an_absent_presence_is_a_no_op_without_a_dot() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     theirs = b.join("c1", "lobby", "u1", {})
     pull(a, b)
     a.join("c1", "lobby", "mine", {})
     a.take_delta()
-    before = observe(a)
+    before = observe_state(a)
     assert a.leave("c1", "lobby", "nobody") is None
     assert a.leave("c2", "lobby", "mine") is None
     # b's presence is not a's to remove.
     assert a.leave("c1", "lobby", "u1") is None
     assert a.get("c1", "lobby", "u1", owner=B) == theirs
-    assert observe(a) == before
+    assert observe_state(a) == before
     assert not a.has_delta()
 
 
 def test_leave_conn_removes_every_presence_of_the_conn_one_dot_each() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     b.join("c1", "lobby", "theirs", {})
     pull(a, b)
     first = a.join("c1", "lobby", "u1", {})
@@ -500,7 +469,7 @@ def test_leave_conn_removes_every_presence_of_the_conn_one_dot_each() -> None:
 
 
 def test_leave_conn_is_seen_remotely_as_leaves() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     first = a.join("c1", "lobby", "u1", {})
     second = a.join("c1", "room", "u1", {})
     b.merge(a.take_delta())
@@ -542,7 +511,7 @@ def test_update_in_one_window_then_leave_in_the_next() -> None:
 
 @pytest.mark.parametrize("via", ["delta", "extract"])
 def test_a_remote_update_is_one_leave_and_one_join(via: str) -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     entry = a.join("c1", "lobby", "u1", {"v": 1})
     b.merge(a.take_delta())
     _, new = a.update("c1", "lobby", "u1", {"v": 2})
@@ -556,7 +525,7 @@ def test_a_remote_update_is_one_leave_and_one_join(via: str) -> None:
 
 
 def test_clocks_omit_down_replicas_but_the_context_keeps_them() -> None:
-    a, b, _ = cluster(A, B, C)
+    a, b, _ = state_cluster(A, B, C)
     b.join("c1", "lobby", "u1", {})
     pull(a, b)
     assert a.clocks() == (A, {A: 0, B: 1, C: 0})
@@ -568,7 +537,7 @@ def test_clocks_omit_down_replicas_but_the_context_keeps_them() -> None:
 
 
 def test_queries_hide_the_entries_of_down_replicas() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     mine = a.join("c1", "lobby", "u1", {})
     theirs = b.join("c1", "lobby", "u1", {"b": True})
     only_theirs = b.join("c2", "room", "u2", {})
@@ -598,7 +567,7 @@ def test_queries_hide_the_entries_of_down_replicas() -> None:
 
 
 def test_replica_status_results() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     fresh = ReplicaRef("d", 7)
     assert a.replica_up(fresh) == ()
     assert a.replicas() == {A: True, B: True, fresh: True}
@@ -626,7 +595,7 @@ def test_replica_status_results() -> None:
 
 
 def test_remove_down_replica_forgets_its_clouds_and_tombstones() -> None:
-    a, b, c = cluster(A, B, C)
+    a, b, c = state_cluster(A, B, C)
     b.join("c1", "lobby", "u1", {})
     b.join("c2", "lobby", "u2", {})
     c.merge(b.take_delta())
@@ -670,7 +639,7 @@ def test_entries_of_an_unknown_replica_are_ignored() -> None:
 
 
 def test_extract_carries_only_replicas_the_remote_knows_and_never_its_own_entries() -> None:
-    a, b, c = cluster(A, B, C)
+    a, b, c = state_cluster(A, B, C)
     b_entry = b.join("c1", "lobby", "b", {})
     c.join("c1", "lobby", "c", {})
     a_entry = a.join("c1", "lobby", "a", {})
@@ -696,7 +665,7 @@ def test_extract_carries_only_replicas_the_remote_knows_and_never_its_own_entrie
 
 
 def test_merge_reports_joins_and_leaves_and_is_idempotent() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     gone = b.join("c1", "lobby", "gone", {})
     pull(a, b)
     b.leave("c1", "lobby", "gone")
@@ -705,13 +674,13 @@ def test_merge_reports_joins_and_leaves_and_is_idempotent() -> None:
 
     assert a.merge(snapshot) == MergeResult(joins=(stays,), leaves=(gone,))
     assert bool(a.merge(snapshot)) is False
-    before = observe(a)
+    before = observe_state(a)
     assert a.merge(snapshot) == MergeResult()
-    assert observe(a) == before
+    assert observe_state(a) == before
 
 
 def test_merge_learned_removals_reenter_our_pending_delta() -> None:
-    a, b, c = cluster(A, B, C)
+    a, b, c = state_cluster(A, B, C)
     entry = a.join("c1", "lobby", "u1", {})
     delta = a.take_delta()
     b.merge(delta)
@@ -734,7 +703,7 @@ def test_merge_learned_removals_reenter_our_pending_delta() -> None:
 
 
 def test_a_merge_never_removes_our_own_entries_nor_adds_in_our_name() -> None:
-    a, _ = cluster(A, B)
+    a, _ = state_cluster(A, B)
     mine = a.join("c1", "lobby", "u1", {})
     forged = Snapshot(
         replica=B,
@@ -775,7 +744,7 @@ def test_delta_range_and_has_delta() -> None:
 
 
 def test_a_join_and_leave_in_one_window_leave_only_dots() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     a.join("c1", "lobby", "u1", {})
     a.leave("c1", "lobby", "u1")
     delta = a.take_delta()
@@ -786,7 +755,7 @@ def test_a_join_and_leave_in_one_window_leave_only_dots() -> None:
 
 
 def test_take_delta_resets_and_compacts() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     entry = b.join("c1", "lobby", "u1", {})
     a.join("c1", "lobby", "mine", {})
     a.merge(b.take_delta())
@@ -804,7 +773,7 @@ def test_take_delta_resets_and_compacts() -> None:
 
 
 def test_merging_deltas_with_a_gap_parks_dots_in_clouds_until_filled() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     first = a.join("c1", "lobby", "u1", {})
     d1 = a.take_delta()
     second = a.join("c2", "lobby", "u2", {})
@@ -828,7 +797,7 @@ def test_merging_deltas_with_a_gap_parks_dots_in_clouds_until_filled() -> None:
 
 
 def test_a_remove_beyond_a_gap_is_applied() -> None:
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     a.join("c0", "lobby", "u0", {})
     a.take_delta()  # lost
     entry = a.join("c1", "lobby", "u1", {})
@@ -850,7 +819,7 @@ BAD_STRINGS: list[object] = [None, 1, b"c1", ["c1"], 1.5]
 def test_join_update_and_leave_reject_non_str_ids(bad: object, position: int) -> None:
     a = ReplicaState(A)
     a.join("c1", "lobby", "u1", {})
-    before = observe(a)
+    before = observe_state(a)
     ids: list[Any] = ["c1", "lobby", "u1"]
     ids[position] = bad
     with pytest.raises(LocalProtocolError, match="must be a str"):
@@ -859,7 +828,7 @@ def test_join_update_and_leave_reject_non_str_ids(bad: object, position: int) ->
         a.update(ids[0], ids[1], ids[2], {})
     with pytest.raises(LocalProtocolError, match="must be a str"):
         a.leave(ids[0], ids[1], ids[2])
-    assert observe(a) == before
+    assert observe_state(a) == before
 
 
 @pytest.mark.parametrize("bad", BAD_STRINGS)
@@ -895,12 +864,12 @@ BAD_METAS: list[object] = [
 def test_join_and_update_reject_metas_json_cannot_carry(meta: Any) -> None:
     a = ReplicaState(A)
     a.join("c1", "lobby", "u1", {})
-    before = observe(a)
+    before = observe_state(a)
     with pytest.raises(LocalProtocolError):
         a.join("c2", "lobby", "u1", meta)
     with pytest.raises(LocalProtocolError):
         a.update("c1", "lobby", "u1", meta)
-    assert observe(a) == before
+    assert observe_state(a) == before
 
 
 def test_metas_are_copied_on_the_way_in() -> None:
@@ -924,15 +893,15 @@ def test_a_state_needs_a_replica_ref() -> None:
 def test_merge_rejects_anything_but_a_snapshot_or_a_delta(payload: Any) -> None:
     a = ReplicaState(A)
     a.join("c1", "lobby", "u1", {})
-    before = observe(a)
+    before = observe_state(a)
     with pytest.raises(LocalProtocolError):
         a.merge(payload)
-    assert observe(a) == before
+    assert observe_state(a) == before
 
 
 def test_replica_status_calls_reject_ourselves_and_non_refs() -> None:
-    a, _ = cluster(A, B)
-    before = observe(a)
+    a, _ = state_cluster(A, B)
+    before = observe_state(a)
     for call in (a.replica_up, a.replica_down, a.remove_down_replica):
         with pytest.raises(LocalProtocolError):
             call(A)
@@ -940,7 +909,7 @@ def test_replica_status_calls_reject_ourselves_and_non_refs() -> None:
             call(("b", 1))  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
         a.extract("b", {})  # type: ignore[arg-type]
-    assert observe(a) == before
+    assert observe_state(a) == before
 
 
 def test_payloads_refuse_entries_filed_under_the_wrong_dot() -> None:
@@ -956,7 +925,7 @@ def test_a_stale_transfer_leaves_a_gap_that_the_next_transfer_repairs() -> None:
     # but still carries the first version, whose removal neither b nor c has seen. Whatever c
     # makes of it, its clock for a stays behind a's (so a tracker asks a for a transfer), and that
     # transfer settles everything.
-    a, b, c = cluster(A, B, C)
+    a, b, c = state_cluster(A, B, C)
     a.join("c1", "lobby", "u1", {"v": 1})
     first = a.take_delta()
     a.update("c1", "lobby", "u1", {"v": 2})

@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -47,6 +47,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from helpers import by_dot, observe_state
 from presence_core import (
     AlreadyTracked,
     Delta,
@@ -73,10 +74,6 @@ Payload = Delta | Snapshot
 # ---------------------------------------------------------------------------- helpers
 
 
-def by_dot(entries: Iterable[Entry]) -> list[Entry]:
-    return sorted(entries, key=lambda entry: entry.dot)
-
-
 def row(entry: Entry) -> Row:
     return (entry.owner, entry.conn, entry.topic, entry.key, json.dumps(entry.meta, sort_keys=True))
 
@@ -89,24 +86,6 @@ def view(state: ReplicaState) -> View:
 def stored(state: ReplicaState) -> View:
     """Every stored presence, hidden ones included."""
     return frozenset(row(entry) for entry in state.entries())
-
-
-def observe(state: ReplicaState) -> dict[str, Any]:
-    """Everything a caller can see of a state."""
-    return {
-        "entries": by_dot(state.entries()),
-        "visible": by_dot(state.visible_entries()),
-        "len": len(state),
-        "clock": state.clock,
-        "context": dict(state.context),
-        "clouds": dict(state.clouds),
-        "clocks": state.clocks(),
-        "pending_delta": state.pending_delta,
-        "has_delta": state.has_delta(),
-        "down": state.down_replicas(),
-        "replicas": dict(state.replicas()),
-        "topics": state.topics(),
-    }
 
 
 def pull(into: ReplicaState, source: ReplicaState) -> MergeResult:
@@ -284,10 +263,10 @@ class ClusterMachine(RuleBasedStateMachine):
     def expect_failure(
         self, state: ReplicaState, call: Callable[[], object], error: type[Exception]
     ) -> None:
-        before = observe(state)
+        before = observe_state(state)
         with pytest.raises(error):
             call()
-        assert observe(state) == before
+        assert observe_state(state) == before
 
     def own(self, state: ReplicaState) -> list[Identity]:
         return sorted(ident for ident in self.model if ident[0] == state.replica)
@@ -401,9 +380,9 @@ class ClusterMachine(RuleBasedStateMachine):
         state = self.pick(i)
         if (state.replica, conn, topic, key) in self.model:
             return
-        before = observe(state)
+        before = observe_state(state)
         assert state.leave(conn, topic, key) is None
-        assert observe(state) == before
+        assert observe_state(state) == before
 
     # ------------------------------------------------------------------ the network
 
@@ -448,9 +427,9 @@ class ClusterMachine(RuleBasedStateMachine):
             target = found
         self.merge_into(target, payload)
         if twice:
-            before = observe(target)
+            before = observe_state(target)
             assert target.merge(payload) == MergeResult()
-            assert observe(target) == before
+            assert observe_state(target) == before
 
     @rule(i=any_index, j=any_index)
     def request_transfer(self, i: int, j: int) -> None:
@@ -878,10 +857,10 @@ def test_merging_two_payloads_commutes_and_is_idempotent(
     assert view(left) == view(right)
     assert stored(left) == stored(right)
 
-    again = observe(left)
+    again = observe_state(left)
     assert left.merge(from_a) == MergeResult()
     assert left.merge(from_b) == MergeResult()
-    assert observe(left) == again
+    assert observe_state(left) == again
 
 
 @given(program=st.lists(few_ops, min_size=1, max_size=14), data=st.data())

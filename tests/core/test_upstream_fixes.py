@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import pytest
 
+from helpers import state_cluster
 from presence_core import Delta, Entry, MergeResult, ReplicaRef, ReplicaState, Snapshot
 
 A = ReplicaRef("a", 1)
@@ -18,15 +19,6 @@ B = ReplicaRef("b", 1)
 C = ReplicaRef("c", 1)
 
 View = frozenset[tuple[ReplicaRef, str, str, str, str]]
-
-
-def cluster(*refs: ReplicaRef) -> list[ReplicaState]:
-    states = [ReplicaState(ref) for ref in refs]
-    for state in states:
-        for ref in refs:
-            if ref != state.replica:
-                state.replica_up(ref)
-    return states
 
 
 def pull(into: ReplicaState, source: ReplicaState) -> MergeResult:
@@ -57,7 +49,7 @@ def test_same_conn_and_key_on_two_replicas_are_two_presences() -> None:
     # Upstream #214: entries are keyed by (topic, pid, key) only. When two replicas add the same
     # (topic, pid, key), each node keeps whichever add it merged last: the metas disagree across
     # the cluster forever, and the pid index gets a duplicate row.
-    a, b, c = cluster(A, B, C)
+    a, b, c = state_cluster(A, B, C)
     ours = a.join("c1", "lobby", "u1", {"from": "a"})
     theirs = b.join("c1", "lobby", "u1", {"from": "b"})
     full_exchange([a, b, c])
@@ -80,7 +72,7 @@ def test_same_conn_and_key_on_two_replicas_are_two_presences() -> None:
 
 def test_same_identity_from_two_replicas_converges_whatever_the_merge_order() -> None:
     # Upstream #214: the result depends on the order a third node merges the two adds.
-    a, b = cluster(A, B)
+    a, b = state_cluster(A, B)
     a.join("c1", "lobby", "u1", {"from": "a"})
     b.join("c1", "lobby", "u1", {"from": "b"})
     from_a = a.take_delta()
@@ -107,7 +99,7 @@ def test_a_stale_older_dot_never_overwrites_a_newer_one(stale_via: str) -> None:
     # of the same (topic, pid, key) is not "seen", so a stale payload carrying it is admitted and
     # overwrites the row: C shows the old meta, its pid index gets a duplicate, and the next remove
     # crashes the shard with {:badmatch, N} in State.remove/4.
-    a, b, c = cluster(A, B, C)
+    a, b, c = state_cluster(A, B, C)
     a.join("c1", "lobby", "u1", {"v": 1})
     first = a.take_delta()
     b.merge(first)  # b knows v1 and nothing later
@@ -142,7 +134,7 @@ def test_a_stale_older_dot_never_overwrites_a_newer_one(stale_via: str) -> None:
 def test_a_newer_dot_without_a_tombstone_replaces_the_row_and_reports_a_leave() -> None:
     # Upstream: the newer add silently overwrites the row in the values table (only a join is
     # reported, so the client keeps the old meta forever) and the pid index gets a second row.
-    a, c = cluster(A, C)
+    a, c = state_cluster(A, C)
     old = a.join("c1", "lobby", "u1", {"v": 1})
     c.merge(a.take_delta())
     a.leave("c1", "lobby", "u1")
@@ -158,7 +150,7 @@ def test_a_newer_dot_without_a_tombstone_replaces_the_row_and_reports_a_leave() 
 
 
 def test_a_hand_built_snapshot_with_a_newer_dot_replaces_the_row() -> None:
-    a, c = cluster(A, C)
+    a, c = state_cluster(A, C)
     old = a.join("c1", "lobby", "u1", {"v": 1})
     c.merge(a.take_delta())
     new = Entry("lobby", "u1", "c1", {"v": 9}, A, 7)
@@ -195,7 +187,7 @@ def test_a_redelivered_delta_does_not_resurrect_a_removed_entry() -> None:
     # add delta delivered again (a transfer reply built from delta generations overlaps the
     # heartbeats already received) brings the presence back. Once the gap fills, the node's clock
     # equals everyone else's, no transfer is ever requested, and the ghost stays for good.
-    a, c = cluster(A, C)
+    a, c = state_cluster(A, C)
     a.join("c0", "lobby", "early", {})
     early = a.take_delta()  # delayed
     ghost = a.join("c1", "lobby", "ghost", {})
@@ -218,7 +210,7 @@ def test_an_observed_remove_beyond_a_gap_leaves_no_hole_in_the_context() -> None
     # Upstream, same root cause: the forgotten dot can never be folded into the context, so the
     # node's clock for that replica stays behind for good and every clock sample asks for a full
     # transfer again (and the replica's later deltas never compact either).
-    a, c = cluster(A, C)
+    a, c = state_cluster(A, C)
     a.join("c1", "lobby", "k1", {})
     first = a.take_delta()  # delayed
     second_entry = a.join("c1", "lobby", "k2", {})
@@ -242,7 +234,7 @@ def test_down_replicas_are_pruned_so_bookkeeping_stays_bounded() -> None:
     # Upstream #179 / phoenix#5568: permdowned replica refs stay in the replicas map as :down
     # forever; every node restart adds one, and after about a week the list filter built from them
     # exceeds the match-spec limit (SystemLimitError), and presence stops working.
-    me, peer = cluster(A, B)
+    me, peer = state_cluster(A, B)
     me.join("c1", "lobby", "mine", {})
     peer.join("c1", "lobby", "peer", {})
     pull(me, peer)
