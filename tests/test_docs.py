@@ -41,3 +41,25 @@ def test_architecture_places_every_core_module() -> None:
     assert "_state.py" in modules
     missing = [name for name in modules if f"``{name}``" not in text]
     assert not missing, f"modules missing from docs/architecture.rst's layer table: {missing}"
+
+
+def _liveness_table() -> dict[tuple[str, str], tuple[str, tuple[str, ...]]]:
+    text = (DOCS / "tracker.rst").read_text(encoding="utf-8")
+    section = text[text.index("Liveness\n--------") :]
+    lines = section.splitlines()
+    borders = [i for i, line in enumerate(lines) if line.startswith("=====")]
+    table: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
+    for line in lines[borders[1] + 1 : borders[2]]:
+        status, event, new_status, actions = line.split(None, 3)
+        words = actions.split("(")[0].replace(",", " ").split()
+        table[(status, event)] = (new_status, tuple(words))
+    return table
+
+
+def test_the_liveness_table_in_the_docs_is_the_one_in_the_code() -> None:
+    documented = _liveness_table()
+    actual = {
+        (status.name, event.name): (new.name, tuple(action.value for action in actions))
+        for (status, event), (new, actions) in presence_core.TRANSITIONS.items()
+    }
+    assert documented == actual
