@@ -62,6 +62,7 @@ from presence_core import (
     TrackerConfig,
     TransferAck,
     TransferRequest,
+    encode_message,
     presence_diff_payload,
 )
 
@@ -112,20 +113,9 @@ FAULT_MIXES: Mapping[str, str] = {
 
 # --------------------------------------------------------------------------- message size
 
-_encode: Callable[[Message], bytes] | None
-try:  # the wire codec; the simulation falls back on repr() if it is absent
-    from presence_core._codec import encode_message as _encode_message
-except ImportError:  # pragma: no cover - only before the codec existed
-    _encode = None
-else:
-    _encode = _encode_message
-
-
 def message_size(message: Message) -> int:
     """The size of ``message`` on the wire, in bytes (the JSON codec's encoding)."""
-    if _encode is None:  # pragma: no cover
-        return len(repr(message).encode())
-    return len(_encode(message))
+    return len(encode_message(message))
 
 
 # --------------------------------------------------------------------------- network
