@@ -251,11 +251,6 @@ class Delta:
         )
 
 
-def _in_clouds(clouds: Clouds, owner: ReplicaRef, clock: int) -> bool:
-    dots = clouds.get(owner)
-    return dots is not None and clock in dots
-
-
 def merge_deltas(a: Delta, b: Delta) -> Delta | None:
     """Join two deltas into one covering both windows, or ``None`` if they are not contiguous.
 
@@ -266,27 +261,40 @@ def merge_deltas(a: Delta, b: Delta) -> Delta | None:
     """
     if not (dominates_or_equal(b.end, a.start) and dominates_or_equal(a.end, b.start)):
         return None
-    clouds: dict[ReplicaRef, set[int]] = {r: set(dots) for r, dots in a.clouds.items()}
+    # A generation ``a`` is often large and ``b`` a single window: copy ``a`` wholesale (C-level)
+    # and walk only ``b``. Payloads are immutable, so unchanged rows and clouds are shared.
+    clouds: dict[ReplicaRef, frozenset[int]] = dict(a.clouds)
     for replica, dots in b.clouds.items():
-        clouds.setdefault(replica, set()).update(dots)
-    values: dict[ReplicaRef, dict[int, Entry]] = {}
+        mine = clouds.get(replica)
+        clouds[replica] = dots if mine is None else mine | dots
+    values: dict[ReplicaRef, Mapping[int, Entry]] = {}
     for owner, rows in a.values.items():
         theirs = b.values.get(owner, {})
-        kept = {c: e for c, e in rows.items() if c in theirs or not _in_clouds(b.clouds, owner, c)}
+        observed = b.clouds.get(owner)
+        if not observed:
+            kept: Mapping[int, Entry] = rows
+        elif len(observed) < len(rows):
+            trimmed = dict(rows)
+            for dot in observed:
+                if dot in trimmed and dot not in theirs:
+                    del trimmed[dot]
+            kept = trimmed
+        else:
+            kept = {c: e for c, e in rows.items() if c in theirs or c not in observed}
         if kept:
             values[owner] = kept
     for owner, rows in b.values.items():
         ours = a.values.get(owner, {})
-        added = {
-            c: e for c, e in rows.items() if c not in ours and not _in_clouds(a.clouds, owner, c)
-        }
+        seen = a.clouds.get(owner, frozenset())
+        added = {c: e for c, e in rows.items() if c not in ours and c not in seen}
         if added:
-            values.setdefault(owner, {}).update(added)
+            existing = values.get(owner)
+            values[owner] = added if existing is None else {**existing, **added}
     return _trusted(
         Delta,
         replica=a.replica,
         values=values,
-        clouds={r: frozenset(dots) for r, dots in clouds.items()},
+        clouds=clouds,
         start=lowerbound(a.start, b.start),
         end=upperbound(a.end, b.end),
     )
