@@ -1,8 +1,10 @@
 """presence-core's benchmark suite: ``python -m bench`` (see ``docs/performance.rst``).
 
 It runs BENCH.md's workloads a to e on the CRDT and on a plain-dict floor, measures memory per
-presence, bytes on the wire, end-to-end joins per second and how each cost scales, checks every
-result, and writes a table and a plot into ``docs/``. ``python -m bench --quick`` runs the same code
+presence, bytes on the wire, end-to-end joins per second, the latency of one join from tracker to
+tracker, how each cost scales and, in the cluster simulator, how fast replicas converge after a
+partition heals or a node crashes; it checks every result, and writes a table and a plot into
+``docs/``. ``python -m bench --quick`` runs the same code
 on small sizes in seconds (CI runs it through ``tests/test_bench_quick.py``).
 """
 

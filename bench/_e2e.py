@@ -2,10 +2,10 @@
 
 Tracker A tracks presences, ticks (broadcasting its delta in a heartbeat) and the heartbeat is
 delivered to tracker B; both event queues are drained, as an adapter would. The bus is a function
-call: once handing B the message object, once (when the codec exists) its encoded bytes, which B
-decodes. Each repetition starts from two fresh trackers that already know each other (an untimed
-exchange of heartbeats). The timed part is ``ticks`` rounds of ``batch`` joins, a tick of A 1.5 s
-of virtual time later, and the delivery.
+call: once handing B the message object, once its encoded bytes, which B decodes. Each repetition
+starts from two fresh trackers that already know each other (an untimed exchange of heartbeats).
+The timed part is ``ticks`` rounds of ``batch`` joins, a tick of A 1.5 s of virtual time later, and
+the delivery.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from presence_core import Message, Tracker, TrackerConfig
+from presence_core import Message, Tracker, TrackerConfig, encode_message
 
 from ._timing import measure
-from ._wire import load_codec
 from ._workloads import META, R1, R2
 
 __all__ = ["E2EResult", "measure_e2e"]
@@ -25,11 +24,11 @@ __all__ = ["E2EResult", "measure_e2e"]
 
 @dataclass(frozen=True)
 class E2EResult:
-    """Joins per second (``bytes_per_second`` is ``None`` without a codec)."""
+    """Joins per second."""
 
     joins: int
     objects_per_second: float
-    bytes_per_second: float | None
+    bytes_per_second: float
 
 
 def _drain(tracker: Tracker) -> int:
@@ -94,14 +93,12 @@ def measure_e2e(ticks: int, batch: int, repeat: int) -> E2EResult:
 
     objects = measure(_introduced, _run(inputs, as_object), repeat=repeat)
     check(objects.result)
-    encode = load_codec()
-    per_second: float | None = None
-    if encode is not None:
 
-        def as_bytes(b: Tracker, message: Message, now: float) -> None:
-            b.receive(encode(message), now=now)
+    def as_bytes(b: Tracker, message: Message, now: float) -> None:
+        b.receive(encode_message(message), now=now)
 
-        encoded = measure(_introduced, _run(inputs, as_bytes), repeat=repeat)
-        check(encoded.result)
-        per_second = n / encoded.best
-    return E2EResult(joins=n, objects_per_second=n / objects.best, bytes_per_second=per_second)
+    encoded = measure(_introduced, _run(inputs, as_bytes), repeat=repeat)
+    check(encoded.result)
+    return E2EResult(
+        joins=n, objects_per_second=n / objects.best, bytes_per_second=n / encoded.best
+    )

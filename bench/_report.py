@@ -10,11 +10,14 @@ import datetime
 import os
 import platform
 import subprocess
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._convergence import ConvergenceResult
 from ._e2e import E2EResult
+from ._latency import LatencyResult
 from ._memory import MEMORY_TARGET, MemoryResult
 from ._scaling import OPERATIONS, ScalingResult
 from ._wire import HEARTBEAT_TARGET, TRANSFER_TARGET, WireResult
@@ -103,19 +106,21 @@ class Results:
     memory: Sequence[MemoryResult]
     wire: WireResult
     e2e: E2EResult
+    latency: LatencyResult
     topic: ScalingResult
     replicas: ScalingResult
+    convergence: ConvergenceResult
     seconds: float
 
 
 @dataclass(frozen=True)
 class Target:
-    """One target of the issue and whether this run met it (``None``: not measured)."""
+    """One target of the issue and whether this run met it."""
 
     name: str
     goal: str
     measured: str
-    met: bool | None
+    met: bool
 
 
 def targets(results: Results) -> list[Target]:
@@ -153,8 +158,8 @@ def targets(results: Results) -> list[Target]:
         Target(
             "idle heartbeat, 10 replicas known (presence@10.0.0.<i>)",
             f"< {HEARTBEAT_TARGET} B",
-            "n/a (no codec)" if wire.idle_heartbeat is None else f"{wire.idle_heartbeat} B",
-            None if wire.idle_heartbeat is None else wire.idle_heartbeat < HEARTBEAT_TARGET,
+            f"{wire.idle_heartbeat} B",
+            wire.idle_heartbeat < HEARTBEAT_TARGET,
         )
     )
     per = wire.transfer_per_presence
@@ -162,8 +167,8 @@ def targets(results: Results) -> list[Target]:
         Target(
             f"full transfer of {wire.transfer_presences:,}, per presence",
             f"< {TRANSFER_TARGET:g} B",
-            "n/a (no codec)" if per is None else f"{per:.1f} B",
-            None if per is None else per < TRANSFER_TARGET,
+            f"{per:.1f} B",
+            per < TRANSFER_TARGET,
         )
     )
     return found
@@ -188,12 +193,12 @@ def _x(ratio: float) -> str:
     return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
 
 
-def _verdict(met: bool | None) -> str:
-    return "n/a" if met is None else ("met" if met else "MISSED")
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
 
 
-def _bytes(value: int | None) -> str:
-    return "n/a" if value is None else f"{value:,}"
+def _bytes(value: int) -> str:
+    return f"{value:,}"
 
 
 def _workload_rows(results: Results) -> list[list[str]]:
@@ -289,17 +294,17 @@ def _wire_rows(results: Results) -> list[list[str]]:
         [
             "heartbeat with a delta of 100 joins",
             _bytes(wire.delta_joins),
-            "-" if wire.delta_joins is None else f"{wire.delta_joins / 100:.1f} per change",
+            f"{wire.delta_joins / 100:.1f} per change",
         ],
         [
             "heartbeat with a delta of 50 joins + 50 leaves",
             _bytes(wire.delta_mixed),
-            "-" if wire.delta_mixed is None else f"{wire.delta_mixed / 100:.1f} per change",
+            f"{wire.delta_mixed / 100:.1f} per change",
         ],
         [
             f"full transfer of {wire.transfer_presences:,} presences",
             _bytes(wire.transfer),
-            "-" if per is None else f"{per:.1f} per presence",
+            f"{per:.1f} per presence",
         ],
     ]
 
@@ -311,11 +316,66 @@ def _e2e_rows(results: Results) -> list[list[str]]:
     e2e = results.e2e
     return [
         ["message objects", f"{e2e.objects_per_second:,.0f}"],
-        [
-            "encoded bytes (encode + decode)",
-            "n/a (no codec)" if e2e.bytes_per_second is None else f"{e2e.bytes_per_second:,.0f}",
-        ],
+        ["encoded bytes (encode + decode)", f"{e2e.bytes_per_second:,.0f}"],
     ]
+
+
+def _latency_rows(results: Results) -> list[list[str]]:
+    latency = results.latency
+    return [
+        [name, f"{found.median_us:.0f}", f"{found.p99_us:.0f}", f"{found.fastest_us:.0f}"]
+        for name, found in (
+            ("message objects", latency.objects),
+            ("encoded bytes (encode + decode)", latency.encoded),
+        )
+    ]
+
+
+LATENCY_HEADER = ["delivery", "median (µs)", "p99 (µs)", "fastest (µs)"]
+
+
+def _latency_caption(results: Results) -> str:
+    return (
+        f"{results.latency.joins:,} single joins per delivery: from track on A, through A's tick "
+        "run at once, to B's diff drained"
+    )
+
+
+def _convergence_rows(results: Results) -> list[list[str]]:
+    seeds = len(results.convergence.seeds)
+    rows = []
+    for p in results.convergence.points:
+        low, high = min(p.victim_presences), max(p.victim_presences)
+        held = f"{low}" if low == high else f"{low}-{high}"
+        rows.append(
+            [
+                f"{p.nodes}",
+                f"{p.heal_median:.1f}",
+                f"{p.heal_worst:.1f}",
+                f"{p.crash_median:.1f}",
+                f"{p.crash_worst:.1f}",
+                f"{2 * seeds} runs ok; the crashed node held {held} presences",
+            ]
+        )
+    return rows
+
+
+CONVERGENCE_HEADER = [
+    "replicas",
+    "heal: median (s)",
+    "heal: worst (s)",
+    "crash: median (s)",
+    "crash: worst (s)",
+    "checked",
+]
+
+
+def _convergence_bounds(results: Results) -> str:
+    bounds = results.convergence.bounds
+    return (
+        f"the simulator's bounds: a crashed node's presences gone within {bounds.crash:.2f} s, "
+        f"a join seen everywhere within {bounds.join:.2f} s"
+    )
 
 
 def _scaling_rows(scaling: ScalingResult) -> list[list[str]]:
@@ -375,6 +435,14 @@ def render_text(results: Results) -> str:
         f"End to end: {results.e2e.joins:,} joins tracked, ticked and delivered, joins per second",
         _text_table(["delivery", "joins/s"], _e2e_rows(results)),
         "",
+        f"Diff latency: {_latency_caption(results)}",
+        _text_table(LATENCY_HEADER, _latency_rows(results)),
+        "",
+        "Convergence (simulator): virtual seconds from a partition heal, and from a crash, until "
+        "every live replica's view is equal",
+        textwrap.fill(f"({results.convergence.note}; {_convergence_bounds(results)})", 100),
+        _text_table(CONVERGENCE_HEADER, _convergence_rows(results)),
+        "",
         f"Scaling with the topic size (ms; {results.topic.note})",
         _text_table(["topic size", *OPERATIONS], _scaling_rows(results.topic)),
         "",
@@ -399,6 +467,12 @@ def _rst_cell(cell: str) -> str:
     for special in ("\\", "*", "|", "@", "`", "_"):  # markup, links and e-mail addresses
         cell = cell.replace(special, "\\" + special)
     return "\\" + cell if cell[0] in "-+#" else cell  # not a bullet or enumerated list
+
+
+def _rst_text(text: str) -> str:
+    for special in ("\\", "*", "|", "`", "_"):
+        text = text.replace(special, "\\" + special)
+    return text
 
 
 def _rst_table(header: Sequence[str], rows: Iterable[Sequence[str]], caption: str) -> str:
@@ -461,6 +535,22 @@ def render_rst(results: Results, *, image: str | None) -> str:
             ["delivery", "joins/s"],
             _e2e_rows(results),
             f"{results.e2e.joins:,} joins tracked, ticked and delivered to a second tracker",
+        ),
+        "",
+        "Diff latency",
+        "^^^^^^^^^^^^",
+        "",
+        _rst_table(LATENCY_HEADER, _latency_rows(results), _latency_caption(results)),
+        "",
+        "Convergence",
+        "^^^^^^^^^^^",
+        "",
+        f"{_rst_text(results.convergence.note)}; {_rst_text(_convergence_bounds(results))}.",
+        "",
+        _rst_table(
+            CONVERGENCE_HEADER,
+            _convergence_rows(results),
+            "Virtual seconds until every live replica's view is equal (simulator)",
         ),
         "",
         "Scaling",

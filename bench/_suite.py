@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._convergence import measure_convergence
 from ._e2e import measure_e2e
+from ._latency import measure_latency
 from ._memory import measure_memory
 from ._report import Results, machine
 from ._scaling import scale_replicas, scale_topic
@@ -26,6 +28,9 @@ class Plan:
         memory_conns: connections (x 100 topics) of each memory figure.
         wire_conns: connections (x 100 topics) of the full transfer.
         e2e: ``(ticks, joins per tick)`` of the end-to-end run.
+        latency_joins: timed single joins per delivery of the diff latency.
+        convergence_nodes: cluster sizes of the convergence runs.
+        convergence_seeds: the seeds every cluster size runs (a heal run and a crash run each).
         topic_points: topic sizes of the scaling plot.
         replica_points: cluster sizes of the scaling plot.
         replica_total: presences listed and transferred at every cluster size.
@@ -37,6 +42,9 @@ class Plan:
     memory_conns: tuple[int, ...]
     wire_conns: int
     e2e: tuple[int, int]
+    latency_joins: int
+    convergence_nodes: tuple[int, ...]
+    convergence_seeds: tuple[int, ...]
     topic_points: tuple[int, ...]
     replica_points: tuple[int, ...]
     replica_total: int
@@ -49,6 +57,9 @@ FULL_PLAN = Plan(
     memory_conns=(1_000, 10_000),
     wire_conns=1_000,
     e2e=(20, 1_000),
+    latency_joins=5_000,
+    convergence_nodes=(3, 10, 50),
+    convergence_seeds=(1, 2, 3, 4, 5),
     topic_points=(10, 100, 1_000, 10_000, 100_000),
     replica_points=(2, 5, 10, 20, 50),
     replica_total=10_000,
@@ -61,6 +72,9 @@ QUICK_PLAN = Plan(
     memory_conns=(1, 10),
     wire_conns=10,
     e2e=(3, 50),
+    latency_joins=200,
+    convergence_nodes=(3, 10),
+    convergence_seeds=(1, 2),
     topic_points=(10, 100),
     replica_points=(2, 3),
     replica_total=100,
@@ -91,12 +105,20 @@ def run_suite(
     ticks, batch = plan.e2e
     e2e = measure_e2e(ticks, batch, repeat)
     progress(f"end to end: {e2e.objects_per_second:,.0f} joins/s")
+    latency = measure_latency(plan.latency_joins, warmup=max(1, plan.latency_joins // 50))
+    progress(
+        f"diff latency: median {latency.objects.median_us:.0f} us, "
+        f"p99 {latency.objects.p99_us:.0f} us (message objects)"
+    )
     topic = scale_topic(plan.topic_points, repeat)
     progress("scaling by topic size done")
     replicas = scale_replicas(
         plan.replica_points, repeat, total=plan.replica_total, per_down=plan.replica_down
     )
     progress("scaling by replicas done")
+    convergence = measure_convergence(
+        plan.convergence_nodes, plan.convergence_seeds, progress=progress
+    )
     return Results(
         quick=quick,
         repeat=repeat,
@@ -105,7 +127,9 @@ def run_suite(
         memory=memory,
         wire=wire,
         e2e=e2e,
+        latency=latency,
         topic=topic,
         replicas=replicas,
+        convergence=convergence,
         seconds=time.perf_counter() - start,
     )

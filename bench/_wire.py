@@ -1,4 +1,4 @@
-"""Bytes on the wire, through the replica codec (``presence_core._codec``) when it exists.
+"""Bytes on the wire, through the replica codec (``presence_core.encode_message``).
 
 Three messages, with the BENCH.md meta on every presence:
 
@@ -10,18 +10,13 @@ Three messages, with the BENCH.md meta on every presence:
   plus 50 leaves;
 * a full transfer: the ``TransferAck`` carrying R1's extract of workload a's 100,000 presences for
   R2, in total and per presence.
-
-The codec is looked up at run time, so the suite runs (and reports "n/a") before it lands.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
-from presence_core import Heartbeat, Message, ReplicaRef, ReplicaState, TransferAck
+from presence_core import Heartbeat, ReplicaRef, ReplicaState, TransferAck, encode_message
 
 from ._workloads import META, R1, R2, fill, grid, pair
 
@@ -29,7 +24,6 @@ __all__ = [
     "HEARTBEAT_TARGET",
     "TRANSFER_TARGET",
     "WireResult",
-    "load_codec",
     "measure_wire",
 ]
 
@@ -39,22 +33,10 @@ HEARTBEAT_TARGET = 400
 TRANSFER_TARGET = 120.0
 """Bytes per presence a full transfer must stay under."""
 
-Encoder = Callable[[Message], bytes]
-
-
-def load_codec() -> Encoder | None:
-    """``presence_core._codec.encode_message``, or ``None`` while the codec has not landed."""
-    try:
-        module = importlib.import_module("presence_core._codec")
-    except ModuleNotFoundError:
-        return None
-    encode = getattr(module, "encode_message", None)
-    return cast("Encoder", encode) if callable(encode) else None
-
 
 @dataclass(frozen=True)
 class WireResult:
-    """Encoded sizes in bytes (``None`` when no codec is available).
+    """Encoded sizes in bytes.
 
     Attributes:
         idle_heartbeat: an empty heartbeat, 10 replicas in its clock (``presence@10.0.0.<i>``).
@@ -65,17 +47,15 @@ class WireResult:
         transfer_presences: how many presences the transfer carries.
     """
 
-    idle_heartbeat: int | None
-    idle_heartbeat_short: int | None
-    delta_joins: int | None
-    delta_mixed: int | None
-    transfer: int | None
+    idle_heartbeat: int
+    idle_heartbeat_short: int
+    delta_joins: int
+    delta_mixed: int
+    transfer: int
     transfer_presences: int
 
     @property
-    def transfer_per_presence(self) -> float | None:
-        if self.transfer is None:
-            return None
+    def transfer_per_presence(self) -> float:
         return self.transfer / self.transfer_presences
 
 
@@ -118,20 +98,17 @@ def full_transfer(conns: int, topics: int) -> TransferAck:
 
 
 def measure_wire(conns: int, topics: int = 100) -> WireResult:
-    """Encode the three messages with the codec (sizes are ``None`` without one)."""
+    """Encode the three messages with the codec."""
     n = conns * topics
-    encode = load_codec()
-    if encode is None:
-        return WireResult(None, None, None, None, None, n)
     joins, mixed = delta_heartbeats(conns, topics)
     transfer = full_transfer(conns, topics)
     if len(list(transfer.payload.entries())) != n or R2 in transfer.payload.values:
         raise AssertionError("wire: the transfer does not carry R1's presences")
     return WireResult(
-        idle_heartbeat=len(encode(idle_heartbeat())),
-        idle_heartbeat_short=len(encode(idle_heartbeat(name="r{i}"))),
-        delta_joins=len(encode(joins)),
-        delta_mixed=len(encode(mixed)),
-        transfer=len(encode(transfer)),
+        idle_heartbeat=len(encode_message(idle_heartbeat())),
+        idle_heartbeat_short=len(encode_message(idle_heartbeat(name="r{i}"))),
+        delta_joins=len(encode_message(joins)),
+        delta_mixed=len(encode_message(mixed)),
+        transfer=len(encode_message(transfer)),
         transfer_presences=n,
     )

@@ -18,6 +18,8 @@ if str(ROOT) not in sys.path:  # plain `pytest` (tox) does not put the repositor
 
 from bench import QUICK_PLAN, run_suite  # noqa: E402
 from bench.__main__ import main, write_outputs  # noqa: E402
+from bench._convergence import measure_convergence  # noqa: E402
+from bench._latency import measure_latency, percentile  # noqa: E402
 from bench._report import Results, render_rst, render_text  # noqa: E402
 from bench._workloads import CheckFailed, Sizes, check, run_workloads  # noqa: E402
 
@@ -62,17 +64,74 @@ def test_the_other_figures_are_there(results: Results) -> None:
         assert all(len(times) == len(scaling.points) for times in scaling.seconds.values())
 
 
-def test_the_codec_figures_when_the_codec_exists(results: Results) -> None:
-    pytest.importorskip("presence_core._codec")
+def test_diff_latency_is_measured_on_every_join(results: Results) -> None:
+    latency = results.latency
+    assert latency.joins == QUICK_PLAN.latency_joins == 200
+    for found in (latency.objects, latency.encoded):
+        assert len(found.samples) == latency.joins
+        assert 0 < found.fastest_us <= found.median_us <= found.p99_us
+
+
+def test_percentile_is_nearest_rank() -> None:
+    samples = [float(i) for i in range(1, 101)]
+    assert percentile(samples, 99) == 99.0
+    assert percentile(samples, 100) == 100.0
+    assert percentile(samples, 50) == 50.0
+    assert percentile([3.0], 99) == 3.0
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+
+
+def test_convergence_runs_every_size_and_seed(results: Results) -> None:
+    convergence = results.convergence
+    assert [p.nodes for p in convergence.points] == [3, 10]
+    assert convergence.seeds == QUICK_PLAN.convergence_seeds == (1, 2)
+    assert convergence.runs == 8
+    assert convergence.config.broadcast_period == 0.5
+    for point in convergence.points:
+        assert len(point.heal) == len(point.crash) == len(point.victim_presences) == 2
+        assert all(seconds >= 0 for seconds in point.heal)
+        # the crashed node held presences, so the others need the down period to drop them
+        assert all(0 < seconds <= convergence.bounds.settle for seconds in point.crash)
+        assert all(held >= 1 for held in point.victim_presences)
+        assert point.heal_median <= point.heal_worst
+        assert point.crash_median <= point.crash_worst
+    assert "broadcast_period 0.5 s" in convergence.note
+
+
+def test_a_broken_tracker_fails_the_convergence_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from presence_core import Message, Tracker
+
+    class Deaf(Tracker):
+        def receive(self, message: Message | bytes | bytearray | memoryview, *, now: float) -> None:
+            return None
+
+    monkeypatch.setattr("bench._convergence.Tracker", Deaf)
+    with pytest.raises(AssertionError, match="invariant"):
+        measure_convergence((3,), (1,), progress=lambda message: None)
+
+
+def test_a_lost_diff_fails_the_latency_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from presence_core import ReplicaState
+
+    real = ReplicaState.merge
+
+    def lossy(self: ReplicaState, remote: object) -> object:
+        result = real(self, remote)  # type: ignore[arg-type]
+        return type(result)(joins=(), leaves=result.leaves)
+
+    monkeypatch.setattr(ReplicaState, "merge", lossy)
+    with pytest.raises(AssertionError, match="latency: "):
+        measure_latency(3)
+
+
+def test_the_codec_figures(results: Results) -> None:
     wire = results.wire
-    assert wire.idle_heartbeat is not None
-    assert wire.idle_heartbeat_short is not None
     assert wire.idle_heartbeat_short < wire.idle_heartbeat  # shorter replica names
-    assert wire.transfer is not None
-    assert wire.delta_joins is not None
-    assert wire.delta_mixed is not None
+    assert wire.delta_joins > 0
+    assert wire.delta_mixed > 0
     assert wire.transfer > wire.transfer_presences  # every presence is on the wire
-    assert results.e2e.bytes_per_second is not None
+    assert results.e2e.bytes_per_second > 0
 
 
 def test_reports_render_and_judge_no_target_in_quick_mode(results: Results) -> None:
@@ -82,7 +141,9 @@ def test_reports_render_and_judge_no_target_in_quick_mode(results: Results) -> N
     assert "MISSED" not in text
     assert " met " not in text
     rst = render_rst(results, image=None)
-    assert rst.count(".. list-table::") == 7  # no targets table in quick mode
+    assert rst.count(".. list-table::") == 9  # no targets table in quick mode
+    assert "Diff latency" in rst
+    assert "Convergence" in rst
     assert ".. image::" not in rst
 
 
