@@ -113,6 +113,7 @@ FAULT_MIXES: Mapping[str, str] = {
 
 # --------------------------------------------------------------------------- message size
 
+
 def message_size(message: Message) -> int:
     """The size of ``message`` on the wire, in bytes (the JSON codec's encoding)."""
     return len(encode_message(message))
