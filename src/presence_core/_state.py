@@ -524,7 +524,10 @@ class ReplicaState:
             _check_str(conn, "conn")
             _check_str(topic, "topic")
             _check_str(key, "key")
-        stored = copy_meta(meta)
+        return self._add_own(conn, topic, key, copy_meta(meta))
+
+    def _add_own(self, conn: str, topic: str, key: str, stored: dict[str, JSONValue]) -> Entry:
+        """:meth:`join` once the arguments are checked and ``stored`` is a private copy."""
         replica = self.replica
         clock = self._clock + 1
         entry = _new_entry(Entry, (topic, key, conn, stored, replica, clock))
@@ -599,26 +602,25 @@ class ReplicaState:
             NoPresence: there is no such presence.
             LocalProtocolError: an argument has the wrong type or ``meta`` is not JSON-compatible.
         """
-        _check_str(conn, "conn")
-        _check_str(topic, "topic")
-        _check_str(key, "key")
-        by_conn = self._own_ids.get(conn)
-        old = None if by_conn is None else by_conn.get((topic, key))
-        if old is None or by_conn is None:
+        old = self.get(conn, topic, key)
+        if old is None:
             raise NoPresence(conn, topic, key)
-        stored = copy_meta(meta)
-        replica = self.replica
+        return old, self._replace_own(old, copy_meta(meta))
+
+    def _replace_own(self, old: Entry, stored: dict[str, JSONValue]) -> Entry:
+        """:meth:`update` of the stored entry ``old`` once ``stored`` is a private copy."""
+        topic, key, conn, _meta, replica, _clock = old
         self._delta_values.pop(old.clock, None)
         self._delta_tombs.setdefault(replica, set()).add(old.clock)
         clock = self._clock + 2
         self._clock = clock
-        new = Entry(topic, key, conn, stored, replica, clock)
-        by_conn[(topic, key)] = new
+        new = _new_entry(Entry, (topic, key, conn, stored, replica, clock))
+        self._own_ids[conn][(topic, key)] = new
         rows = self._own_topics[topic]
         del rows[old.clock]
         rows[clock] = new
         self._delta_values[clock] = new
-        return old, new
+        return new
 
     def _remove_own(self, entry: Entry, by_conn: dict[tuple[str, str], Entry]) -> None:
         topic, key, conn, _meta, replica, clock = entry

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from ._codec import decode_message
 from ._config import TrackerConfig
 from ._deltas import DeltaGenerations
-from ._errors import AlreadyTracked, LimitExceeded, LocalProtocolError, NoPresence
+from ._errors import LimitExceeded, LocalProtocolError, NoPresence
 from ._events import Event, PresenceDiff, ReplicaDown, ReplicaPermdown, ReplicaUp
 from ._liveness import LivenessAction, LivenessInput, ReplicaStatus, transition
 from ._messages import (
@@ -310,12 +310,10 @@ class Tracker:
         now = self._check_now(now)
         self._check_running()
         _check_identity(conn, topic, key)
-        if self._state.get(conn, topic, key) is not None:
-            raise AlreadyTracked(conn, topic, key)
         ref = self._refs.peek()
         stored = self._checked_meta(meta, ref=ref, prev=None)
+        entry = self._state._add_own(conn, topic, key, stored)  # raises AlreadyTracked first
         self._refs.advance()
-        entry = self._state.join(conn, topic, key, stored)
         self._commit_now(now)
         self._events.append(PresenceDiff(topic=topic, joins=(entry,)))
         return ref
@@ -350,9 +348,9 @@ class Tracker:
         ref = self._refs.peek()
         stored = self._checked_meta(new_meta, ref=ref, prev=prev if isinstance(prev, str) else None)
         self._refs.advance()
-        before, after = self._state.update(conn, topic, key, stored)
+        new = self._state._replace_own(old, stored)
         self._commit_now(now)
-        self._events.append(PresenceDiff(topic=topic, joins=(after,), leaves=(before,)))
+        self._events.append(PresenceDiff(topic=topic, joins=(new,), leaves=(old,)))
         return ref
 
     def untrack(self, *, conn: str, topic: str, key: str, now: float) -> None:
