@@ -40,33 +40,41 @@ def _parser() -> argparse.ArgumentParser:
         + "\n".join(f"  {name:<10} {text}" for name, text in FAULT_MIXES.items()),
     )
     defaults = SimParams()
-    sim.add_argument("--nodes", type=int, default=defaults.nodes, help="replicas (default 5)")
-    sim.add_argument("--seed", type=int, default=defaults.seed, help="master seed (default 1)")
+    sim.add_argument(
+        "--nodes", type=int, default=defaults.nodes, help="replicas (default %(default)s)"
+    )
+    sim.add_argument(
+        "--seed", type=int, default=defaults.seed, help="master seed (default %(default)s)"
+    )
     sim.add_argument(
         "--duration",
         type=float,
         default=defaults.duration,
-        help="virtual seconds of workload and faults, before the settle phase (default 60)",
+        help="virtual seconds of workload and faults before the settle (default %(default)s)",
     )
     sim.add_argument(
         "--faults",
         choices=sorted(FAULT_MIXES),
         default=defaults.faults,
-        help="fault mix (default: default)",
+        help="fault mix (default: %(default)s)",
     )
     sim.add_argument(
         "--rate",
         type=float,
         default=defaults.rate,
-        help="client operations per virtual second (default 4)",
+        help="client operations per virtual second (default %(default)s)",
     )
-    sim.add_argument("--topics", type=int, default=defaults.topics, help="topics (default 8)")
-    sim.add_argument("--keys", type=int, default=defaults.keys, help="presence keys (default 20)")
+    sim.add_argument(
+        "--topics", type=int, default=defaults.topics, help="topics (default %(default)s)"
+    )
+    sim.add_argument(
+        "--keys", type=int, default=defaults.keys, help="presence keys (default %(default)s)"
+    )
     sim.add_argument(
         "--broadcast-period",
         type=float,
         default=defaults.broadcast_period,
-        help="tracker broadcast period in seconds (default 0.5)",
+        help="tracker broadcast period in seconds (default %(default)s)",
     )
     sim.add_argument("--json", metavar="FILE", help="write the metrics as JSON ('-' for stdout)")
     sim.add_argument(
