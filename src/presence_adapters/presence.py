@@ -1,0 +1,649 @@
+"""The application API: one :class:`Presence` object, whichever driver runs the node.
+
+A driver (:func:`presence_adapters.drivers.asyncio.open_node`,
+:func:`presence_adapters.drivers.anyio.open_node`) builds the tracker and the transport and hands
+the application a :class:`Presence`, which feeds the tracker through its :class:`Pump
+<presence_adapters.Pump>`. Everything here is runtime-free: it waits only through the
+driver's runtime primitives.
+
+* Commands (:meth:`~Presence.track`, :meth:`~Presence.update`, :meth:`~Presence.untrack`,
+  :meth:`~Presence.untrack_conn`) and queries (:meth:`~Presence.list`, ...) are synchronous, as the
+  core is: no ``await``, so nothing can happen between two of them.
+* Diffs reach the application through subscriptions (:meth:`~Presence.subscribe`), async
+  iterators of :class:`TopicDiff` that never drop or reorder a diff. Each buffers at most
+  ``max_buffered`` presences; a subscriber that falls further behind loses its buffer at once and
+  its next read raises :class:`~presence_adapters.SubscriptionOverflow`, after which it
+  resynchronises from :meth:`~Presence.list`. So a slow consumer can neither grow memory without
+  bound nor stall the node.
+* The optional fetch hook (SPEC §5.2) enriches presences in one call per batch: on
+  :meth:`~Presence.fetched_list`, :meth:`~Presence.fetched_get_by_key` and on every diff a
+  subscription yields. Each diff is fetched once, whatever the number of subscribers, and
+  subscribers still see diffs in order.
+* :meth:`~Presence.connection` opens a scope that untracks everything its connection tracked
+  when it exits, for any reason, cancellation included.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar, Union
+
+import attrs
+
+from presence_core import (
+    Event,
+    JSONValue,
+    LocalProtocolError,
+    Meta,
+    MetaUpdater,
+    PresenceDiff,
+    PresenceMap,
+    ReplicaDown,
+    ReplicaInfo,
+    ReplicaPermdown,
+    ReplicaRef,
+    ReplicaUp,
+    Tracker,
+    group,
+)
+
+from ._errors import FetchHookError, NodeClosed, SubscriptionOverflow
+from ._runtime import AsyncEvent, AsyncLock, Runtime
+from .drivers._pump import Pump, PumpStats
+
+__all__ = [
+    "DEFAULT_MAX_BUFFERED",
+    "ConnectionScope",
+    "FetchHook",
+    "Presence",
+    "PresenceView",
+    "ReplicaEvent",
+    "Subscription",
+    "TopicDiff",
+]
+
+T = TypeVar("T")
+
+FetchHook = Callable[[str, PresenceMap], Awaitable[PresenceMap]]
+"""``async fetch(topic, presences) -> presences``: enrich a batch of presences in one call.
+
+It receives ``{key: {"metas": [...]}}`` and returns the same keys, each still holding its
+``"metas"``; it may add fields next to ``"metas"`` (a user's name from a database, say). It must
+not change the metas: they are the replicated state.
+"""
+
+ReplicaEvent = Union[ReplicaUp, ReplicaDown, ReplicaPermdown]  # noqa: UP007
+"""What :meth:`Presence.replica_events` yields."""
+
+DEFAULT_MAX_BUFFERED = 10_000
+"""A subscription's default buffer, in presences (for replica events: in events)."""
+
+
+@attrs.frozen(kw_only=True)
+class TopicDiff:
+    """The presences that joined and left one topic, grouped by key (Phoenix's shape).
+
+    An update is a join of the new meta and a leave of the old one in the same diff (the new
+    meta's ``phx_ref_prev`` names the old ``phx_ref``).
+
+    Attributes:
+        topic: the topic.
+        joins: ``{key: {"metas": [...]}}`` that joined (after the fetch hook, if any).
+        leaves: ``{key: {"metas": [...]}}`` that left (after the fetch hook, if any).
+        event: the core's event, with each entry's connection and owning replica.
+    """
+
+    topic: str
+    joins: PresenceMap
+    leaves: PresenceMap
+    event: PresenceDiff
+
+    @property
+    def payload(self) -> dict[str, PresenceMap]:
+        """``{"joins": ..., "leaves": ...}``: the payload of Phoenix's ``presence_diff`` push."""
+        return {"joins": self.joins, "leaves": self.leaves}
+
+
+class _NodeControl(Protocol):
+    """What the driver does for the :class:`Presence` it hands out."""
+
+    def poke(self) -> None:
+        """The pump has something to send, or a new deadline: wake the sending loop."""
+
+    async def abandon(self) -> None:
+        """Stop at once, without a word to the peers."""
+
+
+def _check_fetched(topic: str, given: PresenceMap, fetched: object) -> PresenceMap:
+    if not isinstance(fetched, dict):
+        raise FetchHookError(
+            f"the fetch hook returned a {type(fetched).__name__} for topic {topic!r}, not a dict"
+        )
+    for key in given:
+        value = fetched.get(key)
+        if not isinstance(value, dict) or not isinstance(value.get("metas"), list):
+            raise FetchHookError(
+                f"the fetch hook dropped key {key!r} of topic {topic!r}, or its 'metas' list"
+            )
+    return fetched
+
+
+class _DiffCell:
+    """One emitted diff, shared by every subscription of its topic: grouped once, fetched once."""
+
+    __slots__ = ("_error", "_fetched", "_grouped", "_lock", "event", "weight")
+
+    def __init__(self, event: PresenceDiff) -> None:
+        self.event = event
+        self.weight = len(event.joins) + len(event.leaves)
+        self._grouped: TopicDiff | None = None
+        self._fetched: TopicDiff | None = None
+        self._error: BaseException | None = None
+        self._lock: AsyncLock | None = None
+
+    def grouped(self) -> TopicDiff:
+        if self._grouped is None:
+            event = self.event
+            self._grouped = TopicDiff(
+                topic=event.topic, joins=group(event.joins), leaves=group(event.leaves), event=event
+            )
+        return self._grouped
+
+    async def fetched(self, fetch: FetchHook, runtime: Runtime) -> TopicDiff:
+        # The first subscriber to read the diff fetches it under the lock; the others wait and
+        # reuse the result. A reader cancelled mid-fetch releases the lock and the next one
+        # fetches instead, so nobody waits for a result that will never come.
+        if self._lock is None:
+            self._lock = runtime.lock()
+        async with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._fetched is None:
+                grouped = self.grouped()
+                topic = grouped.topic
+                try:
+                    joins = grouped.joins
+                    if joins:
+                        joins = _check_fetched(topic, joins, await fetch(topic, joins))
+                    leaves = grouped.leaves
+                    if leaves:
+                        leaves = _check_fetched(topic, leaves, await fetch(topic, leaves))
+                except Exception as exc:
+                    self._error = exc
+                    raise
+                self._fetched = attrs.evolve(grouped, joins=joins, leaves=leaves)
+            return self._fetched
+
+
+class Subscription(Generic[T]):
+    """An async iterator over what one topic (or the replica liveness) emits, in order.
+
+    Use it as ``async with presence.subscribe(topic) as diffs: async for diff in diffs: ...``; the
+    ``async with`` ends the subscription on exit. Iteration ends when the subscription is closed
+    or the node stops (after every buffered item was read). If the subscriber falls more than
+    :attr:`max_buffered` presences behind, the buffer is discarded at once and the next read
+    raises :class:`~presence_adapters.SubscriptionOverflow` (the subscription is then over).
+    """
+
+    def __init__(
+        self,
+        presence: Presence,
+        topic: str | None,
+        max_buffered: int,
+        convert: Callable[[Any], Awaitable[T]],
+    ) -> None:
+        self._presence = presence
+        self.topic = topic
+        self.max_buffered = max_buffered
+        self._convert = convert
+        self._buffer: deque[tuple[Any, int]] = deque()
+        self._held = 0
+        self._waiter: AsyncEvent | None = None
+        self._ended = False
+        self._overflowed = False
+
+    def __repr__(self) -> str:
+        what = repr(self.topic) if self.topic is not None else "replica events"
+        return f"<Subscription {what} buffered={self._held}/{self.max_buffered}>"
+
+    @property
+    def buffered(self) -> int:
+        """Presences (or replica events) waiting to be read."""
+        return self._held
+
+    @property
+    def closed(self) -> bool:
+        """True once nothing more will be added (closed, node stopped, or overflowed)."""
+        return self._ended
+
+    def close(self) -> None:
+        """Stop receiving; items already buffered can still be read. Idempotent."""
+        if not self._ended:
+            self._ended = True
+            self._presence._unsubscribe(self)
+            self._wake()
+
+    async def __aenter__(self) -> Subscription[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while not self._buffer:
+            if self._overflowed:
+                self._overflowed = False
+                raise SubscriptionOverflow(self.topic, self.max_buffered)
+            if self._ended:
+                raise StopAsyncIteration
+            waiter = self._waiter = self._presence._runtime.event()
+            await waiter.wait()
+        head = self._buffer[0]
+        # Convert before removing the item: a fetch that fails or is cancelled loses nothing.
+        result = await self._convert(head[0])
+        if self._buffer and self._buffer[0] is head:
+            self._buffer.popleft()
+            self._held -= head[1]
+            self._delivered(head[0])
+        elif self._overflowed:  # the buffer overflowed while we were fetching
+            self._overflowed = False
+            raise SubscriptionOverflow(self.topic, self.max_buffered)
+        return result
+
+    def _delivered(self, item: Any) -> None:
+        """Called once per item handed to the consumer, in order (for views)."""
+
+    def _push(self, item: Any, weight: int) -> None:
+        if self._ended:
+            return
+        if self._buffer and self._held + weight > self.max_buffered:
+            # The consumer is too far behind: free the memory now and tell it on its next read.
+            self._buffer.clear()
+            self._held = 0
+            self._overflowed = True
+            self._ended = True
+            self._presence._unsubscribe(self)
+        else:
+            self._buffer.append((item, weight))
+            self._held += weight
+        self._wake()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+
+
+class PresenceView(Subscription[TopicDiff]):
+    """A topic subscription that also keeps the topic's presences, for ``handle_metas`` code.
+
+    :attr:`presences` (``{key: [meta, ...]}``, without fetched extras) starts as the topic's
+    presences when the view is made, and each diff is applied to it just before the diff is
+    yielded (joins first, then leaves, metas matched by equality, empty keys removed: Phoenix's
+    ``handle_metas`` mirror, SPEC §5.2). So inside ``async for diff in view`` the mirror is the
+    state right after ``diff``.
+    """
+
+    def __init__(self, presence: Presence, topic: str, max_buffered: int) -> None:
+        super().__init__(presence, topic, max_buffered, presence._convert_diff)
+        self.presences: dict[str, list[Mapping[str, JSONValue]]] = {
+            key: list(value["metas"]) for key, value in presence.list(topic).items()
+        }
+
+    def _delivered(self, item: Any) -> None:
+        assert isinstance(item, _DiffCell)
+        grouped = item.grouped()
+        presences = self.presences
+        for key, value in grouped.joins.items():
+            metas = presences.setdefault(key, [])
+            metas.extend(meta for meta in value["metas"] if meta not in metas)
+        for key, value in grouped.leaves.items():
+            held = presences.get(key)
+            if held is None:
+                continue
+            gone = value["metas"]
+            held[:] = [meta for meta in held if meta not in gone]
+            if not held:
+                del presences[key]
+
+
+class ConnectionScope:
+    """Presences of one connection, untracked together when the scope exits (for any reason).
+
+    Made by :meth:`Presence.connection`; use it as ``async with``. Its commands are those of
+    :class:`Presence` with the connection filled in. Exiting after the node stopped does nothing.
+
+    Attributes:
+        conn: the connection id.
+    """
+
+    def __init__(self, presence: Presence, conn: str) -> None:
+        self._presence = presence
+        self.conn = conn
+
+    def __repr__(self) -> str:
+        return f"<ConnectionScope {self.conn!r}>"
+
+    def track(self, topic: str, key: str, meta: Meta) -> str:
+        """:meth:`Presence.track` for this connection."""
+        return self._presence.track(self.conn, topic, key, meta)
+
+    def update(self, topic: str, key: str, meta: Meta | MetaUpdater) -> str:
+        """:meth:`Presence.update` for this connection."""
+        return self._presence.update(self.conn, topic, key, meta)
+
+    def untrack(self, topic: str, key: str) -> None:
+        """:meth:`Presence.untrack` for this connection."""
+        self._presence.untrack(self.conn, topic, key)
+
+    async def __aenter__(self) -> ConnectionScope:
+        self._presence._open_scope(self.conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Synchronous on purpose: a cancellation cannot interrupt the cleanup half-way.
+        self._presence._close_scope(self.conn)
+
+
+class Presence:
+    """A running presence node, as the application sees it (made by a driver's ``open_node``).
+
+    Attributes:
+        replica: this node's replica (name and incarnation).
+        name: this node's name (``replica.name``).
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        runtime: Runtime,
+        control: _NodeControl,
+        *,
+        max_payload: int | None = None,
+        fetch: FetchHook | None = None,
+    ) -> None:
+        self._pump = Pump(tracker, on_event=self._on_event, max_payload=max_payload)
+        self._tracker = tracker
+        self._runtime = runtime
+        self._control = control
+        self._fetch = fetch
+        self.replica: ReplicaRef = tracker.replica
+        self.name: str = self.replica.name
+        self._closed = False
+        self._topic_subscriptions: dict[str, dict[Subscription[Any], None]] = {}
+        self._replica_subscriptions: dict[Subscription[Any], None] = {}
+        self._scopes: set[str] = set()
+        self._conn_ids = itertools.count(1)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        return f"<Presence {self.replica.name}.{self.replica.vsn} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once the node left the cluster (commands raise :class:`NodeClosed` then)."""
+        return self._closed
+
+    @property
+    def pump(self) -> Pump:
+        """The node's pump, for the driver that runs it (applications do not need it)."""
+        return self._pump
+
+    @property
+    def stats(self) -> PumpStats:
+        """The node's traffic counters (live; they only grow)."""
+        return self._pump.stats
+
+    # ------------------------------------------------------------------ commands
+
+    def _command(self, call: Callable[[float], T]) -> T:
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} has stopped")
+        pump = self._pump
+        result = pump.command(call, now=pump.now(self._runtime.clock()))
+        self._control.poke()
+        return result
+
+    def track(self, conn: str, topic: str, key: str, meta: Meta) -> str:
+        """Track connection ``conn`` as present under ``key`` in ``topic``; see
+        :meth:`Tracker.track <presence_core.Tracker.track>`.
+
+        Returns:
+            The new ``phx_ref``.
+
+        Raises:
+            AlreadyTracked, LimitExceeded, LocalProtocolError: as the tracker raises them.
+            NodeClosed: the node has stopped.
+        """
+        tracker = self._tracker
+        return self._command(
+            lambda now: tracker.track(conn=conn, topic=topic, key=key, meta=meta, now=now)
+        )
+
+    def update(self, conn: str, topic: str, key: str, meta: Meta | MetaUpdater) -> str:
+        """Replace a tracked presence's meta (or apply a function to it); see
+        :meth:`Tracker.update <presence_core.Tracker.update>`.
+
+        Returns:
+            The new ``phx_ref``.
+
+        Raises:
+            NoPresence, LimitExceeded, LocalProtocolError: as the tracker raises them.
+            NodeClosed: the node has stopped.
+        """
+        tracker = self._tracker
+        return self._command(
+            lambda now: tracker.update(conn=conn, topic=topic, key=key, meta=meta, now=now)
+        )
+
+    def untrack(self, conn: str, topic: str, key: str) -> None:
+        """Stop tracking ``(conn, topic, key)``; a no-op when it is not tracked.
+
+        Raises:
+            LocalProtocolError: a wrong argument type.
+            NodeClosed: the node has stopped.
+        """
+        tracker = self._tracker
+        self._command(lambda now: tracker.untrack(conn=conn, topic=topic, key=key, now=now))
+
+    def untrack_conn(self, conn: str) -> None:
+        """Stop tracking every presence of connection ``conn``.
+
+        Raises:
+            LocalProtocolError: a wrong argument type.
+            NodeClosed: the node has stopped.
+        """
+        tracker = self._tracker
+        self._command(lambda now: tracker.untrack_conn(conn=conn, now=now))
+
+    def connection(self, conn: str | None = None) -> ConnectionScope:
+        """A scope for one connection: ``async with presence.connection() as conn: ...``.
+
+        Everything tracked through the scope (or under its connection id) is untracked when the
+        ``async with`` exits, for any reason. Only one scope may be open per connection id.
+
+        Args:
+            conn: the connection id; by default a new one, unique on this node.
+        """
+        if conn is None:
+            conn = f"conn-{next(self._conn_ids)}"
+        elif type(conn) is not str:
+            raise LocalProtocolError(f"conn must be a str, not {type(conn).__name__}")
+        return ConnectionScope(self, conn)
+
+    def _open_scope(self, conn: str) -> None:
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} has stopped")
+        if conn in self._scopes:
+            raise LocalProtocolError(f"a connection scope for {conn!r} is already open")
+        self._scopes.add(conn)
+
+    def _close_scope(self, conn: str) -> None:
+        self._scopes.discard(conn)
+        if not self._closed:
+            self.untrack_conn(conn)
+
+    async def abandon(self) -> None:
+        """Stop this node at once without telling the peers (for tests and crash drills).
+
+        The peers see it as silent: down after their down period, then permanently down. Leaving
+        the ``async with`` afterwards sends nothing.
+        """
+        await self._control.abandon()
+
+    # ------------------------------------------------------------------ queries
+
+    def list(self, topic: str) -> PresenceMap:
+        """The presences of ``topic``: ``{key: {"metas": [...]}}`` (keys sorted)."""
+        return self._tracker.list(topic)
+
+    def get_by_key(self, topic: str, key: str) -> dict[str, builtins.list[Mapping[str, JSONValue]]]:
+        """The presence of ``key`` in ``topic``: ``{"metas": [...]}`` (empty metas if absent)."""
+        return self._tracker.get_by_key(topic, key)
+
+    def count(self, topic: str) -> int:
+        """How many presences (metas) ``topic`` holds, without building the list."""
+        return self._tracker.count(topic)
+
+    def topics(self) -> builtins.list[str]:
+        """Every topic with at least one presence, sorted."""
+        return self._tracker.topics()
+
+    def replicas(self) -> dict[str, ReplicaInfo]:
+        """The other replicas this node knows, by name."""
+        return self._tracker.replicas()
+
+    async def fetched_list(self, topic: str) -> PresenceMap:
+        """:meth:`list`, passed through the fetch hook (the same as :meth:`list` without one)."""
+        presences = self.list(topic)
+        if self._fetch is None or not presences:
+            return presences
+        return _check_fetched(topic, presences, await self._fetch(topic, presences))
+
+    async def fetched_get_by_key(self, topic: str, key: str) -> dict[str, Any]:
+        """:meth:`get_by_key`, passed through the fetch hook."""
+        presence = self.get_by_key(topic, key)
+        if self._fetch is None or not presence["metas"]:
+            return presence
+        given: PresenceMap = {key: presence}
+        return _check_fetched(topic, given, await self._fetch(topic, given))[key]
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(
+        self, topic: str, *, max_buffered: int = DEFAULT_MAX_BUFFERED
+    ) -> Subscription[TopicDiff]:
+        """Every diff of ``topic`` from now on, in order, through the fetch hook.
+
+        To start from the current state, read :meth:`list` right after subscribing, with no
+        ``await`` in between: nothing can happen between the two.
+
+        Args:
+            topic: the topic.
+            max_buffered: the most presences held for a subscriber that is behind (see
+                :class:`Subscription`).
+        """
+        return self._add_topic_subscription(
+            Subscription(self, topic, _check_buffer(max_buffered), self._convert_diff)
+        )
+
+    def view(self, topic: str, *, max_buffered: int = DEFAULT_MAX_BUFFERED) -> PresenceView:
+        """Like :meth:`subscribe`, and also keep the presences (see :class:`PresenceView`)."""
+        view = PresenceView(self, topic, _check_buffer(max_buffered))
+        self._add_topic_subscription(view)
+        return view
+
+    def replica_events(
+        self, *, max_buffered: int = DEFAULT_MAX_BUFFERED
+    ) -> Subscription[ReplicaEvent]:
+        """Every replica going up, down or permanently down from now on, in order."""
+        subscription: Subscription[ReplicaEvent] = Subscription(
+            self, None, _check_buffer(max_buffered), _identity
+        )
+        if self._closed:
+            subscription._end()
+        else:
+            self._replica_subscriptions[subscription] = None
+        return subscription
+
+    def _add_topic_subscription(self, subscription: Subscription[T]) -> Subscription[T]:
+        if type(subscription.topic) is not str:
+            raise LocalProtocolError(
+                f"topic must be a str, not {type(subscription.topic).__name__}"
+            )
+        if self._closed:
+            subscription._end()
+        else:
+            self._topic_subscriptions.setdefault(subscription.topic, {})[subscription] = None
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription[Any]) -> None:
+        if subscription.topic is None:
+            self._replica_subscriptions.pop(subscription, None)
+            return
+        subscriptions = self._topic_subscriptions.get(subscription.topic)
+        if subscriptions is not None:
+            subscriptions.pop(subscription, None)
+            if not subscriptions:
+                del self._topic_subscriptions[subscription.topic]
+
+    async def _convert_diff(self, cell: _DiffCell) -> TopicDiff:
+        if self._fetch is None:
+            return cell.grouped()
+        return await cell.fetched(self._fetch, self._runtime)
+
+    # ------------------------------------------------------------------ driver side
+
+    def _on_event(self, event: Event) -> None:
+        """The pump's ``on_event``: hand one event to its subscribers."""
+        if isinstance(event, PresenceDiff):
+            subscriptions = self._topic_subscriptions.get(event.topic)
+            if subscriptions:
+                cell = _DiffCell(event)
+                for subscription in list(subscriptions):
+                    subscription._push(cell, cell.weight)
+        elif self._replica_subscriptions:
+            for subscription in list(self._replica_subscriptions):
+                subscription._push(event, 1)
+
+    def _close(self) -> None:
+        """The node stopped: refuse commands, end every subscription (after its buffer)."""
+        self._closed = True
+        for subscriptions in self._topic_subscriptions.values():
+            for subscription in subscriptions:
+                subscription._end()
+        for subscription in self._replica_subscriptions:
+            subscription._end()
+        self._topic_subscriptions = {}
+        self._replica_subscriptions = {}
+
+
+async def _identity(item: T) -> T:
+    return item
+
+
+def _check_buffer(max_buffered: object) -> int:
+    if type(max_buffered) is not int or max_buffered < 1:
+        raise LocalProtocolError(f"max_buffered must be an int >= 1, not {max_buffered!r}")
+    return max_buffered
