@@ -6,6 +6,17 @@ change without notice.
 
 from __future__ import annotations
 
+from ._client import ClassifiedDiff as ClassifiedDiff
+from ._client import ClientState as ClientState
+from ._client import ClientView as ClientView
+from ._client import Joined as Joined
+from ._client import Left as Left
+from ._client import MetaUpdate as MetaUpdate
+from ._client import SyncResult as SyncResult
+from ._client import classify_diff as classify_diff
+from ._client import list_presences as list_presences
+from ._client import sync_diff as sync_diff
+from ._client import sync_state as sync_state
 from ._codec import WIRE_VERSION as WIRE_VERSION
 from ._codec import decode_message as decode_message
 from ._codec import encode_message as encode_message
@@ -64,6 +75,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyTracked",
+    "ClassifiedDiff",
+    "ClientState",
+    "ClientView",
     "Clock",
     "ConfigurationError",
     "Context",
@@ -74,6 +88,8 @@ __all__ = [
     "GracefulPermdown",
     "Heartbeat",
     "JSONValue",
+    "Joined",
+    "Left",
     "LimitExceeded",
     "LivenessAction",
     "LivenessInput",
@@ -81,6 +97,7 @@ __all__ = [
     "MergeResult",
     "Message",
     "Meta",
+    "MetaUpdate",
     "MetaUpdater",
     "NoPresence",
     "Outbound",
@@ -97,6 +114,7 @@ __all__ = [
     "ReplicaStatus",
     "ReplicaUp",
     "Snapshot",
+    "SyncResult",
     "TRANSITIONS",
     "Tracker",
     "WIRE_VERSION",
@@ -104,16 +122,20 @@ __all__ = [
     "TransferAck",
     "TransferRequest",
     "append_clock",
+    "classify_diff",
     "dominates",
     "decode_message",
     "dominates_or_equal",
     "encode_message",
     "encode_frame",
     "group",
+    "list_presences",
     "lowerbound",
     "merge_deltas",
     "presence_diff_frame",
     "presence_diff_payload",
     "presence_state_frame",
+    "sync_diff",
+    "sync_state",
     "upperbound",
 ]
