@@ -9,26 +9,29 @@ chose (a literal, or :attr:`Cluster.now`), and every tracker gets a seeded ``ran
 * :class:`Cluster` holds N trackers, an explicit ``now`` and an in-memory network that delivers
   instantly; it can make a tracker deaf or mute, cut one direction of a link, kill a tracker
   (it just stops: no graceful permdown), restart it as a new incarnation, and it records every
-  message sent.
-* :func:`drain` empties a tracker's event queue; :func:`summarize` turns events into tuples that
-  are easy to compare exactly; :func:`observe` snapshots everything a tracker lets you query,
-  for "a failing call changes nothing" assertions.
+  message sent. Each tracker runs in a :class:`~presence_adapters.drivers.Pump`, as under a real
+  driver: what travels is the bytes the sender's pump encoded, and the receiver decodes them.
+* :func:`drain` empties a tracker's event queue (events a cluster's pump already took from it
+  first); :func:`summarize` turns events into tuples that are easy to compare exactly;
+  :func:`observe` snapshots everything a tracker lets you query, for "a failing call changes
+  nothing" assertions.
 """
 
 from __future__ import annotations
 
 import random
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
+from presence_adapters.drivers import Pump, Transmission
 from presence_core import (
     Entry,
     Event,
     Message,
-    Outbound,
     PresenceDiff,
     ReplicaDown,
     ReplicaPermdown,
@@ -66,9 +69,22 @@ def make_tracker(name: str, seed: int = 0, vsn: int = 1, **config: Any) -> Track
     )
 
 
+_TAKEN: weakref.WeakKeyDictionary[Tracker, list[Event]] = weakref.WeakKeyDictionary()
+"""Events a :class:`Cluster`'s pump took from a tracker that no :func:`drain` has returned yet."""
+
+
 def drain(tracker: Tracker) -> list[Event]:
-    """Every pending event of ``tracker``, oldest first (the queue is emptied)."""
+    """Every pending event of ``tracker``, oldest first (the queue is emptied).
+
+    When the tracker runs in a :class:`Cluster`, its pump hands the events over as they happen;
+    they are returned first, then whatever the tracker still holds (from calls made on it
+    directly since).
+    """
+    taken = _TAKEN.get(tracker)
     events: list[Event] = []
+    if taken:
+        events += taken
+        taken.clear()
     while (event := tracker.next_event()) is not None:
         events.append(event)
     return events
@@ -146,9 +162,10 @@ class Sent:
     Attributes:
         at: cluster time of the send.
         sender: the sender's name.
-        message: the message.
+        message: the message (what the sender's tracker produced; receivers decode ``data``).
         to: the addressee (``None`` for a broadcast).
         delivered_to: the trackers that received it (after deaf/mute/dead/cut filtering).
+        data: the bytes that travelled, as the sender's pump encoded them.
     """
 
     at: float
@@ -156,6 +173,11 @@ class Sent:
     message: Message
     to: str | None
     delivered_to: tuple[str, ...]
+    data: bytes
+
+
+def _nothing(now: float) -> None:
+    """A command that does nothing: running it makes a pump drain its tracker."""
 
 
 class Cluster:
@@ -168,8 +190,10 @@ class Cluster:
         start: the initial cluster time.
         config: overrides of the :data:`FAST` timings, for every tracker.
 
-    Every tracker's clock is started at :attr:`now` when it is added (a ``handle_timer`` call), as
-    an adapter would do on start-up.
+    Every tracker runs in a :class:`~presence_adapters.drivers.Pump` (:attr:`pumps`), started at
+    :attr:`now` when it is added (a wake-up), as a driver would do on start-up. Tests may still
+    call a tracker directly: :meth:`pump` picks up what such calls left behind. Events go through
+    the pump too; :func:`drain` returns them.
     """
 
     def __init__(
@@ -179,6 +203,7 @@ class Cluster:
         self.seed = seed
         self.config: dict[str, Any] = dict(config)
         self.trackers: dict[str, Tracker] = {}
+        self.pumps: dict[str, Pump] = {}
         self.order: list[str] = []
         self.deaf: set[str] = set()
         self.mute: set[str] = set()
@@ -204,9 +229,13 @@ class Cluster:
         if name not in self.order:
             self.order.append(name)
         tracker = make_tracker(name, seed=self._seed_for(name, vsn), vsn=vsn, **self.config)
+        taken: list[Event] = []
+        _TAKEN[tracker] = taken
+        pump = Pump(tracker, on_event=taken.append)
         self.trackers[name] = tracker
+        self.pumps[name] = pump
         self.dead.discard(name)
-        tracker.handle_timer(now=self.now)
+        pump.wake(now=pump.now(self.now))
         self.pump()
         return tracker
 
@@ -222,22 +251,25 @@ class Cluster:
     def alive(self) -> list[Tracker]:
         return [t for name, t in self.trackers.items() if name not in self.dead]
 
+    def _live_pumps(self) -> list[Pump]:
+        return [pump for name, pump in self.pumps.items() if name not in self.dead]
+
     # -------------------------------------------------------------- time
 
     def advance(self, dt: float) -> None:
         """Move time forward by ``dt``, running every tracker deadline that falls in between.
 
-        At each deadline (in time order) every live tracker gets ``handle_timer(now=deadline)``
-        (spurious calls are harmless by contract) and the network is pumped until quiet; finally
-        every live tracker gets ``handle_timer`` at the new time and the network is pumped again.
+        At each deadline (in time order) every live tracker's pump wakes at that time (spurious
+        wake-ups are harmless by contract) and the network is pumped until quiet; finally every
+        live pump wakes at the new time and the network is pumped again.
         """
         assert dt >= 0
         target = round(self.now + dt, 9)
         while True:
             due = [
                 deadline
-                for tracker in self.alive()
-                if (deadline := tracker.next_deadline()) is not None and deadline <= target
+                for pump in self._live_pumps()
+                if (deadline := pump.deadline) is not None and deadline <= target
             ]
             if not due:
                 break
@@ -247,19 +279,19 @@ class Cluster:
         self._tick_all()
 
     def _tick_all(self) -> None:
-        for tracker in self.alive():
-            tracker.handle_timer(now=self.now)
+        for pump in self._live_pumps():
+            pump.wake(now=pump.now(self.now))
         self.pump()
 
     # -------------------------------------------------------------- network
 
-    def _recipients(self, sender: str, outbound: Outbound) -> tuple[str, ...]:
+    def _recipients(self, sender: str, to: str | None) -> tuple[str, ...]:
         if sender in self.mute or sender in self.dead:
             return ()
-        if outbound.to is None:
+        if to is None:
             candidates = [name for name in self.trackers if name != sender]
         else:
-            candidates = [outbound.to] if outbound.to in self.trackers else []
+            candidates = [to] if to in self.trackers else []
         return tuple(
             name
             for name in candidates
@@ -267,24 +299,45 @@ class Cluster:
         )
 
     def pump(self) -> None:
-        """Deliver queued messages (FIFO, replies go to the back) until no tracker has any."""
-        queue: deque[tuple[str, Outbound]] = deque()
+        """Deliver queued messages (FIFO, replies go to the back) until no tracker has any.
+
+        Every live tracker is drained first (a direct call may have left messages in it). Each
+        message travels as the bytes its sender's pump encoded, and its receipt is a wake-up of
+        the receiver's pump (which also ticks a tracker whose deadline has come). A receiver that
+        rejects the bytes as malformed fails the test: the codec or this helper is broken.
+        """
+        queue: deque[tuple[str, Transmission]] = deque()
 
         def collect() -> None:
-            for name, tracker in self.trackers.items():
+            for name, pump in self.pumps.items():
                 if name not in self.dead:
-                    queue.extend((name, out) for out in tracker.messages_to_send())
+                    queue.extend((name, sent) for sent in pump.take_transmissions())
 
+        for pump in self._live_pumps():
+            pump.command(_nothing, now=pump.now(self.now))
         collect()
         deliveries = 0
         while queue:
-            sender, outbound = queue.popleft()
-            recipients = self._recipients(sender, outbound)
-            self.sent.append(Sent(self.now, sender, outbound.message, outbound.to, recipients))
+            sender, transmission = queue.popleft()
+            recipients = self._recipients(sender, transmission.to)
+            self.sent.append(
+                Sent(
+                    self.now,
+                    sender,
+                    transmission.message,
+                    transmission.to,
+                    recipients,
+                    transmission.data,
+                )
+            )
             for name in recipients:
                 deliveries += 1
                 assert deliveries < MAX_DELIVERIES, "the cluster never goes quiet"
-                self.trackers[name].receive(outbound.message, now=self.now)
+                receiver = self.pumps[name]
+                receiver.receive(transmission.data, now=receiver.now(self.now))
+                assert receiver.stats.malformed == 0, (
+                    f"{name} rejected {transmission.message!r} from {sender} as malformed"
+                )
             collect()
 
     def messages(
@@ -311,9 +364,15 @@ class Cluster:
         return {name: drain(tracker) for name, tracker in self.trackers.items()}
 
     def track(self, name: str, conn: str, topic: str, key: str, meta: Any = None) -> str:
-        """``trackers[name].track(...)`` at :attr:`now` (meta defaults to ``{}``)."""
-        return self.trackers[name].track(
-            conn=conn, topic=topic, key=key, meta={} if meta is None else meta, now=self.now
+        """``trackers[name].track(...)`` at :attr:`now` (meta defaults to ``{}``), through its
+        pump."""
+        tracker = self.trackers[name]
+        pump = self.pumps[name]
+        return pump.command(
+            lambda now: tracker.track(
+                conn=conn, topic=topic, key=key, meta={} if meta is None else meta, now=now
+            ),
+            now=pump.now(self.now),
         )
 
 

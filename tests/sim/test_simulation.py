@@ -35,6 +35,7 @@ from presence_core import (
     ReplicaRef,
     Tracker,
     TrackerConfig,
+    decode_message,
 )
 
 SEEDS = int(os.environ.get("PRESENCE_SIM_SEEDS", "40"))
@@ -154,7 +155,9 @@ class _DeafToN0(Tracker):
     """Broken: ignores every message from n0."""
 
     def receive(self, message: Message | bytes | bytearray | memoryview, *, now: float) -> None:
-        if isinstance(message, (bytes, bytearray, memoryview)) or message.sender.name != "n0":
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            message = decode_message(message)
+        if message.sender.name != "n0":
             super().receive(message, now=now)
         else:
             self.handle_timer(now=now)

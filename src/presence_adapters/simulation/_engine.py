@@ -1,0 +1,633 @@
+"""The engine: a driver that runs every node through a :class:`~presence_adapters.drivers.Pump`.
+
+A heap of ``(time, seq, action, payload)`` is the virtual clock. Each node incarnation is one
+tracker (built by the :data:`TrackerFactory`) wrapped in one pump, and the engine does what any
+driver does with a pump: it reads the node's (skewed) clock once per wake-up and passes the
+reading through :meth:`Pump.now`, arms a timer action at :attr:`Pump.deadline` and calls
+:meth:`Pump.wake` when it fires, feeds every delivery to :meth:`Pump.receive` as the encoded
+bytes, runs client operations through :meth:`Pump.command`, and puts every
+:class:`~presence_adapters.drivers.Transmission` on the virtual network (:class:`Links`). The
+codec is thus exercised on every message; a delivery the receiver rejects as malformed is a
+``malformed`` violation.
+
+Events reach the engine through the pump's ``on_event``; they wait in the node's inbox until the
+call that produced them returns, so the trace reads "operation, then its diffs, then its sends".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from presence_adapters.drivers import Pump, PumpStats, Transmission
+from presence_core import (
+    Event,
+    GracefulPermdown,
+    Heartbeat,
+    Message,
+    PresenceDiff,
+    RemoteProtocolError,
+    ReplicaDown,
+    ReplicaPermdown,
+    ReplicaRef,
+    ReplicaUp,
+    Tracker,
+    TrackerConfig,
+    TransferAck,
+    TransferRequest,
+    decode_message,
+)
+
+from ._invariants import ClientView, Ident, Invariants, Observed
+from ._network import Links
+from ._results import Metrics, SimResult, Violation, ViolationKind
+from ._scenario import Fault, FaultKind, Scenario, SimParams
+
+__all__ = ["Simulation", "TrackerFactory", "run"]
+
+TrackerFactory = Callable[[ReplicaRef, TrackerConfig, random.Random], Tracker]
+"""Builds the tracker of one node incarnation: ``factory(replica, config, rng)``."""
+
+
+def _default_factory(replica: ReplicaRef, config: TrackerConfig, rng: random.Random) -> Tracker:
+    return Tracker(config=config, replica=replica, rng=rng)
+
+
+@attrs.define
+class _Node:
+    """One node across its incarnations: its clock, its current pump and its workload model."""
+
+    name: str
+    rate: float
+    offset: float
+    pump: Pump | None = None
+    vsn: int = 0
+    paused: bool = False
+    # deliveries that arrived while paused: (sender, transmission)
+    queued: list[tuple[str, Transmission]] = attrs.Factory(list)
+    # events the pump handed over during the current call
+    inbox: list[Event] = attrs.Factory(list)
+    # the pump's unsendable count, as far as the trace has reported it
+    unsendable: int = 0
+    timer_token: int = 0
+    timer_at: float | None = None
+    disturbed: float = 0.0
+    resumed: float = 0.0
+    client: ClientView = attrs.Factory(ClientView)
+    model: dict[Ident, str] = attrs.Factory(dict)
+    counter: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.pump is not None and not self.paused and not self.pump.tracker.stopped
+
+    def now(self, t: float) -> float:
+        """This node's ``now`` at virtual time ``t``: its clock reading, through its pump."""
+        assert self.pump is not None
+        return self.pump.now(self.offset + self.rate * t)
+
+
+class _Stop(Exception):
+    pass
+
+
+class Simulation:
+    """Runs one :class:`Scenario`.
+
+    Args:
+        scenario: what to run.
+        tracker_factory: builds each node's tracker (default: a plain
+            :class:`~presence_core.Tracker`); pass your own subclass or wrapper to test it.
+            The simulation wraps it in a :class:`~presence_adapters.drivers.Pump`.
+        keep_trace: keep the trace lines in the result (the digest is always computed).
+        timeline: record per-check view sizes for plotting.
+        on_progress: called as ``on_progress(virtual_now, virtual_end)`` every few virtual seconds.
+        stop_on_violation: stop at the first violation instead of collecting them all.
+        max_violations: stop after this many.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        tracker_factory: TrackerFactory | None = None,
+        keep_trace: bool = False,
+        timeline: bool = False,
+        on_progress: Callable[[float, float], None] | None = None,
+        stop_on_violation: bool = False,
+        max_violations: int = 50,
+    ) -> None:
+        self.scenario = scenario
+        self.bounds = scenario.bounds()
+        self._factory = tracker_factory or _default_factory
+        self._keep_trace = keep_trace
+        self._on_progress = on_progress
+        self._stop_on_violation = stop_on_violation
+        self._max_violations = max_violations
+        master = random.Random(scenario.seed)
+        self._links = Links(scenario.network, random.Random(master.getrandbits(64)))
+        self._work_rng = random.Random(master.getrandbits(64))
+        self._tracker_seed = master.getrandbits(64)
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._seq = 0
+        self.now = 0.0
+        self.step = 0
+        self._end = scenario.duration + self.bounds.settle
+        self._settling = False
+        self._nodes: dict[str, _Node] = {}
+        for index, name in enumerate(scenario.nodes):
+            rate = float(scenario.clock_rates.get(name, 1.0))
+            self._nodes[name] = _Node(name=name, rate=rate, offset=1000.0 * (index + 1))
+        self._invariants = Invariants(
+            self.bounds, violate=self._violate, record=self._record, timeline=timeline
+        )
+        self._hash = hashlib.sha256()
+        self._trace: list[str] = []
+        self._violations: list[Violation] = []
+        self._seen_violations: set[tuple[str, str, str]] = set()
+        self._traffic: list[PumpStats] = []  # one per incarnation
+        self._messages = dict.fromkeys(scenario.nodes, 0)
+        self._bytes = dict.fromkeys(scenario.nodes, 0)
+        self._dropped = 0
+        self._diffs = 0
+        self._largest_transfer = 0
+        self._ops = 0
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _push(self, at: float, kind: str, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, kind, payload))
+
+    def _record(self, line: str) -> None:
+        text = f"{self.step} {self.now:.9f} {line}"
+        self._hash.update(text.encode())
+        self._hash.update(b"\n")
+        if self._keep_trace:
+            self._trace.append(text)
+
+    def _violate(self, kind: ViolationKind, node: str, detail: str, what: str = "") -> None:
+        token = (kind, node, what or detail)
+        if token in self._seen_violations:
+            return
+        self._seen_violations.add(token)
+        violation = Violation(
+            kind=kind,
+            seed=self.scenario.seed,
+            step=self.step,
+            time=self.now,
+            node=node,
+            detail=detail,
+        )
+        self._violations.append(violation)
+        self._record(f"VIOLATION {kind} {node} {detail}")
+        if self._stop_on_violation or len(self._violations) >= self._max_violations:
+            raise _Stop
+
+    def _disturb(self, *names: str) -> None:
+        for name in names:
+            self._nodes[name].disturbed = self.now
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> SimResult:
+        """Run the scenario to its end and return the result."""
+        scenario = self.scenario
+        for fault in scenario.faults:
+            self._push(fault.at, "fault", fault)
+        self._push(scenario.duration, "settle", None)
+        self._schedule_op()
+        self._push(scenario.check_interval, "check", None)
+        self._push(0.0, "progress", None)
+        self._push(self._end, "end", None)
+        try:
+            for name in scenario.nodes:
+                self._start(self._nodes[name])
+            while self._heap:
+                at, _, kind, payload = heapq.heappop(self._heap)
+                self.now = at
+                if kind == "end":
+                    break
+                self.step += 1
+                self._dispatch(kind, payload)
+            self.step += 1
+            self._invariants.final_check(self.now, self._observe())
+        except _Stop:
+            pass
+        except Exception as exc:  # a bug in the tracker: report it, with the seed and step
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self._violations.append(
+                Violation(
+                    kind="error",
+                    seed=scenario.seed,
+                    step=self.step,
+                    time=self.now,
+                    node="-",
+                    detail=f"{detail}\n{traceback.format_exc()}",
+                )
+            )
+        return self._result()
+
+    def _dispatch(self, kind: str, payload: Any) -> None:
+        if kind == "timer":
+            name, token = payload
+            node = self._nodes[name]
+            if token == node.timer_token and node.running:
+                assert node.pump is not None
+                node.timer_at = None
+                node.pump.wake(now=node.now(self.now))
+                self._flush(node)
+        elif kind == "deliver":
+            self._deliver(*payload)
+        elif kind == "op":
+            if not self._settling:
+                self._operation()
+                self._schedule_op()
+        elif kind == "fault":
+            self._fault(payload)
+        elif kind == "check":
+            self._invariants.check(self.now, self._observe())
+            self._push(self.now + self.scenario.check_interval, "check", None)
+        elif kind == "progress":
+            if self._on_progress is not None:
+                self._on_progress(self.now, self._end)
+            self._push(self.now + max(1.0, self._end / 50), "progress", None)
+        elif kind == "settle":
+            self._settle()
+
+    def _observe(self) -> list[Observed]:
+        observed = []
+        for name in self.scenario.nodes:
+            node = self._nodes[name]
+            if node.running:
+                assert node.pump is not None
+                tracker = node.pump.tracker
+                observed.append(
+                    Observed(
+                        name=name,
+                        listed={topic: tracker.list(topic) for topic in tracker.topics()},
+                        client=node.client,
+                        model=dict(node.model),
+                        disturbed=node.disturbed,
+                        resumed=node.resumed,
+                    )
+                )
+        return observed
+
+    # ------------------------------------------------------------------ nodes
+
+    def _start(self, node: _Node) -> None:
+        node.vsn += 1
+        replica = ReplicaRef(node.name, node.vsn)
+        rng = random.Random(f"{self._tracker_seed}:{node.name}:{node.vsn}")
+        tracker = self._factory(replica, self.scenario.config, rng)
+        node.inbox = []
+        node.pump = Pump(tracker, on_event=node.inbox.append)
+        self._traffic.append(node.pump.stats)
+        node.unsendable = 0
+        node.paused = False
+        node.queued = []
+        node.client = ClientView()
+        node.model = {}
+        node.disturbed = node.resumed = self.now
+        self._record(f"start {node.name}.{node.vsn}")
+        node.pump.wake(now=node.now(self.now))
+        self._flush(node)
+
+    def _stop(self, node: _Node) -> None:
+        assert node.pump is not None
+        replica = node.pump.tracker.replica
+        for ref in sorted(node.model.values()):
+            self._invariants.removed(ref, self.now)
+        node.model = {}
+        node.client = ClientView()
+        node.pump = None
+        node.paused = False
+        node.queued = []
+        node.timer_token += 1
+        node.timer_at = None
+        self._invariants.stopped(replica, self.now)
+
+    def _refresh_timer(self, node: _Node) -> None:
+        deadline = node.pump.deadline if node.pump is not None else None
+        if deadline is None or node.paused:
+            return
+        # the virtual time at which the node's clock reads the deadline
+        at = (deadline - node.offset) / node.rate
+        while node.offset + node.rate * at < deadline:
+            at = math.nextafter(at, math.inf)
+        at = max(at, self.now)
+        if node.timer_at == at:
+            return
+        node.timer_token += 1
+        node.timer_at = at
+        self._push(at, "timer", (node.name, node.timer_token))
+
+    def _flush(self, node: _Node) -> None:
+        """After a pump call: handle its events, put its transmissions on the wire, re-arm."""
+        pump = node.pump
+        assert pump is not None
+        name = node.name
+        events = list(node.inbox)
+        node.inbox.clear()
+        for event in events:
+            if isinstance(event, PresenceDiff):
+                self._diffs += 1
+                node.client.apply(event)
+                joins = sorted(str(e.meta.get("phx_ref")) for e in event.joins)
+                leaves = sorted(str(e.meta.get("phx_ref")) for e in event.leaves)
+                self._record(f"diff {name} {event.topic} +{joins} -{leaves}")
+            elif isinstance(event, (ReplicaUp, ReplicaDown, ReplicaPermdown)):
+                kind = type(event).__name__
+                self._record(f"{kind} {name} {event.replica.name}.{event.replica.vsn}")
+        for transmission in pump.take_transmissions():
+            if transmission.to is None:
+                for dst in self.scenario.nodes:
+                    if dst != name:
+                        self._send(name, dst, transmission)
+            else:
+                self._send(name, transmission.to, transmission)
+        if pump.stats.unsendable != node.unsendable:
+            node.unsendable = pump.stats.unsendable
+            self._record(f"unsendable {name} {node.unsendable} so far")
+        self._refresh_timer(node)
+
+    # ------------------------------------------------------------------ network
+
+    def _send(self, src: str, dst: str, transmission: Transmission) -> None:
+        size = len(transmission.data)
+        message = transmission.message
+        self._messages[src] += 1
+        self._bytes[src] += size
+        if isinstance(message, TransferAck):
+            self._largest_transfer = max(self._largest_transfer, size)
+        if self._links.is_cut(src, dst):
+            self._drop(src, dst, message, "partition")
+            return
+        delays = self._links.plan(src, dst, message, self.now)
+        if not delays:
+            self._drop(src, dst, message, "lost")
+            return
+        for delay in delays:
+            self._push(self.now + delay, "deliver", (src, dst, transmission))
+
+    def _drop(self, src: str, dst: str, message: Message, why: str) -> None:
+        self._dropped += 1
+        self._disturb(src, dst)
+        self._record(f"drop {why} {src}->{dst} {_summary(message)}")
+
+    def _deliver(self, src: str, dst: str, transmission: Transmission) -> None:
+        node = self._nodes[dst]
+        if node.pump is None:
+            self._dropped += 1
+            return
+        if self._links.is_cut(src, dst):
+            self._drop(src, dst, transmission.message, "partition")
+            return
+        if node.paused:
+            node.queued.append((src, transmission))
+            return
+        self._receive(node, src, transmission)
+        self._flush(node)
+
+    def _receive(self, node: _Node, src: str, transmission: Transmission, note: str = "") -> None:
+        pump = node.pump
+        assert pump is not None
+        data = transmission.data
+        self._record(f"recv {src}->{node.name} {_summary(transmission.message)} {len(data)}B{note}")
+        malformed = pump.stats.malformed
+        pump.receive(data, now=node.now(self.now))
+        if pump.stats.malformed != malformed:
+            try:
+                decode_message(data, max_bytes=pump.tracker.config.max_message_bytes)
+                reason = "the bytes decode, so the receiving tracker itself refused them"
+            except RemoteProtocolError as exc:
+                reason = str(exc)
+            self._violate(
+                "malformed",
+                node.name,
+                f"{src}'s {_summary(transmission.message)} ({len(data)} bytes) was dropped as "
+                f"malformed: {reason}",
+                f"{src} {type(transmission.message).__name__}",
+            )
+
+    # ------------------------------------------------------------------ faults
+
+    def _fault(self, fault: Fault) -> None:
+        self._record(f"fault {fault.describe()}")
+        kind = fault.kind
+        if kind == "partition":
+            self._links.cut(fault.nodes, fault.others, one_way=fault.one_way)
+            self._disturb(*fault.nodes, *fault.others)
+        elif kind == "heal":
+            self._heal()
+        else:
+            for name in fault.nodes:
+                self._node_fault(kind, self._nodes[name])
+
+    def _heal(self) -> None:
+        involved = self._links.heal()
+        if involved:
+            self._disturb(*involved)
+            self._invariants.disrupted("heal", self.now)
+
+    def _node_fault(self, kind: FaultKind, node: _Node) -> None:
+        pump = node.pump
+        if kind == "crash" and pump is not None:
+            self._stop(node)
+            self._invariants.disrupted(f"crash {node.name}", self.now)
+        elif kind == "shutdown" and pump is not None:
+            if node.paused:
+                self._resume(node)
+            tracker = pump.tracker
+            pump.command(lambda t: tracker.graceful_permdown(now=t), now=node.now(self.now))
+            self._flush(node)
+            self._stop(node)
+            self._invariants.disrupted(f"shutdown {node.name}", self.now)
+        elif kind == "restart" and pump is None:
+            self._start(node)
+            self._invariants.disrupted(f"restart {node.name}", self.now)
+        elif kind == "pause" and pump is not None and not node.paused:
+            node.paused = True
+            node.timer_token += 1
+            node.timer_at = None
+        elif kind == "resume" and node.paused:
+            self._resume(node)
+            self._invariants.disrupted(f"resume {node.name}", self.now)
+        else:
+            self._record(f"skip {kind} {node.name}")
+
+    def _resume(self, node: _Node) -> None:
+        assert node.pump is not None
+        node.paused = False
+        node.disturbed = node.resumed = self.now
+        queued, node.queued = node.queued, []
+        for src, transmission in queued:
+            self._receive(node, src, transmission, " (queued)")
+            self._flush(node)
+        node.pump.wake(now=node.now(self.now))
+        self._flush(node)
+
+    def _settle(self) -> None:
+        self._record("settle")
+        self._settling = True
+        self._heal()
+        for name in self.scenario.nodes:
+            node = self._nodes[name]
+            if node.paused:
+                self._resume(node)
+        self._links.calm()
+        self._disturb(*self.scenario.nodes)
+        self._invariants.disrupted("settle", self.now)
+
+    # ------------------------------------------------------------------ workload
+
+    def _schedule_op(self) -> None:
+        rate = self.scenario.workload.rate
+        if rate > 0:
+            self._push(self.now + self._work_rng.expovariate(rate), "op", None)
+
+    def _operation(self) -> None:
+        rng = self._work_rng
+        workload = self.scenario.workload
+        running = [n for n in self.scenario.nodes if self._nodes[n].running]
+        if not running:
+            return
+        node = self._nodes[rng.choice(running)]
+        pump = node.pump
+        assert pump is not None
+        tracker = pump.tracker
+        weights = [workload.join, workload.update, workload.leave, workload.disconnect]
+        op = rng.choices(("join", "update", "leave", "disconnect"), weights)[0]
+        live = sum(len(n.model) for n in self._nodes.values())
+        if op == "join" and live >= workload.max_presences:
+            op = "leave"
+        if op != "join" and not node.model:
+            op = "join"
+        now = node.now(self.now)
+        self._ops += 1
+        if op == "join":
+            if rng.random() < workload.hot_share and workload.hot_topics:
+                topic = f"topic:{rng.randrange(min(workload.hot_topics, workload.topics))}"
+            else:
+                topic = f"topic:{rng.randrange(workload.topics)}"
+            key = f"user{rng.randrange(workload.keys)}"
+            conn = f"{key}/c{rng.randrange(workload.conns_per_key)}"
+            if workload.unique_conns:
+                conn = f"{node.name}:{conn}"
+            if (conn, topic, key) in node.model:
+                self._update(node, (conn, topic, key), now)
+            else:
+                node.counter += 1
+                meta: dict[str, Any] = {"status": "online", "n": node.counter}
+                ref = pump.command(
+                    lambda t: tracker.track(conn=conn, topic=topic, key=key, meta=meta, now=t),
+                    now=now,
+                )
+                self._new_ref(node, ref, (conn, topic, key), {**meta, "phx_ref": ref})
+                self._record(f"op track {node.name} {conn} {topic} {key} {ref}")
+        elif op == "update":
+            self._update(node, rng.choice(sorted(node.model)), now)
+        elif op == "leave":
+            conn, topic, key = ident = rng.choice(sorted(node.model))
+            pump.command(lambda t: tracker.untrack(conn=conn, topic=topic, key=key, now=t), now=now)
+            self._invariants.removed(node.model.pop(ident), self.now)
+            self._record(f"op untrack {node.name} {conn} {topic} {key}")
+        else:
+            conn = rng.choice(sorted({ident[0] for ident in node.model}))
+            pump.command(lambda t: tracker.untrack_conn(conn=conn, now=t), now=now)
+            for ident in sorted(node.model):
+                if ident[0] == conn:
+                    self._invariants.removed(node.model.pop(ident), self.now)
+            self._record(f"op untrack_conn {node.name} {conn}")
+        self._flush(node)
+
+    def _update(self, node: _Node, ident: Ident, now: float) -> None:
+        pump = node.pump
+        assert pump is not None
+        tracker = pump.tracker
+        conn, topic, key = ident
+        old = node.model[ident]
+        node.counter += 1
+        meta: dict[str, Any] = {"status": "away", "n": node.counter}
+        ref = pump.command(
+            lambda t: tracker.update(conn=conn, topic=topic, key=key, meta=meta, now=t),
+            now=now,
+        )
+        self._invariants.removed(old, self.now)
+        self._new_ref(node, ref, ident, {**meta, "phx_ref": ref, "phx_ref_prev": old})
+        self._record(f"op update {node.name} {conn} {topic} {key} {old}->{ref}")
+
+    def _new_ref(self, node: _Node, ref: str, ident: Ident, meta: dict[str, Any]) -> None:
+        assert node.pump is not None
+        self._invariants.tracked(node.name, node.pump.tracker.replica, ref, ident, meta, self.now)
+        node.model[ident] = ref
+
+    # ------------------------------------------------------------------ result
+
+    def _result(self) -> SimResult:
+        seconds = max(self.now, 1e-9)
+        count = len(self.scenario.nodes)
+        traffic = self._traffic
+        metrics = Metrics(
+            virtual_seconds=self.now,
+            steps=self.step,
+            convergence=tuple(self._invariants.samples),
+            messages=dict(self._messages),
+            bytes=dict(self._bytes),
+            messages_per_replica_second=sum(self._messages.values()) / count / seconds,
+            bytes_per_replica_second=sum(self._bytes.values()) / count / seconds,
+            dropped=self._dropped,
+            diffs=self._diffs,
+            largest_transfer=self._largest_transfer,
+            operations=self._ops,
+            encoded_bytes=sum(stats.sent_bytes for stats in traffic),
+            received_bytes=sum(stats.received_bytes for stats in traffic),
+            malformed=sum(stats.malformed for stats in traffic),
+            unsendable=sum(stats.unsendable for stats in traffic),
+        )
+        return SimResult(
+            scenario=self.scenario,
+            violations=tuple(self._violations),
+            metrics=metrics,
+            digest=self._hash.hexdigest(),
+            bounds=self.bounds,
+            trace=tuple(self._trace),
+            timeline=tuple(self._invariants.timeline),
+        )
+
+
+def _summary(message: Message) -> str:
+    sender = f"{message.sender.name}.{message.sender.vsn}"
+    if isinstance(message, Heartbeat):
+        clock = ",".join(f"{r.name}.{r.vsn}={c}" for r, c in sorted(message.clock.items()))
+        kind = "delta" if message.delta is not None else "empty"
+        return f"heartbeat-{kind} {sender} [{clock}]"
+    if isinstance(message, TransferRequest):
+        return f"transfer_req#{message.request_id} {sender}"
+    if isinstance(message, TransferAck):
+        return f"transfer_ack#{message.request_id} {sender} {type(message.payload).__name__}"
+    assert isinstance(message, GracefulPermdown)
+    return f"graceful_permdown {sender}"
+
+
+def run(
+    scenario: Scenario | SimParams | None = None,
+    *,
+    tracker_factory: TrackerFactory | None = None,
+    keep_trace: bool = False,
+) -> SimResult:
+    """Run a scenario (default: ``SimParams()``, the representative 5-node run) and return the
+    result. A shortcut for ``Simulation(scenario, ...).run()``."""
+    if scenario is None:
+        scenario = SimParams()
+    if isinstance(scenario, SimParams):
+        scenario = scenario.scenario()
+    return Simulation(scenario, tracker_factory=tracker_factory, keep_trace=keep_trace).run()

@@ -1,0 +1,373 @@
+"""What a run depends on: the scenario, its workload, its fault schedule and its bounds.
+
+A :class:`Scenario` is frozen and complete: the same scenario always gives the same run.
+:class:`SimParams` expands a few numbers (what ``presence simulate`` takes) into one, drawing the
+fault schedule and the clock rates from its seed. :class:`Bounds` derives the invariants' time
+limits from the scenario.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+import attrs
+
+from presence_core import TrackerConfig
+
+from ._network import FaultyNetwork, NetworkModel
+
+__all__ = [
+    "FAULT_MIXES",
+    "SIM_CONFIG",
+    "Bounds",
+    "Fault",
+    "FaultKind",
+    "Scenario",
+    "SimParams",
+    "Workload",
+]
+
+SIM_CONFIG = TrackerConfig(broadcast_period=0.5, max_silent_periods=4, permdown_period=60.0)
+"""The simulation's default tracker config: Phoenix's shape, 3x faster.
+
+A tick every 0.5 s, an empty heartbeat every 5 ticks (2.5 s), down after 4 s of silence
+(``0.5 * 4 * 2``), permdown after 60 s, transfer sampling every 2 ticks.
+"""
+
+FaultKind = Literal["partition", "heal", "crash", "restart", "shutdown", "pause", "resume"]
+
+FAULT_MIXES: Mapping[str, str] = {
+    "default": "churn, one partition then heal, one crash then restart (the representative run)",
+    "none": "churn on a network with latency only",
+    "lossy": "5% loss, 5% duplication, 10% reordering",
+    "partition": "symmetric and one-way partitions, healed",
+    "crash": "crashes and graceful shutdowns, most followed by a restart",
+    "pause": "long pauses (GC, frozen VM), some longer than the down period",
+    "skew": "clock rates skewed by up to 10% between nodes",
+    "all": "everything above at once",
+}
+"""The fault mixes :class:`SimParams` knows, with what each contains."""
+
+
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _faults(value: Iterable[Fault]) -> tuple[Fault, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class Workload:
+    """Client connections joining, updating and leaving topics.
+
+    Operations arrive as a Poisson process of ``rate`` per virtual second across the cluster, each
+    on a random running node. A connection (``conn``) lives on one node and may be in several
+    topics; up to ``conns_per_key`` connections share a key (one user, several tabs).
+
+    Attributes:
+        rate: operations per virtual second, cluster-wide.
+        join / update / leave / disconnect: relative weights of track, update, untrack and
+            untrack_conn (a disconnect removes every presence of one connection).
+        topics: number of topics; the first ``hot_topics`` get ``hot_share`` of the joins.
+        keys: number of distinct presence keys (users).
+        conns_per_key: connections per key per node.
+        max_presences: joins turn into leaves above this many live presences.
+        unique_conns: prefix connection ids with the node name, so no two nodes ever use the
+            same ``conn`` (by default they do, as independent servers numbering their sockets
+            would; entries are identified by owner, conn, topic and key, so this must work).
+    """
+
+    rate: float = 4.0
+    join: float = 0.45
+    update: float = 0.25
+    leave: float = 0.2
+    disconnect: float = 0.1
+    topics: int = 8
+    hot_topics: int = 2
+    hot_share: float = 0.7
+    keys: int = 20
+    conns_per_key: int = 3
+    max_presences: int = 200
+    unique_conns: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Fault:
+    """One scheduled fault.
+
+    Attributes:
+        at: virtual time.
+        kind: ``partition`` (``nodes`` cannot reach ``others``, and the reverse unless
+            ``one_way``), ``heal`` (every partition ends), ``crash`` (stops with no goodbye),
+            ``shutdown`` (graceful permdown, then stops), ``restart`` (a stopped node comes back
+            as a new incarnation, vsn + 1), ``pause`` / ``resume`` (frozen: no timers, deliveries
+            queued until resumed).
+        nodes: the nodes concerned.
+        others: the other side of a partition.
+        one_way: a partition that only blocks ``nodes -> others``.
+    """
+
+    at: float
+    kind: FaultKind
+    nodes: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    others: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    one_way: bool = False
+
+    def describe(self) -> str:
+        """A one-line description."""
+        if self.kind == "partition":
+            arrow = "->" if self.one_way else "<->"
+            return f"partition {','.join(self.nodes)} {arrow} {','.join(self.others)}"
+        return f"{self.kind} {','.join(self.nodes)}".strip()
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """Everything a run depends on. The same scenario always gives the same run.
+
+    Attributes:
+        nodes: node names (``n0``, ``n1``, ... from :class:`SimParams`).
+        seed: the master seed; every random stream of the run is drawn from ``Random(seed)``.
+        duration: virtual seconds of workload and faults; the settle phase follows.
+        config: the TrackerConfig of every node.
+        network: the network model.
+        workload: the client workload.
+        faults: the fault schedule.
+        clock_rates: each node's clock rate (1.0 = true time); missing nodes run at 1.0.
+        check_interval: virtual seconds between invariant checks.
+        params: the :class:`SimParams` the scenario was generated from, if any (for replay).
+    """
+
+    nodes: tuple[str, ...] = attrs.field(converter=_names)
+    seed: int = 0
+    duration: float = 60.0
+    config: TrackerConfig = SIM_CONFIG
+    network: NetworkModel = attrs.field(factory=FaultyNetwork)
+    workload: Workload = attrs.field(factory=Workload)
+    faults: tuple[Fault, ...] = attrs.field(default=(), converter=_faults)
+    clock_rates: Mapping[str, float] = attrs.field(factory=dict)
+    check_interval: float = 0.25
+    params: SimParams | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.nodes or len(set(self.nodes)) != len(self.nodes):
+            raise ValueError("need at least one node, with distinct names")
+        known = set(self.nodes)
+        for fault in self.faults:
+            unknown = sorted(set(fault.nodes + fault.others) - known)
+            if unknown:
+                raise ValueError(f"fault {fault!r} names unknown nodes {unknown}")
+        for rate in self.clock_rates.values():
+            if not 0.5 <= rate <= 2.0:
+                raise ValueError(f"clock rates must be within [0.5, 2.0], not {rate!r}")
+
+    def bounds(self) -> Bounds:
+        """The invariant bounds of this scenario."""
+        return Bounds.derive(self)
+
+
+@attrs.frozen(kw_only=True)
+class Bounds:
+    """How long the checked invariants may take, in virtual seconds (see :meth:`derive`)."""
+
+    join: float
+    crash: float
+    settle: float
+
+    @classmethod
+    def derive(cls, scenario: Scenario) -> Bounds:
+        """Derive the bounds from the config, the slowest clock and the network's max latency.
+
+        With ``B`` the broadcast period divided by the slowest clock rate, ``L`` the network's
+        ``max_latency``:
+
+        * ``join = (max_silent_periods + clock_sample_periods + 4) * B + 3 * L``: a change goes
+          out on the owner's next tick and arrives after ``L``; if a delta was missed, the gap is
+          repaired by the next heartbeat's clock (at most ``max_silent_periods + 1`` ticks), the
+          next transfer sampling (``clock_sample_periods`` ticks) and a request/reply (``2 L``);
+          one more tick covers the first tick's jitter.
+        * ``crash = (down_period + 2 * broadcast_period) / slowest_rate + L``: the last heartbeat
+          lands up to ``L`` after the crash, and the tick after ``down_period`` of silence hides
+          the presences.
+        * ``settle = join + crash``: time the cluster gets after the settle phase starts.
+        """
+        config = scenario.config
+        rate = min([1.0, *scenario.clock_rates.values()])
+        period = config.broadcast_period / rate
+        latency = scenario.network.max_latency
+        join = (config.max_silent_periods + config.clock_sample_periods + 4) * period
+        join += 3 * latency
+        crash = (config.effective_down_period + 2 * config.broadcast_period) / rate + latency
+        return cls(join=join, crash=crash, settle=join + crash)
+
+
+@attrs.frozen(kw_only=True)
+class SimParams:
+    """A scenario described by a few numbers: what ``presence simulate`` takes on its command line.
+
+    :meth:`scenario` expands them into a full :class:`Scenario` deterministically (the fault
+    schedule and clock rates are drawn from ``seed``), and :meth:`cli_args` gives the flags that
+    replay it.
+    """
+
+    seed: int = 1
+    nodes: int = 5
+    duration: float = 60.0
+    faults: str = "default"
+    rate: float = 4.0
+    topics: int = 8
+    keys: int = 20
+    broadcast_period: float = 0.5
+
+    def __attrs_post_init__(self) -> None:
+        if self.faults not in FAULT_MIXES:
+            raise ValueError(f"unknown fault mix {self.faults!r}; one of {sorted(FAULT_MIXES)}")
+        if not 1 <= self.nodes <= 1000:
+            raise ValueError("nodes must be between 1 and 1000")
+        if self.duration <= 0:
+            raise ValueError("duration must be positive")
+
+    def cli_args(self) -> list[str]:
+        """The ``presence simulate`` flags that rebuild this scenario."""
+        defaults = SimParams()
+        args = ["--seed", str(self.seed)]
+        for flag, name in (
+            ("--nodes", "nodes"),
+            ("--duration", "duration"),
+            ("--faults", "faults"),
+            ("--rate", "rate"),
+            ("--topics", "topics"),
+            ("--keys", "keys"),
+            ("--broadcast-period", "broadcast_period"),
+        ):
+            value = getattr(self, name)
+            if value != getattr(defaults, name):
+                args += [flag, str(value)]
+        return args
+
+    def replay_command(self) -> str:
+        """The shell command that replays this run."""
+        return " ".join(["presence", "simulate", *self.cli_args()])
+
+    def scenario(self) -> Scenario:
+        """Expand into a :class:`Scenario` (deterministic in ``seed``)."""
+        rng = random.Random(f"presence-sim-scenario:{self.seed}")
+        names = tuple(f"n{i}" for i in range(self.nodes))
+        mix = self.faults
+        every = mix == "all"
+        period = self.broadcast_period
+        config = TrackerConfig(
+            broadcast_period=period,
+            max_silent_periods=SIM_CONFIG.max_silent_periods,
+            permdown_period=max(SIM_CONFIG.permdown_period, period * 120),
+        )
+        down = config.effective_down_period
+        network = FaultyNetwork(latency_min=0.001, latency_max=0.05, reorder=0.02)
+        if mix == "lossy" or every:
+            network = FaultyNetwork(
+                latency_min=0.001, latency_max=0.08, loss=0.05, duplicate=0.05, reorder=0.1
+            )
+        elif mix == "default":
+            network = FaultyNetwork(latency_min=0.001, latency_max=0.05, loss=0.01, reorder=0.05)
+        rates: dict[str, float] = {}
+        if mix == "skew" or every:
+            rates = {name: round(rng.uniform(0.9, 1.1), 4) for name in names}
+        faults: list[Fault] = []
+        span = (0.05 * self.duration, 0.8 * self.duration)
+        if mix == "default":
+            faults += _default_faults(rng, names, self.duration, down)
+        if mix in ("partition", "all") and len(names) > 1:
+            faults += _partition_faults(rng, names, span, down)
+        if mix in ("crash", "all"):
+            faults += _node_faults(rng, names, span, down, crash=True)
+        if mix in ("pause", "all"):
+            faults += _node_faults(rng, names, span, down, crash=False)
+        faults.sort(key=lambda f: f.at)
+        workload = Workload(rate=self.rate, topics=self.topics, keys=self.keys)
+        return Scenario(
+            nodes=names,
+            seed=self.seed,
+            duration=self.duration,
+            config=config,
+            network=network,
+            workload=workload,
+            faults=tuple(faults),
+            clock_rates=rates,
+            check_interval=max(0.05, period / 2),
+            params=self,
+        )
+
+
+def _default_faults(
+    rng: random.Random, names: tuple[str, ...], duration: float, down: float
+) -> list[Fault]:
+    faults: list[Fault] = []
+    if len(names) > 1:
+        cut = max(1, len(names) // 2)
+        shuffled = list(names)
+        rng.shuffle(shuffled)
+        side, other = tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:]))
+        start = duration * rng.uniform(0.15, 0.25)
+        faults.append(Fault(at=start, kind="partition", nodes=side, others=other))
+        faults.append(Fault(at=start + min(duration * 0.2, 2 * down), kind="heal"))
+    victim = rng.choice(names)
+    crash_at = duration * rng.uniform(0.5, 0.6)
+    faults.append(Fault(at=crash_at, kind="crash", nodes=(victim,)))
+    faults.append(
+        Fault(at=crash_at + min(duration * 0.2, 2 * down), kind="restart", nodes=(victim,))
+    )
+    return faults
+
+
+def _partition_faults(
+    rng: random.Random, names: tuple[str, ...], span: tuple[float, float], down: float
+) -> list[Fault]:
+    faults: list[Fault] = []
+    t = span[0] + rng.uniform(0, down)
+    while t < span[1]:
+        shuffled = list(names)
+        rng.shuffle(shuffled)
+        cut = rng.randint(1, len(names) - 1)
+        side, other = tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:]))
+        one_way = rng.random() < 0.3
+        faults.append(Fault(at=t, kind="partition", nodes=side, others=other, one_way=one_way))
+        t += rng.uniform(0.5 * down, 3 * down)
+        faults.append(Fault(at=t, kind="heal"))
+        t += rng.uniform(down, 4 * down)
+    return faults
+
+
+def _node_faults(
+    rng: random.Random,
+    names: tuple[str, ...],
+    span: tuple[float, float],
+    down: float,
+    *,
+    crash: bool,
+) -> list[Fault]:
+    faults: list[Fault] = []
+    busy_until = dict.fromkeys(names, 0.0)
+    t = span[0] + rng.uniform(0, down)
+    while t < span[1]:
+        free = [n for n in names if busy_until[n] <= t]
+        if free:
+            node = rng.choice(free)
+            gap = rng.uniform(0.2 * down, 3 * down)
+            if crash:
+                kind: FaultKind = "shutdown" if rng.random() < 0.3 else "crash"
+                faults.append(Fault(at=t, kind=kind, nodes=(node,)))
+                if rng.random() < 0.8:
+                    faults.append(Fault(at=t + gap, kind="restart", nodes=(node,)))
+                    busy_until[node] = t + gap + down
+                else:
+                    busy_until[node] = math.inf
+            else:
+                faults.append(Fault(at=t, kind="pause", nodes=(node,)))
+                faults.append(Fault(at=t + gap, kind="resume", nodes=(node,)))
+                busy_until[node] = t + gap + down
+        t += rng.uniform(0.5 * down, 3 * down)
+    return faults
