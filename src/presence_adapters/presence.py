@@ -18,7 +18,8 @@ driver's runtime primitives.
 * The optional fetch hook (SPEC §5.2) enriches presences in one call per batch: on
   :meth:`~Presence.fetched_list`, :meth:`~Presence.fetched_get_by_key` and on every diff a
   subscription yields. Each diff is fetched once, whatever the number of subscribers, and
-  subscribers still see diffs in order.
+  subscribers still see diffs in order. When the hook raises (or the read is cancelled), the read
+  raises and the diff stays first in line: the next read fetches it again.
 * :meth:`~Presence.connection` opens a scope that untracks everything its connection tracked
   when it exits, for any reason, cancellation included.
 """
@@ -67,13 +68,20 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_S = TypeVar("_S", bound="Subscription[Any]")
 
-FetchHook = Callable[[str, PresenceMap], Awaitable[PresenceMap]]
+_Fetched = dict[str, dict[str, Any]]
+# Presences as the fetch hook returns them: Phoenix's shape, plus whatever fields the hook added
+# next to "metas" (so not a PresenceMap, whose values hold nothing but the metas list).
+
+FetchHook = Callable[[str, PresenceMap], Awaitable[dict[str, dict[str, Any]]]]
 """``async fetch(topic, presences) -> presences``: enrich a batch of presences in one call.
 
 It receives ``{key: {"metas": [...]}}`` and returns the same keys, each still holding its
 ``"metas"``; it may add fields next to ``"metas"`` (a user's name from a database, say). It must
-not change the metas: they are the replicated state.
+not change the metas: they are the replicated state. What it raises is raised by the read that
+called it (a :class:`~presence_adapters.FetchHookError` if it broke this contract), and the next
+read calls it again.
 """
 
 ReplicaEvent = Union[ReplicaUp, ReplicaDown, ReplicaPermdown]  # noqa: UP007
@@ -92,18 +100,19 @@ class TopicDiff:
 
     Attributes:
         topic: the topic.
-        joins: ``{key: {"metas": [...]}}`` that joined (after the fetch hook, if any).
-        leaves: ``{key: {"metas": [...]}}`` that left (after the fetch hook, if any).
+        joins: ``{key: {"metas": [...]}}`` that joined (with the fields the fetch hook added, if
+            any: without a hook this is a :data:`~presence_core.PresenceMap`).
+        leaves: ``{key: {"metas": [...]}}`` that left (likewise).
         event: the core's event, with each entry's connection and owning replica.
     """
 
     topic: str
-    joins: PresenceMap
-    leaves: PresenceMap
+    joins: dict[str, dict[str, Any]]
+    leaves: dict[str, dict[str, Any]]
     event: PresenceDiff
 
     @property
-    def payload(self) -> dict[str, PresenceMap]:
+    def payload(self) -> dict[str, dict[str, dict[str, Any]]]:
         """``{"joins": ..., "leaves": ...}``: the payload of Phoenix's ``presence_diff`` push."""
         return {"joins": self.joins, "leaves": self.leaves}
 
@@ -118,7 +127,7 @@ class _NodeControl(Protocol):
         """Stop at once, without a word to the peers."""
 
 
-def _check_fetched(topic: str, given: PresenceMap, fetched: object) -> PresenceMap:
+def _check_fetched(topic: str, given: PresenceMap, fetched: object) -> _Fetched:
     if not isinstance(fetched, dict):
         raise FetchHookError(
             f"the fetch hook returned a {type(fetched).__name__} for topic {topic!r}, not a dict"
@@ -135,14 +144,13 @@ def _check_fetched(topic: str, given: PresenceMap, fetched: object) -> PresenceM
 class _DiffCell:
     """One emitted diff, shared by every subscription of its topic: grouped once, fetched once."""
 
-    __slots__ = ("_error", "_fetched", "_grouped", "_lock", "event", "weight")
+    __slots__ = ("_fetched", "_grouped", "_lock", "event", "weight")
 
     def __init__(self, event: PresenceDiff) -> None:
         self.event = event
         self.weight = len(event.joins) + len(event.leaves)
         self._grouped: TopicDiff | None = None
         self._fetched: TopicDiff | None = None
-        self._error: BaseException | None = None
         self._lock: AsyncLock | None = None
 
     def grouped(self) -> TopicDiff:
@@ -155,26 +163,21 @@ class _DiffCell:
 
     async def fetched(self, fetch: FetchHook, runtime: Runtime) -> TopicDiff:
         # The first subscriber to read the diff fetches it under the lock; the others wait and
-        # reuse the result. A reader cancelled mid-fetch releases the lock and the next one
-        # fetches instead, so nobody waits for a result that will never come.
+        # reuse the result. A fetch that raises or is cancelled leaves no result, so the next
+        # reader fetches again: nobody waits for a result that will never come, and a passing
+        # failure (a database timeout) does not wedge every subscription at this diff.
         if self._lock is None:
             self._lock = runtime.lock()
         async with self._lock:
-            if self._error is not None:
-                raise self._error
             if self._fetched is None:
                 grouped = self.grouped()
                 topic = grouped.topic
-                try:
-                    joins = grouped.joins
-                    if joins:
-                        joins = _check_fetched(topic, joins, await fetch(topic, joins))
-                    leaves = grouped.leaves
-                    if leaves:
-                        leaves = _check_fetched(topic, leaves, await fetch(topic, leaves))
-                except Exception as exc:
-                    self._error = exc
-                    raise
+                joins = grouped.joins
+                if joins:
+                    joins = _check_fetched(topic, joins, await fetch(topic, joins))
+                leaves = grouped.leaves
+                if leaves:
+                    leaves = _check_fetched(topic, leaves, await fetch(topic, leaves))
                 self._fetched = attrs.evolve(grouped, joins=joins, leaves=leaves)
             return self._fetched
 
@@ -187,6 +190,9 @@ class Subscription(Generic[T]):
     or the node stops (after every buffered item was read). If the subscriber falls more than
     :attr:`max_buffered` presences behind, the buffer is discarded at once and the next read
     raises :class:`~presence_adapters.SubscriptionOverflow` (the subscription is then over).
+
+    A subscription has one reader: a read while another task's read is under way raises
+    :class:`~presence_core.LocalProtocolError`. Subscribe once per consumer instead.
     """
 
     def __init__(
@@ -205,6 +211,7 @@ class Subscription(Generic[T]):
         self._waiter: AsyncEvent | None = None
         self._ended = False
         self._overflowed = False
+        self._reading = False
 
     def __repr__(self) -> str:
         what = repr(self.topic) if self.topic is not None else "replica events"
@@ -227,7 +234,7 @@ class Subscription(Generic[T]):
             self._presence._unsubscribe(self)
             self._wake()
 
-    async def __aenter__(self) -> Subscription[T]:
+    async def __aenter__(self: _S) -> _S:
         return self
 
     async def __aexit__(
@@ -242,6 +249,15 @@ class Subscription(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
+        if self._reading:
+            raise LocalProtocolError("another task is reading this subscription: one reader each")
+        self._reading = True
+        try:
+            return await self._next()
+        finally:
+            self._reading = False
+
+    async def _next(self) -> T:
         while not self._buffer:
             if self._overflowed:
                 self._overflowed = False
@@ -257,7 +273,7 @@ class Subscription(Generic[T]):
             self._buffer.popleft()
             self._held -= head[1]
             self._delivered(head[0])
-        elif self._overflowed:  # the buffer overflowed while we were fetching
+        else:  # the buffer overflowed while we were fetching: only the reader pops
             self._overflowed = False
             raise SubscriptionOverflow(self.topic, self.max_buffered)
         return result
@@ -534,8 +550,12 @@ class Presence:
         """The other replicas this node knows, by name."""
         return self._tracker.replicas()
 
-    async def fetched_list(self, topic: str) -> PresenceMap:
-        """:meth:`list`, passed through the fetch hook (the same as :meth:`list` without one)."""
+    async def fetched_list(self, topic: str) -> dict[str, dict[str, Any]]:
+        """:meth:`list`, passed through the fetch hook (the same as :meth:`list` without one).
+
+        The presences are read before the first ``await``, so subscribing and then awaiting this
+        leaves no gap: every diff the subscription yields happened after the presences were read.
+        """
         presences = self.list(topic)
         if self._fetch is None or not presences:
             return presences

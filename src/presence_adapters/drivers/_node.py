@@ -5,9 +5,10 @@ that runs them (a task group, cancellation, shielding), which is the only part t
 between asyncio and anyio:
 
 * the **receive loop** waits for the transport, feeds each message to the pump (which ticks and
-  drains), and pokes the send loop; when more than :data:`MAX_PENDING` transmissions wait, it
-  stops reading until the send loop has caught up (back-pressure onto the transport, never an
-  unbounded queue);
+  drains), pokes the send loop and yields to the other tasks (so that a transport which always
+  has a message at hand cannot starve them); when more than :data:`MAX_PENDING` transmissions
+  wait, it stops reading until the send loop has caught up (back-pressure onto the transport,
+  never an unbounded queue);
 * the **send loop** ticks, puts every transmission on the transport, then sleeps until the
   tracker's deadline or a poke, whichever comes first.
 
@@ -157,6 +158,10 @@ class NodeLoops:
             data = await transport.receive()
             pump.receive(data, now=pump.now(runtime.clock()))
             self.poke()
+            # A transport with messages at hand returns them without waiting (a full socket
+            # buffer, a backlog in the memory hub). Yield anyway: a flood, of junk even, must
+            # not starve the send loop, whose heartbeats tell the peers we are alive.
+            await runtime.checkpoint()
             while pump.pending >= MAX_PENDING:
                 room = self._room = runtime.event()
                 await room.wait()
@@ -195,6 +200,10 @@ class NodeLoops:
         tracker = pump.tracker
         if tracker.stopped:
             return
+        # Closed first: from here on the tracker refuses commands, so the application must get
+        # NodeClosed (and a connection scope exiting now must be a no-op), not the tracker's
+        # error, while the goodbye is on its way.
+        self.presence._close()
         pump.command(
             lambda now: tracker.graceful_permdown(now=now), now=pump.now(self.runtime.clock())
         )

@@ -19,6 +19,7 @@ import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
 
 import anyio
 
@@ -55,7 +56,30 @@ def open_node(
     transport, tracker = node_parts(
         transport, name=name, vsn=vsn, config=config, rng=rng, shutdown_timeout=shutdown_timeout
     )
-    return _run(_AnyioNode(transport, tracker, fetch=fetch, shutdown_timeout=shutdown_timeout))
+    return _Once(_AnyioNode(transport, tracker, fetch=fetch, shutdown_timeout=shutdown_timeout))
+
+
+class _Once(AbstractAsyncContextManager[Presence]):
+    """What :func:`open_node` returns: :func:`_run` on the first entry, an error on the next."""
+
+    def __init__(self, node: _AnyioNode) -> None:
+        self._node = node
+        self._running: AbstractAsyncContextManager[Presence] | None = None
+
+    async def __aenter__(self) -> Presence:
+        if self._running is not None:
+            raise RuntimeError("a node can be entered only once")
+        self._running = _run(self._node)
+        return await self._running.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._running is not None
+        return await self._running.__aexit__(exc_type, exc, tb)
 
 
 class _AnyioNode(NodeLoops):
@@ -124,7 +148,17 @@ async def _run(node: _AnyioNode) -> AsyncIterator[Presence]:
                 with anyio.CancelScope(shield=True):
                     await node.stop(goodbye=True)
     except BaseExceptionGroup as exc_group:
-        raise _unwrap(exc_group, node.failure) from None
+        error = _unwrap(exc_group, node.failure)
+        if error is exc_group:
+            raise
+        # Raising in this handler would make the group the error's context (and `from None`
+        # would hide the error's own context): keep the context the error came with.
+        context, suppressed = error.__context__, error.__suppress_context__
+        try:
+            raise error
+        finally:
+            error.__context__, error.__suppress_context__ = context, suppressed
+            del error, exc_group
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -20,6 +20,7 @@ import contextlib
 import random
 import sys
 from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 
@@ -42,7 +43,7 @@ def open_node(
     fetch: FetchHook | None = None,
     rng: random.Random | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-) -> _AsyncioNode:
+) -> AbstractAsyncContextManager[Presence]:
     """Run a presence node on asyncio: ``async with open_node(...) as presence: ...``.
 
     Args:

@@ -1,0 +1,259 @@
+"""The pump, unit by unit: a real tracker, a scripted ``now``, no event loop.
+
+The pump is every decision a driver makes (DESIGN §4, STYLE §3.9); these tests pin them: time
+never goes backwards and is never clamped up to the deadline, the tracker ticks on *every*
+wake-up (a message, junk included, is a wake-up), events and transmissions are drained after
+every call, junk and unsendable messages are dropped, counted and logged at a bounded rate.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from helpers import make_tracker
+from presence_adapters import Pump
+from presence_adapters.drivers import LOG_INTERVAL
+from presence_core import (
+    Event,
+    Heartbeat,
+    LocalProtocolError,
+    NoPresence,
+    PresenceDiff,
+    ReplicaUp,
+    Tracker,
+    TransferAck,
+    TransferRequest,
+)
+
+JUNK = b"not a message"
+
+
+def make_pump(
+    name: str = "a", *, seed: int = 0, max_payload: int | None = None, **config: Any
+) -> tuple[Pump, list[Event]]:
+    """A pump over a fresh tracker (the FAST timings of ``helpers``), and the events it emits."""
+    events: list[Event] = []
+    tracker = make_tracker(name, seed=seed, **config)
+    return Pump(tracker, on_event=events.append, max_payload=max_payload), events
+
+
+def track(pump: Pump, key: str, now: float, conn: str = "conn") -> str:
+    tracker = pump.tracker
+    return pump.command(
+        lambda at: tracker.track(conn=conn, topic="room", key=key, meta={}, now=at), now=now
+    )
+
+
+# ---------------------------------------------------------------------- time
+
+
+def test_now_never_goes_backwards() -> None:
+    pump, _ = make_pump()
+    assert pump.now(5.0) == 5.0
+    assert pump.now(4.0) == 5.0  # the clock stepped back: keep the last now
+    assert pump.now(5.5) == 5.5
+    assert pump.now(5.5) == 5.5
+
+
+def test_a_clock_going_backwards_never_reaches_the_tracker() -> None:
+    pump, _ = make_pump()
+    pump.wake(now=pump.now(10.0))
+    # Fed the clamped value, the tracker never sees time going backwards (which would raise).
+    pump.wake(now=pump.now(9.0))
+    pump.receive(JUNK, now=pump.now(8.0))
+    track(pump, "alice", pump.now(7.0))
+    with pytest.raises(LocalProtocolError):
+        pump.wake(now=9.0)  # unclamped, it would
+
+
+def test_now_is_not_clamped_up_to_the_deadline() -> None:
+    pump, _ = make_pump()
+    pump.wake(now=pump.now(0.0))
+    deadline = pump.deadline
+    assert deadline is not None
+    assert deadline > 0.0
+    # Woken early (a message): now is the clock, not the deadline.
+    assert pump.now(deadline / 2) == deadline / 2
+    pump.receive(JUNK, now=deadline / 2)
+    assert pump.deadline == deadline  # nothing was due yet
+
+
+# ---------------------------------------------------------------------- ticking and draining
+
+
+def test_every_message_ticks_the_tracker() -> None:
+    pump, _ = make_pump()
+    pump.wake(now=0.0)
+    track(pump, "alice", 0.0)
+    deadline = pump.deadline
+    assert deadline is not None
+    assert pump.pending == 0
+    # Junk arriving after the deadline is a wake-up: the tick runs (the delta goes out) although
+    # the timer itself never fired.
+    pump.receive(JUNK, now=deadline + 0.001)
+    transmissions = pump.take_transmissions()
+    assert [type(t.message) for t in transmissions] == [Heartbeat]
+    assert transmissions[0].to is None
+    new_deadline = pump.deadline
+    assert new_deadline is not None
+    assert new_deadline > deadline
+
+
+def test_a_steady_stream_of_junk_keeps_the_heartbeats_going() -> None:
+    pump, _ = make_pump(max_silent_periods=1)
+    now = 0.0
+    pump.wake(now=now)
+    heartbeats = 0
+    while now < 2.0:  # junk every 10 ms for 2 s; the timer never fires on its own
+        now += 0.01
+        pump.receive(JUNK, now=now)
+        heartbeats += sum(isinstance(t.message, Heartbeat) for t in pump.take_transmissions())
+    period = pump.tracker.config.broadcast_period
+    assert heartbeats >= 2.0 / ((1 + 1) * period) - 1  # an empty heartbeat every 2 periods
+    assert pump.stats.malformed == pump.stats.received == 200
+
+
+def test_events_are_drained_after_every_command() -> None:
+    pump, events = make_pump()
+    ref = track(pump, "alice", 0.0)
+    assert len(events) == 1
+    assert isinstance(events[0], PresenceDiff)
+    assert [entry.meta["phx_ref"] for entry in events[0].joins] == [ref]
+    tracker = pump.tracker
+    pump.command(lambda now: tracker.untrack_conn(conn="conn", now=now), now=0.1)
+    assert len(events) == 2
+    assert isinstance(events[1], PresenceDiff)
+    assert [e.key for e in events[1].leaves] == ["alice"]
+    assert tracker.next_event() is None
+
+
+def test_a_failing_command_raises_and_changes_nothing() -> None:
+    pump, events = make_pump()
+    tracker = pump.tracker
+    with pytest.raises(NoPresence):
+        pump.command(
+            lambda now: tracker.update(conn="c", topic="room", key="nobody", meta={}, now=now),
+            now=0.0,
+        )
+    assert events == []
+    assert pump.pending == 0
+    assert tracker.list("room") == {}
+
+
+def test_directed_messages_name_their_replica() -> None:
+    a, _ = make_pump("a", seed=1)
+    b, b_events = make_pump("b", seed=2)
+    track(a, "alice", 0.0)
+    now = 0.0
+    while now < 0.5:  # a alone: its delta is lost, so b will have to ask for a transfer
+        now += 0.01
+        a.wake(now=now)
+        a.take_transmissions()
+    directed: list[tuple[str, str, type]] = []
+    while now < 2.0 and "alice" not in b.tracker.list("room"):
+        now += 0.01
+        for src, dst in ((a, b), (b, a)):
+            src.wake(now=now)
+            for transmission in src.take_transmissions():
+                if transmission.to is not None:
+                    directed.append(
+                        (src.tracker.replica.name, transmission.to, type(transmission.message))
+                    )
+                dst.receive(transmission.data, now=now)
+    assert "alice" in b.tracker.list("room")
+    assert any(isinstance(event, ReplicaUp) for event in b_events)
+    assert ("b", "a", TransferRequest) in directed
+    assert ("a", "b", TransferAck) in directed
+    assert {(src, to) for src, to, _ in directed} <= {("a", "b"), ("b", "a")}
+    assert a.stats.sent >= len(directed)
+    assert a.stats.sent_bytes > 0
+    assert b.stats.received > 0
+    assert b.stats.malformed == 0
+
+
+# ---------------------------------------------------------------------- junk and limits
+
+
+def test_malformed_messages_are_dropped_counted_and_logged_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pump, events = make_pump()
+    track(pump, "alice", 0.0)
+    before = pump.tracker.list("room")
+    caplog.set_level(logging.WARNING, logger="presence_adapters")
+    pump.receive(JUNK, now=0.0)
+    for index in range(50):
+        pump.receive(b"{}" * index, now=0.001 * index)
+    assert len(caplog.records) == 1
+    assert "a dropped a malformed message" in caplog.records[0].getMessage()
+    pump.receive(JUNK, now=LOG_INTERVAL)  # one interval later: one more warning
+    assert len(caplog.records) == 2
+    assert "50 warnings suppressed" in caplog.records[1].getMessage()
+    assert pump.stats.malformed == pump.stats.received == 52
+    assert pump.stats.received_bytes == len(JUNK) * 2 + sum(2 * i for i in range(50))
+    assert pump.tracker.list("room") == before
+    assert len(events) == 1
+
+
+def test_unsendable_messages_are_dropped_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pump, _ = make_pump(max_payload=16)  # no replica message fits in 16 bytes
+    caplog.set_level(logging.WARNING, logger="presence_adapters")
+    track(pump, "alice", 0.0)
+    now = 0.0
+    while pump.stats.unsendable < 3:
+        deadline = pump.deadline
+        assert deadline is not None
+        now = deadline
+        pump.wake(now=now)
+    assert pump.take_transmissions() == []
+    assert pump.stats.sent == 0
+    assert len(caplog.records) == 1
+    assert "could not send a message" in caplog.records[0].getMessage()
+
+
+def test_max_payload_must_be_a_positive_int() -> None:
+    tracker: Tracker = make_tracker("a")
+    for bad in (0, -1, 1.5, True, "10"):
+        with pytest.raises(ValueError, match="max_payload"):
+            Pump(tracker, on_event=lambda event: None, max_payload=bad)  # type: ignore[arg-type]
+
+
+def test_the_payload_limit_is_the_smaller_of_transport_and_config() -> None:
+    pump, _ = make_pump(max_payload=10**12)  # a transport carrying more than the codec allows
+    track(pump, "alice", 0.0)
+    deadline = pump.deadline
+    assert deadline is not None
+    pump.wake(now=deadline)
+    assert pump.pending == 1
+    assert pump.stats.unsendable == 0
+
+
+# ---------------------------------------------------------------------- should_wake
+
+
+def test_should_wake() -> None:
+    pump, _ = make_pump()
+    pump.wake(now=0.0)
+    armed = pump.deadline
+    assert not pump.should_wake(armed)  # nothing to send, the timer is right
+    assert pump.should_wake(None)  # the driver armed no timer, but one is due
+    assert pump.should_wake(armed + 1.0 if armed is not None else 1.0)  # the deadline moved
+    track(pump, "alice", 0.0)
+    assert not pump.should_wake(armed)  # a track waits for the tick: nothing to send yet
+    assert armed is not None
+    pump.wake(now=armed)
+    assert pump.pending == 1
+    assert pump.should_wake(pump.deadline)  # something to send
+    pump.take_transmissions()
+    assert not pump.should_wake(pump.deadline)
+    tracker = pump.tracker
+    pump.command(lambda now: tracker.graceful_permdown(now=now), now=armed)
+    assert pump.deadline is None
+    assert pump.should_wake(None)
+    pump.take_transmissions()
+    assert not pump.should_wake(None)
