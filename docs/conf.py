@@ -6,7 +6,13 @@ Every warning is an error, so the API reference cannot silently lose an object.
 
 from __future__ import annotations
 
+from sphinx.util import inspect as sphinx_inspect
+
 from presence_core import __version__
+
+# Sphinx 9.0 prints an alias from autodoc_type_aliases (below) as "TypeAliasForwardRef('name')"
+# in signatures; printed as its bare name, the signature links it to its documented entry.
+sphinx_inspect.TypeAliasForwardRef.__repr__ = lambda self: str(self.name)  # type: ignore[method-assign]
 
 project = "presence-core"
 author = "presence-core developers"
@@ -33,6 +39,12 @@ autodoc_type_aliases = {
     "JSONValue": "presence_core.JSONValue",
     "Context": "presence_core.Context",
     "Clock": "presence_core.Clock",
+    "PresenceMap": "presence_core.PresenceMap",
+    "FetchHook": "presence_adapters.FetchHook",
+    "ReplicaEvent": "presence_adapters.ReplicaEvent",
+    "TransportFactory": "presence_adapters.testing.TransportFactory",
+    "TransportCheck": "presence_adapters.testing.TransportCheck",
+    "DriverCheck": "presence_adapters.testing.DriverCheck",
 }
 
 # Google style only; "Attributes:" become :ivar: fields so they do not collide with the

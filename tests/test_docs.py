@@ -1,18 +1,28 @@
-"""Documented == public: docs/api.rst documents exactly ``presence_core.__all__``.
+"""Documented == public: docs/api.rst documents exactly ``presence_core.__all__``, and
+docs/adapters-api.rst exactly ``presence_adapters.__all__`` (plus the conformance suites).
 
-Sphinx's ``-W`` build catches broken references but not a forgotten export, so this test compares
-the names. It also checks that docs/architecture.rst places every module of the core.
+Sphinx's ``-W`` build catches broken references but not a forgotten export, so these tests
+compare the names. They also check that docs/architecture.rst places every module of the core,
+that the README and the docs' front page show the smallest embedding example as it is in
+examples/, and that the conformance-suite test shown in docs/transports.rst passes as written.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import presence_adapters
+import presence_adapters.testing
 import presence_core
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-SRC = Path(__file__).resolve().parents[1] / "src" / "presence_core"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+SRC = ROOT / "src" / "presence_core"
 
 _DIRECTIVE = re.compile(
     r"^\.\. (?:auto(?:class|function|exception|data)|py:(?:class|function|exception|data))::"
@@ -63,3 +73,141 @@ def test_the_liveness_table_in_the_docs_is_the_one_in_the_code() -> None:
         for (status, event), (new, actions) in presence_core.TRANSITIONS.items()
     }
     assert documented == actual
+
+
+# ---------------------------------------------------------------------- the adapters' reference
+
+_MODULE = re.compile(r"^\.\. (?:py:)?(?:current)?module:: +([\w.]+) *$")
+_ADAPTER_DIRECTIVE = re.compile(
+    r"^\.\. (?:auto(?:class|function|exception|data)|py:(?:class|function|exception|data))::"
+    r" +([\w.]+)(?:\(.*\))? *$"
+)
+
+
+def _adapter_names() -> dict[str, set[str]]:
+    """``{module: {name, ...}}`` of every object docs/adapters-api.rst documents."""
+    documented: dict[str, set[str]] = {}
+    module = ""
+    for line in (DOCS / "adapters-api.rst").read_text(encoding="utf-8").splitlines():
+        if found := _MODULE.match(line):
+            module = found.group(1)
+        elif found := _ADAPTER_DIRECTIVE.match(line):
+            target = found.group(1)
+            where, _, name = target.rpartition(".")
+            if where and not where.startswith("presence_adapters"):
+                where = f"{module}.{where}"
+            documented.setdefault(where or module, set()).add(name)
+    return documented
+
+
+def test_every_adapters_export_is_documented() -> None:
+    documented = _adapter_names().get("presence_adapters", set())
+    missing = sorted(set(presence_adapters.__all__) - documented)
+    assert not missing, (
+        f"exported from presence_adapters but not documented in docs/adapters-api.rst: {missing}"
+    )
+    extra = sorted(documented - set(presence_adapters.__all__))
+    assert not extra, (
+        f"documented as presence_adapters.X in docs/adapters-api.rst but not exported: {extra}"
+    )
+
+
+def test_both_drivers_and_the_conformance_suites_are_documented() -> None:
+    documented = _adapter_names()
+    for driver in ("presence_adapters.drivers.asyncio", "presence_adapters.drivers.anyio"):
+        assert "open_node" in documented.get(driver, set()), driver
+    testing = documented.get("presence_adapters.testing", set())
+    missing = sorted(set(presence_adapters.testing.__all__) - testing)
+    assert not missing, f"presence_adapters.testing names not in docs/adapters-api.rst: {missing}"
+    # Each check is documented by an automodule of its module, which follows the module's __all__.
+    text = (DOCS / "adapters-api.rst").read_text(encoding="utf-8")
+    for name, checks in (
+        ("transport", presence_adapters.testing.TRANSPORT_CHECKS),
+        ("driver", presence_adapters.testing.DRIVER_CHECKS),
+    ):
+        module = f"presence_adapters.testing.{name}"
+        assert f".. automodule:: {module}\n   :members:\n" in text, module
+        exported = set(importlib.import_module(module).__all__)
+        unlisted = sorted(check.__name__ for check in checks if check.__name__ not in exported)
+        assert not unlisted, f"checks missing from {module}.__all__, so from the docs: {unlisted}"
+
+
+# ---------------------------------------------------------------------- examples shown in docs
+
+
+def _smallest_example() -> str:
+    """examples/embed_asyncio.py as the README shows it: without its module docstring and the
+    ``__future__`` import."""
+    text = (ROOT / "examples" / "embed_asyncio.py").read_text(encoding="utf-8")
+    text = text[text.index('"""', 3) + 3 :]
+    text = text.replace("from __future__ import annotations\n", "")
+    return text.strip()
+
+
+def test_the_readme_opens_with_the_smallest_embedding_example() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_python = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert first_python.strip() == _smallest_example()
+
+
+def test_the_front_page_shows_the_smallest_embedding_example() -> None:
+    index = (DOCS / "index.rst").read_text(encoding="utf-8")
+    block = index.split(".. code-block:: python\n\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("   "):
+            break
+        lines.append(line)
+    assert textwrap.dedent("\n".join(lines)).strip() == _smallest_example()
+
+
+def _code_block(page: str, caption: str) -> str:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    head = f".. code-block:: python\n   :caption: {caption}\n\n"
+    assert head in text, f"no code block captioned {caption!r} in docs/{page}"
+    lines = []
+    for line in text.split(head, 1)[1].splitlines():
+        if line and not line.startswith("   "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines)).strip() + "\n"
+
+
+def test_the_conformance_test_in_the_docs_passes(tmp_path: Path) -> None:
+    # docs/transports.rst shows a complete pytest file that runs the transport suite on the
+    # memory hub: run it as written, in a fresh pytest, with warnings as errors.
+    (tmp_path / "test_my_transport.py").write_text(
+        _code_block("transports.rst", "test_my_transport.py"), encoding="utf-8"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    expected = 2 * len(presence_adapters.testing.TRANSPORT_CHECKS)  # asyncio and trio
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{expected} passed" in result.stdout, result.stdout
+
+
+def test_the_constants_documented_in_adapters_api_have_their_values() -> None:
+    # py:data entries carry their value by hand (autodoc cannot document a re-exported constant).
+    text = (DOCS / "adapters-api.rst").read_text(encoding="utf-8")
+    entries = re.findall(
+        r"^\.\. py:data:: ([\w.]+)\n   :type: \w+\n   :value: ([\d.]+)$", text, flags=re.MULTILINE
+    )
+    assert len(entries) >= 5
+    module = ""
+    current: dict[str, str] = {}
+    for line in text.splitlines():
+        if found := _MODULE.match(line):
+            module = found.group(1)
+        elif line.startswith(".. py:data:: "):
+            name = line.split()[-1]
+            current[name] = name if "." in name else f"{module}.{name}"
+    for name, value in entries:
+        where, _, attribute = current[name].rpartition(".")
+        actual = getattr(importlib.import_module(where), attribute)
+        assert actual == float(value), f"docs/adapters-api.rst says {name} = {value}, not {actual}"
