@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._convergence import ConvergenceResult
+from ._driver import IDLE_PERIOD, VARIANTS, DriverResult, median_ms, p99_ms
 from ._e2e import E2EResult
 from ._latency import LatencyResult
 from ._memory import MEMORY_TARGET, MemoryResult
@@ -102,6 +104,7 @@ class Results:
     topic: ScalingResult
     replicas: ScalingResult
     convergence: ConvergenceResult
+    drivers: DriverResult
     seconds: float
 
 
@@ -333,6 +336,137 @@ def _latency_caption(results: Results) -> str:
     )
 
 
+def _driver_latency_rows(results: Results) -> list[list[str]]:
+    return [
+        [
+            found.driver,
+            f"{median_ms(found.end_to_end):.1f}",
+            f"{p99_ms(found.end_to_end):.1f}",
+            f"{median_ms(found.after_tick):.2f}",
+            f"{p99_ms(found.after_tick):.2f}",
+            f"{median_ms(found.lateness):.2f}",
+            f"{p99_ms(found.lateness):.2f}",
+        ]
+        for found in results.drivers.latency
+    ]
+
+
+DRIVER_LATENCY_HEADER = [
+    "driver",
+    "end to end: median (ms)",
+    "end to end: p99 (ms)",
+    "after the tick: median (ms)",
+    "after the tick: p99 (ms)",
+    "timer lateness: median (ms)",
+    "timer lateness: p99 (ms)",
+]
+
+
+def _driver_latency_caption(results: Results) -> str:
+    d = results.drivers
+    return (
+        f"{d.samples:,} tracks per driver ({d.rounds} interleaved {_plural(d.rounds, 'round')}), "
+        "two nodes, "
+        f"broadcast_period {d.period:g} s: from a.track to b's subscription yielding the diff; "
+        "after the tick: from a's tick that broadcast the delta"
+    )
+
+
+YIELDS = VARIANTS[0]
+
+
+def _plural(count: int, noun: str) -> str:
+    return noun if count == 1 else f"{noun}s"
+
+
+def _us(seconds: float, n: int) -> str:
+    us = seconds / n * 1e6
+    return f"{us:.1f}" if us < 100 else f"{us:.0f}"
+
+
+def _driver_track_rows(results: Results) -> list[list[str]]:
+    d = results.drivers
+    rows = []
+    for run in d.track_runs:
+        rows.append(
+            [
+                run.driver,
+                run.variant,
+                _us(min(run.cpu), d.tracks),
+                _us(statistics.median(run.cpu), d.tracks),
+                _us(min(run.wall), d.tracks),
+                _us(statistics.median(run.wall), d.tracks),
+                "-" if run.variant == YIELDS else f"{d.tracks / min(run.wall):,.0f}",
+            ]
+        )
+    return rows
+
+
+DRIVER_TRACK_HEADER = [
+    "driver",
+    "run",
+    "CPU: min (µs/track)",
+    "CPU: median (µs/track)",
+    "wall: min (µs/track)",
+    "wall: median (µs/track)",
+    "tracks/s (min wall)",
+]
+
+
+def _driver_track_caption(results: Results) -> str:
+    d = results.drivers
+    ticked = sum(run.ticks for run in d.track_runs)
+    caption = (
+        f"{d.tracks:,} tracks per run on a running node (default TrackerConfig), each followed "
+        f"by one yield to the loop; {d.repeat} {_plural(d.repeat, 'run')} per row, interleaved"
+    )
+    if ticked:
+        caption += f"; {ticked} run(s) included a tick of the node"
+    return caption
+
+
+def _driver_idle_rows(results: Results) -> list[list[str]]:
+    return [
+        [
+            run.driver,
+            f"0 (a bare {IDLE_PERIOD:g} s timer)" if run.nodes == 0 else f"{run.nodes}",
+            f"{run.per_node * 1e6:.0f}",
+            f"{run.per_node * 100:.3f} %",
+            "-" if run.nodes == 0 else f"{run.pump_per_node * 1e6:.0f}",
+            f"{run.sent}",
+            f"{run.received}",
+        ]
+        for run in results.drivers.idle
+    ]
+
+
+DRIVER_IDLE_HEADER = [
+    "driver",
+    "idle nodes",
+    "CPU per node (µs per s)",
+    "of one core",
+    "of which in the pump (µs per s)",
+    "messages sent",
+    "received",
+]
+
+
+def _driver_idle_caption(results: Results) -> str:
+    d = results.drivers
+    return (
+        f"Nodes idle for {d.idle_window:g} s of wall time (default TrackerConfig, one hub, one "
+        "process per row): the process's CPU time per wall second per node"
+    )
+
+
+def _driver_note(results: Results) -> str:
+    d = results.drivers
+    note = f"the section took {d.seconds:.0f} s"
+    if d.missing:
+        note += f"; not installed, not measured: {', '.join(d.missing)}"
+    return note
+
+
 def _convergence_rows(results: Results) -> list[list[str]]:
     seeds = len(results.convergence.seeds)
     rows = []
@@ -429,6 +563,16 @@ def render_text(results: Results) -> str:
         "",
         f"Diff latency: {_latency_caption(results)}",
         _text_table(LATENCY_HEADER, _latency_rows(results)),
+        "",
+        f"Drivers on the memory bus ({_driver_note(results)})",
+        textwrap.fill(f"Track to remote diff: {_driver_latency_caption(results)}", 100),
+        _text_table(DRIVER_LATENCY_HEADER, _driver_latency_rows(results)),
+        "",
+        textwrap.fill(f"Tracks per second: {_driver_track_caption(results)}", 100),
+        _text_table(DRIVER_TRACK_HEADER, _driver_track_rows(results)),
+        "",
+        textwrap.fill(f"Idle CPU: {_driver_idle_caption(results)}", 100),
+        _text_table(DRIVER_IDLE_HEADER, _driver_idle_rows(results)),
         "",
         "Convergence (simulator): virtual seconds from a partition heal, and from a crash, until "
         "every live replica's view is equal",
@@ -533,6 +677,27 @@ def render_rst(results: Results, *, image: str | None) -> str:
         "^^^^^^^^^^^^",
         "",
         _rst_table(LATENCY_HEADER, _latency_rows(results), _latency_caption(results)),
+        "",
+        "Drivers",
+        "^^^^^^^",
+        "",
+        f"On the memory bus; {_rst_text(_driver_note(results))}.",
+        "",
+        _rst_table(
+            DRIVER_LATENCY_HEADER,
+            _driver_latency_rows(results),
+            _rst_text(f"Track to remote diff: {_driver_latency_caption(results)}"),
+        ),
+        "",
+        _rst_table(
+            DRIVER_TRACK_HEADER,
+            _driver_track_rows(results),
+            _rst_text(f"Tracks per second: {_driver_track_caption(results)}"),
+        ),
+        "",
+        _rst_table(
+            DRIVER_IDLE_HEADER, _driver_idle_rows(results), _rst_text(_driver_idle_caption(results))
+        ),
         "",
         "Convergence",
         "^^^^^^^^^^^",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._convergence import measure_convergence
+from ._driver import measure_drivers
 from ._e2e import measure_e2e
 from ._latency import measure_latency
 from ._memory import measure_memory
@@ -35,6 +36,11 @@ class Plan:
         replica_points: cluster sizes of the scaling plot.
         replica_total: presences listed and transferred at every cluster size.
         replica_down: presences of each replica in the down + permdown figure.
+        driver_period: the ``broadcast_period`` of the drivers' track-to-remote-diff latency.
+        driver_samples: track-to-remote-diff samples per driver (split over the repetitions).
+        driver_tracks: tracks per run of the drivers' tracks-per-second figures.
+        driver_idle: ``(window, settle)``: seconds the idle nodes are measured for, after
+            meeting and then settling for ``settle`` seconds.
     """
 
     workloads: Sizes
@@ -49,6 +55,10 @@ class Plan:
     replica_points: tuple[int, ...]
     replica_total: int
     replica_down: int
+    driver_period: float
+    driver_samples: int
+    driver_tracks: int
+    driver_idle: tuple[float, float]
 
 
 FULL_PLAN = Plan(
@@ -64,6 +74,10 @@ FULL_PLAN = Plan(
     replica_points=(2, 5, 10, 20, 50),
     replica_total=10_000,
     replica_down=1_000,
+    driver_period=0.02,
+    driver_samples=300,
+    driver_tracks=5_000,
+    driver_idle=(20.0, 3.0),  # 13 ticks and at least one empty heartbeat (16.5 s) per node
 )
 
 QUICK_PLAN = Plan(
@@ -79,6 +93,10 @@ QUICK_PLAN = Plan(
     replica_points=(2, 3),
     replica_total=100,
     replica_down=10,
+    driver_period=0.02,
+    driver_samples=12,
+    driver_tracks=200,
+    driver_idle=(0.3, 0.0),
 )
 
 
@@ -119,6 +137,16 @@ def run_suite(
     convergence = measure_convergence(
         plan.convergence_nodes, plan.convergence_seeds, progress=progress
     )
+    window, settle = plan.driver_idle
+    drivers = measure_drivers(
+        period=plan.driver_period,
+        samples=plan.driver_samples,
+        tracks=plan.driver_tracks,
+        repeat=repeat,
+        idle_window=window,
+        idle_settle=settle,
+        progress=progress,
+    )
     return Results(
         quick=quick,
         repeat=repeat,
@@ -131,5 +159,6 @@ def run_suite(
         topic=topic,
         replicas=replicas,
         convergence=convergence,
+        drivers=drivers,
         seconds=time.perf_counter() - start,
     )

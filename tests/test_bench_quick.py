@@ -19,6 +19,14 @@ if str(ROOT) not in sys.path:  # plain `pytest` (tox) does not put the repositor
 from bench import QUICK_PLAN, run_suite  # noqa: E402
 from bench.__main__ import main, write_outputs  # noqa: E402
 from bench._convergence import measure_convergence  # noqa: E402
+from bench._driver import (  # noqa: E402
+    CORE_VARIANT,
+    DRIVER_NAMES,
+    IDLE_NODES,
+    VARIANTS,
+    available_drivers,
+)
+from bench._driver import measure_latency as measure_driver_latency  # noqa: E402
 from bench._latency import measure_latency, percentile  # noqa: E402
 from bench._report import Results, render_rst, render_text  # noqa: E402
 from bench._workloads import CheckFailed, Sizes, check, run_workloads  # noqa: E402
@@ -125,6 +133,59 @@ def test_a_lost_diff_fails_the_latency_figure(monkeypatch: pytest.MonkeyPatch) -
         measure_latency(3)
 
 
+def test_the_driver_section_measures_every_installed_driver(results: Results) -> None:
+    drivers = results.drivers
+    names = [d.name for d in available_drivers()[0]]
+    assert names[0] == "asyncio"  # the standard library is enough for it
+    assert sorted([*names, *drivers.missing]) == sorted(DRIVER_NAMES)
+    # track to remote diff: every sample's diff arrived and held the tracked presence
+    assert [found.driver for found in drivers.latency] == names
+    assert drivers.period == QUICK_PLAN.driver_period
+    assert drivers.samples == QUICK_PLAN.driver_samples == 12
+    for found in drivers.latency:
+        assert len(found.end_to_end) == len(found.after_tick) == len(found.lateness) == 12
+        for total, after, late in zip(
+            found.end_to_end, found.after_tick, found.lateness, strict=True
+        ):
+            assert 0 < after <= total
+            assert late >= 0
+    # tracks per second: the core alone, then every variant on every driver, every repetition
+    assert drivers.tracks == QUICK_PLAN.driver_tracks
+    assert [(runs.driver, runs.variant) for runs in drivers.track_runs] == [
+        ("-", CORE_VARIANT),
+        *((name, variant) for name in names for variant in VARIANTS),
+    ]
+    for runs in drivers.track_runs:
+        assert len(runs.cpu) == len(runs.wall) == results.repeat
+        assert all(seconds > 0 for seconds in runs.wall)
+        assert all(seconds >= 0 for seconds in runs.cpu)
+    # idle: a bare timer, one node and three nodes per driver, each over the whole window
+    assert [(idle.driver, idle.nodes) for idle in drivers.idle] == [
+        (name, nodes) for name in names for nodes in IDLE_NODES
+    ]
+    window = QUICK_PLAN.driver_idle[0]
+    for idle in drivers.idle:
+        assert idle.wall >= 0.9 * window  # the whole window was measured
+        assert 0 <= idle.pump <= idle.cpu
+        if idle.nodes == 0:
+            assert idle.pump == idle.sent == idle.received == 0
+
+
+def test_a_lost_diff_fails_the_driver_latency(monkeypatch: pytest.MonkeyPatch) -> None:
+    from presence_core import ReplicaState
+
+    real = ReplicaState.merge
+
+    def lossy(self: ReplicaState, remote: object) -> object:
+        result = real(self, remote)  # type: ignore[arg-type]
+        return type(result)(joins=(), leaves=result.leaves)
+
+    monkeypatch.setattr(ReplicaState, "merge", lossy)
+    asyncio_driver = available_drivers()[0][:1]
+    with pytest.raises(AssertionError, match="drivers: latency on asyncio: no remote diff"):
+        measure_driver_latency(asyncio_driver, period=0.02, samples=2, rounds=1, timeout=0.5)
+
+
 def test_the_codec_figures(results: Results) -> None:
     wire = results.wire
     assert wire.idle_heartbeat_short < wire.idle_heartbeat  # shorter replica names
@@ -141,8 +202,9 @@ def test_reports_render_and_judge_no_target_in_quick_mode(results: Results) -> N
     assert "MISSED" not in text
     assert " met " not in text
     rst = render_rst(results, image=None)
-    assert rst.count(".. list-table::") == 9  # no targets table in quick mode
+    assert rst.count(".. list-table::") == 12  # no targets table in quick mode
     assert "Diff latency" in rst
+    assert "Drivers" in rst
     assert "Convergence" in rst
     assert ".. image::" not in rst
 
