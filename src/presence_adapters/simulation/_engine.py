@@ -45,7 +45,7 @@ from presence_core import (
     decode_message,
 )
 
-from ._invariants import ClientView, Ident, Invariants, Observed
+from ._invariants import Ident, Invariants, Observed, ReplayedClient
 from ._network import Links
 from ._results import Metrics, SimResult, Violation, ViolationKind
 from ._scenario import Fault, FaultKind, Scenario, SimParams
@@ -80,7 +80,7 @@ class _Node:
     timer_at: float | None = None
     disturbed: float = 0.0
     resumed: float = 0.0
-    client: ClientView = attrs.Factory(ClientView)
+    client: ReplayedClient = attrs.Factory(ReplayedClient)
     model: dict[Ident, str] = attrs.Factory(dict)
     counter: int = 0
 
@@ -294,7 +294,7 @@ class Simulation:
         node.unsendable = 0
         node.paused = False
         node.queued = []
-        node.client = ClientView()
+        node.client = ReplayedClient()
         node.model = {}
         node.disturbed = node.resumed = self.now
         self._record(f"start {node.name}.{node.vsn}")
@@ -307,7 +307,7 @@ class Simulation:
         for ref in sorted(node.model.values()):
             self._invariants.removed(ref, self.now)
         node.model = {}
-        node.client = ClientView()
+        node.client = ReplayedClient()
         node.pump = None
         node.paused = False
         node.queued = []

@@ -20,12 +20,12 @@ from typing import Any
 
 import attrs
 
-from presence_core import PresenceDiff, PresenceMap, ReplicaRef, presence_diff_payload
+from presence_core import ClientView, PresenceDiff, PresenceMap, ReplicaRef, presence_diff_payload
 
 from ._results import ConvergenceSample, ViolationKind
 from ._scenario import Bounds
 
-__all__ = ["ClientView", "Ident", "Invariants", "Observed", "TimelineRow"]
+__all__ = ["Ident", "Invariants", "Observed", "ReplayedClient", "TimelineRow"]
 
 Ident = tuple[str, str, str]
 """``(conn, topic, key)``: one presence of one node, as its connections tracked it."""
@@ -36,39 +36,30 @@ TimelineRow = tuple[float, Mapping[str, int], int, Mapping[str, int]]
 Violate = Callable[[ViolationKind, str, str, str], None]
 """``violate(kind, node, detail, what)``: ``what`` identifies the violation for deduplication."""
 
-_ClientState = dict[str, dict[str, list[dict[str, Any]]]]
-
-
 # --------------------------------------------------------------------------- client view
 
 
-class ClientView:
-    """One replica's diffs replayed as a phoenix.js client would, from an empty view."""
+class ReplayedClient:
+    """One replica's diffs replayed as a phoenix.js client would, from an empty view: one
+    :class:`~presence_core.ClientView` per topic (the core's client-side sync)."""
+
+    _JOIN_REF = "sim"
 
     def __init__(self) -> None:
-        self.topics: dict[str, _ClientState] = {}
+        self.views: dict[str, ClientView] = {}
 
     def apply(self, diff: PresenceDiff) -> None:
         """Apply one diff with ``Presence.syncDiff`` semantics (SPEC §6.1)."""
-        _sync_diff(self.topics.setdefault(diff.topic, {}), presence_diff_payload(diff))
+        view = self.views.get(diff.topic)
+        if view is None:
+            view = self.views[diff.topic] = ClientView()
+            view.on_state({}, join_ref=self._JOIN_REF)
+        view.on_diff(presence_diff_payload(diff), join_ref=self._JOIN_REF)
 
-
-def _sync_diff(state: _ClientState, diff: Mapping[str, PresenceMap]) -> None:
-    """phoenix.js ``Presence.syncDiff``: joins first, then leaves, by phx_ref."""
-    for key, presence in diff["joins"].items():
-        joined = [dict(meta) for meta in presence["metas"]]
-        refs = {meta.get("phx_ref") for meta in joined}
-        current = state.get(key)
-        kept = [m for m in current["metas"] if m.get("phx_ref") not in refs] if current else []
-        state[key] = {"metas": kept + joined}
-    for key, presence in diff["leaves"].items():
-        current = state.get(key)
-        if current is None:
-            continue
-        refs = {meta.get("phx_ref") for meta in presence["metas"]}
-        current["metas"] = [m for m in current["metas"] if m.get("phx_ref") not in refs]
-        if not current["metas"]:
-            del state[key]
+    def state(self, topic: str) -> dict[str, Any]:
+        """The replayed presences of ``topic``."""
+        view = self.views.get(topic)
+        return view.state if view is not None else {}
 
 
 def _canonical(presences: Mapping[str, Any]) -> Any:
@@ -89,7 +80,7 @@ class Observed:
     Attributes:
         name: the node.
         listed: ``{topic: tracker.list(topic)}`` for every topic the tracker has.
-        client: the node's diffs replayed (:class:`ClientView`).
+        client: the node's diffs replayed (:class:`ReplayedClient`).
         model: what the node's live connections tracked: ``{(conn, topic, key): phx_ref}``.
         disturbed: the virtual time of the node's last disturbance.
         resumed: the virtual time it last started or resumed.
@@ -97,7 +88,7 @@ class Observed:
 
     name: str
     listed: Mapping[str, PresenceMap]
-    client: ClientView
+    client: ReplayedClient
     model: Mapping[Ident, str]
     disturbed: float
     resumed: float
@@ -238,10 +229,11 @@ class Invariants:
         self._open = []
 
     def _check_replay(self, node: Observed) -> None:
-        client = node.client.topics
-        for topic in sorted(set(node.listed) | {t for t, v in client.items() if v}):
+        client = node.client
+        replayed_topics = {t for t, view in client.views.items() if view.state}
+        for topic in sorted(set(node.listed) | replayed_topics):
             listed = _canonical(node.listed.get(topic, {}))
-            replayed = _canonical(client.get(topic, {}))
+            replayed = _canonical(client.state(topic))
             if listed != replayed:
                 self._violate(
                     "diff_replay",
