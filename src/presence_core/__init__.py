@@ -47,11 +47,8 @@ from ._messages import TransferRequest as TransferRequest
 from ._meta import JSONValue as JSONValue
 from ._meta import Meta as Meta
 from ._presence import PresenceMap as PresenceMap
-from ._presence import encode_frame as encode_frame
 from ._presence import group as group
-from ._presence import presence_diff_frame as presence_diff_frame
 from ._presence import presence_diff_payload as presence_diff_payload
-from ._presence import presence_state_frame as presence_state_frame
 from ._refs import RefGenerator as RefGenerator
 from ._state import Delta as Delta
 from ._state import Entry as Entry
@@ -127,14 +124,11 @@ __all__ = [
     "decode_message",
     "dominates_or_equal",
     "encode_message",
-    "encode_frame",
     "group",
     "list_presences",
     "lowerbound",
     "merge_deltas",
-    "presence_diff_frame",
     "presence_diff_payload",
-    "presence_state_frame",
     "sync_diff",
     "sync_state",
     "upperbound",

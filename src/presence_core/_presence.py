@@ -1,4 +1,4 @@
-"""Presences as Phoenix.Presence shows them: grouped by key, and the JSON frames it sends.
+"""Presences as Phoenix.Presence shows them: grouped by key (the endpoint frames them).
 
 ``{key: {"metas": [meta, ...]}}`` is the shape of ``Presence.list`` and of the ``joins`` and
 ``leaves`` of a ``presence_diff`` (SPEC §5.2, §5.4). Keys come out sorted and metas inside a key
@@ -8,29 +8,17 @@ produces the same bytes.
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Iterable, Mapping
-from typing import Union
 
 from ._events import PresenceDiff
 from ._meta import JSONValue
 from ._state import Entry
 
-__all__ = [
-    "PresenceMap",
-    "encode_frame",
-    "group",
-    "presence_diff_frame",
-    "presence_diff_payload",
-    "presence_state_frame",
-]
+__all__ = ["PresenceMap", "group", "presence_diff_payload"]
 
 PresenceMap = dict[str, dict[str, list[Mapping[str, JSONValue]]]]
 """``{key: {"metas": [meta, ...]}}``."""
-
-Frame = Union[list[object], dict[str, object]]  # noqa: UP007
-
 
 _OWNER_CONN = operator.itemgetter(4, 2)
 """Order of the metas of one key: by owner (name, then vsn), then connection."""
@@ -62,31 +50,3 @@ def group(entries: Iterable[Entry]) -> PresenceMap:
 def presence_diff_payload(diff: PresenceDiff) -> dict[str, PresenceMap]:
     """The payload of a ``presence_diff`` push: ``{"joins": {...}, "leaves": {...}}``."""
     return {"joins": group(diff.joins), "leaves": group(diff.leaves)}
-
-
-def presence_diff_frame(diff: PresenceDiff, *, vsn: str = "2.0.0") -> Frame:
-    """The whole ``presence_diff`` message as Phoenix sends it (fastlane: no join_ref, no ref).
-
-    Args:
-        diff: the diff.
-        vsn: the client's serializer version: ``"2.0.0"`` (array frames, phoenix.js) or
-            ``"1.0.0"`` (object frames).
-    """
-    payload = presence_diff_payload(diff)
-    if vsn.startswith("1."):
-        return {"event": "presence_diff", "payload": payload, "ref": None, "topic": diff.topic}
-    return [None, None, diff.topic, "presence_diff", payload]
-
-
-def presence_state_frame(
-    topic: str, presences: PresenceMap, *, join_ref: str | None, vsn: str = "2.0.0"
-) -> Frame:
-    """The ``presence_state`` push a channel sends after joining (it carries the join_ref)."""
-    if vsn.startswith("1."):
-        return {"event": "presence_state", "payload": presences, "ref": None, "topic": topic}
-    return [join_ref, None, topic, "presence_state", presences]
-
-
-def encode_frame(frame: Frame) -> str:
-    """JSON text of a frame the way Phoenix's Jason encodes it: compact, keys sorted, UTF-8."""
-    return json.dumps(frame, separators=(",", ":"), sort_keys=True, ensure_ascii=False)

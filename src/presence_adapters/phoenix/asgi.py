@@ -1,0 +1,654 @@
+"""A Phoenix Channels endpoint as an ASGI application: phoenix.js clients connect unchanged.
+
+:class:`PhoenixSocket` serves the websocket (``/socket/websocket`` in :func:`create_app`, where
+phoenix.js's ``new Socket("/socket")`` connects). For each socket it runs the sans-IO
+:class:`~presence_adapters.phoenix.ChannelConnection` and does what it asks:
+
+* a ``phx_join`` goes to the application's join hook, which decides whether the client may join
+  and *what the server tracks for it*: the key and meta come from the hook, never from the client
+  unchecked. An accepted join is answered ``ok``, then the channel's presence is tracked and the
+  topic's ``presence_state`` pushed (with the channel's join_ref), and from then on every
+  ``presence_diff`` of the topic on this node is pushed with null join_ref and ref, the same text
+  for every socket;
+* a channel's presence lives as long as the channel: leaving it, joining its topic again, closing
+  the socket or losing it untracks it (each channel is its own connection id, as each Phoenix
+  channel is its own process);
+* other events go to the optional event hook, whose :class:`Reply` answers them.
+
+Bad input never disturbs other sockets. A malformed or oversized frame, a binary frame, or more
+messages than the socket's rate allows closes that socket; protocol-level refusals (too many
+channels, an unknown topic) are the protocol's error replies. :class:`SocketLimits` holds every
+per-socket bound.
+
+:func:`create_app` wraps a :class:`PhoenixSocket` into a whole application: its lifespan opens the
+presence node, and it can serve the presence page.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from contextlib import AbstractAsyncContextManager
+from importlib import resources
+from typing import Any, Union
+from urllib.parse import parse_qsl
+
+import anyio
+import attrs
+
+from presence_adapters._errors import SubscriptionOverflow
+from presence_adapters.presence import DEFAULT_MAX_BUFFERED, Presence, Subscription, TopicDiff
+from presence_core import LocalProtocolError, Meta, PresenceError
+
+from ._channel import (
+    ChannelClosed,
+    ChannelConnection,
+    EventReceived,
+    JoinRequested,
+    ProtocolViolation,
+    Send,
+    Serializer,
+    broadcast_text,
+    negotiate,
+)
+
+__all__ = [
+    "Accept",
+    "ChannelEvent",
+    "EventHook",
+    "JoinHook",
+    "JoinRequest",
+    "PhoenixApp",
+    "PhoenixSocket",
+    "Reject",
+    "Reply",
+    "SocketLimits",
+    "create_app",
+]
+
+logger = logging.getLogger("presence_adapters.phoenix")
+
+Scope = MutableMapping[str, Any]
+ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@attrs.frozen(kw_only=True)
+class JoinRequest:
+    """A client asks to join a topic (what the join hook receives).
+
+    Attributes:
+        topic: the topic.
+        payload: the client's join params (``{}`` when it sent something that is not an object).
+        params: the socket's connect params (the query string: ``vsn``, a token, ...).
+        socket_id: this socket's id, unique on this node.
+    """
+
+    topic: str
+    payload: Mapping[str, Any]
+    params: Mapping[str, str]
+    socket_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Accept:
+    """Let the client join; track ``key`` with ``meta`` for its channel (nothing if ``key`` is
+    ``None``).
+
+    Attributes:
+        key: the presence key to track, chosen by the server.
+        meta: the presence's meta.
+        response: the ``response`` of the ``ok`` reply.
+    """
+
+    key: str | None = None
+    meta: Meta = attrs.field(factory=dict)
+    response: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Reject:
+    """Refuse the join: the client gets ``{"status": "error", "response": {"reason": reason}}``."""
+
+    reason: str = "unauthorized"
+
+
+@attrs.frozen(kw_only=True)
+class ChannelEvent:
+    """An application event on a joined channel (what the event hook receives).
+
+    Attributes:
+        topic: the channel's topic.
+        event: the event's name.
+        payload: its payload (any JSON value).
+        socket_id: the socket's id.
+        conn: the channel's connection id (what its presence is tracked under).
+        key: the key tracked for the channel, or ``None``.
+        presence: the node, to ``update`` the channel's presence for example.
+    """
+
+    topic: str
+    event: str
+    payload: Any
+    socket_id: str
+    conn: str
+    key: str | None
+    presence: Presence
+
+
+@attrs.frozen
+class Reply:
+    """The answer to an application event: ``{"status": status, "response": response}``."""
+
+    response: Mapping[str, Any] = attrs.field(factory=dict)
+    status: str = "ok"
+
+
+JoinHook = Callable[[JoinRequest], Awaitable[Union[Accept, Reject]]]  # noqa: UP007
+"""``async on_join(request) -> Accept | Reject``."""
+
+EventHook = Callable[[ChannelEvent], Awaitable[Union[Reply, None]]]  # noqa: UP007
+"""``async on_event(event) -> Reply | None`` (``None``: no reply)."""
+
+
+def _positive(what: str) -> Callable[[object, object, object], None]:
+    def check(_instance: object, _attribute: object, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LocalProtocolError(f"{what} must be a positive number, not {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise LocalProtocolError(f"{what} must be a positive number, not {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class SocketLimits:
+    """Per-socket bounds, with safe defaults.
+
+    Attributes:
+        max_channels: channels joined at once (Phoenix's default, 100).
+        max_frame_bytes: the largest frame from the client; larger closes the socket (1009).
+        messages_per_second: the sustained rate of frames from the client.
+        burst: how many frames may come at once above that rate; beyond, the socket is closed
+            (1008): a join flood cannot cost more than this.
+        max_buffered: each channel's diff buffer, in presences; a socket that reads slower than
+            its topic changes gets a fresh ``presence_state`` instead of a backlog.
+    """
+
+    max_channels: int = attrs.field(default=100, validator=_positive("max_channels"))
+    max_frame_bytes: int = attrs.field(default=65536, validator=_positive("max_frame_bytes"))
+    messages_per_second: float = attrs.field(
+        default=50.0, validator=_positive("messages_per_second")
+    )
+    burst: int = attrs.field(default=200, validator=_positive("burst"))
+    max_buffered: int = attrs.field(
+        default=DEFAULT_MAX_BUFFERED, validator=_positive("max_buffered")
+    )
+
+
+class _TokenBucket:
+    __slots__ = ("_at", "_rate", "_size", "_tokens")
+
+    def __init__(self, rate: float, size: int, now: float) -> None:
+        self._rate, self._size, self._tokens, self._at = rate, float(size), float(size), now
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self._size, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class _DiffFrames:
+    """The text of each recent diff per serializer: one encoding serves every socket."""
+
+    _SIZE = 256
+
+    def __init__(self) -> None:
+        # Keyed by id(diff); the diff itself is kept so that the id cannot be reused meanwhile.
+        self._recent: collections.OrderedDict[int, tuple[TopicDiff, dict[Serializer, str]]] = (
+            collections.OrderedDict()
+        )
+
+    def text(self, serializer: Serializer, diff: TopicDiff) -> str:
+        entry = self._recent.get(id(diff))
+        if entry is None or entry[0] is not diff:
+            entry = (diff, {})
+            self._recent[id(diff)] = entry
+            if len(self._recent) > self._SIZE:
+                self._recent.popitem(last=False)
+        texts = entry[1]
+        text = texts.get(serializer)
+        if text is None:
+            text = texts[serializer] = broadcast_text(
+                serializer, diff.topic, "presence_diff", diff.payload
+            )
+        return text
+
+
+class PhoenixSocket:
+    """The websocket side of a Phoenix endpoint: an ASGI app for ``websocket`` scopes.
+
+    Args:
+        on_join: decides each join (see :data:`JoinHook`).
+        on_event: answers application events (see :data:`EventHook`); without it they are
+            answered ``{"reason": "unhandled event"}``.
+        limits: per-socket bounds.
+        presence: the node; :func:`create_app` binds it at startup (see :meth:`bind`).
+    """
+
+    def __init__(
+        self,
+        *,
+        on_join: JoinHook,
+        on_event: EventHook | None = None,
+        limits: SocketLimits | None = None,
+        presence: Presence | None = None,
+    ) -> None:
+        self.on_join = on_join
+        self.on_event = on_event
+        self.limits = limits if limits is not None else SocketLimits()
+        self._presence = presence
+        self._ids = itertools.count(1)
+        self._frames = _DiffFrames()
+        self._sessions: set[anyio.CancelScope] = set()
+
+    @property
+    def presence(self) -> Presence | None:
+        """The node sockets are served from (``None`` until bound)."""
+        return self._presence
+
+    def bind(self, presence: Presence | None) -> None:
+        """Serve sockets from ``presence`` (``None``: refuse new sockets)."""
+        self._presence = presence
+
+    @property
+    def open_sockets(self) -> int:
+        """How many websockets are being served."""
+        return len(self._sessions)
+
+    def close_all(self) -> None:
+        """End every socket (they are closed with 1001, going away)."""
+        for scope in list(self._sessions):
+            scope.cancel()
+
+    async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        if scope["type"] != "websocket":
+            raise LocalProtocolError(f"PhoenixSocket serves websockets, not {scope['type']!r}")
+        query = scope.get("query_string", b"").decode("latin-1")
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        event = await receive()
+        if event["type"] != "websocket.connect":
+            return
+        presence = self._presence
+        try:
+            serializer = negotiate(params.get("vsn"))
+        except ProtocolViolation:
+            await send({"type": "websocket.close", "code": 1008})  # before accept: refused
+            return
+        if presence is None or presence.closed:
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
+        await send({"type": "websocket.accept"})
+        session = _Session(self, presence, serializer, params, f"socket-{next(self._ids)}", send)
+        self._sessions.add(session.scope)
+        try:
+            await session.run(receive)
+        finally:
+            self._sessions.discard(session.scope)
+            await session.finish()
+
+
+@attrs.define
+class _Channel:
+    topic: str
+    join_ref: str | None
+    conn: str
+    key: str | None
+    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
+
+
+class _Session:
+    """One websocket being served."""
+
+    def __init__(
+        self,
+        endpoint: PhoenixSocket,
+        presence: Presence,
+        serializer: Serializer,
+        params: Mapping[str, str],
+        socket_id: str,
+        send: ASGISend,
+    ) -> None:
+        limits = endpoint.limits
+        self.endpoint = endpoint
+        self.presence = presence
+        self.params = params
+        self.socket_id = socket_id
+        self.protocol = ChannelConnection(
+            serializer, max_channels=limits.max_channels, max_frame_bytes=limits.max_frame_bytes
+        )
+        self.channels: dict[str, _Channel] = {}
+        self.close_code: int | None = None
+        self._send = send
+        self._send_lock = anyio.Lock()
+        self._bucket = _TokenBucket(limits.messages_per_second, limits.burst, anyio.current_time())
+        self._channel_ids = itertools.count(1)
+        self._closed_by_client = False
+        self.scope = anyio.CancelScope()
+
+    async def write(self, text: str) -> None:
+        async with self._send_lock:
+            await self._send({"type": "websocket.send", "text": text})
+
+    def stop(self, close_code: int) -> None:
+        """End the socket from any task: the server closes it with ``close_code``."""
+        if self.close_code is None:
+            self.close_code = close_code
+        self.scope.cancel()
+
+    async def run(self, receive: ASGIReceive) -> None:
+        """Serve the socket until the client leaves, breaks a rule, or the server ends it."""
+        try:
+            with self.scope:
+                async with anyio.create_task_group() as forwarders:
+                    await self._read(receive, forwarders)
+                    forwarders.cancel_scope.cancel()
+        except Exception as exc:  # a write failed because the client went away, or a bug
+            logger.info("%s ended: %r", self.socket_id, exc)
+            self._closed_by_client = True
+        if self.scope.cancelled_caught and self.close_code is None:
+            self.close_code = 1001  # the server is stopping
+
+    async def _read(self, receive: ASGIReceive, forwarders: anyio.abc.TaskGroup) -> None:
+        while True:
+            event = await receive()
+            kind = event["type"]
+            if kind == "websocket.disconnect":
+                self._closed_by_client = True
+                return
+            if kind != "websocket.receive":
+                continue
+            text = event.get("text")
+            if text is None:
+                self.close_code = 1003  # binary frames: not part of this protocol's use here
+                return
+            if not self._bucket.take(anyio.current_time()):
+                logger.warning("%s sent more than its rate allows: closing it", self.socket_id)
+                self.close_code = 1008
+                return
+            try:
+                inputs = self.protocol.receive(text)
+            except ProtocolViolation as exc:
+                logger.info("%s: %s; closing it", self.socket_id, exc)
+                self.close_code = exc.close_code
+                return
+            for item in inputs:
+                if isinstance(item, Send):
+                    await self.write(item.text)
+                elif isinstance(item, JoinRequested):
+                    await self._join(item, forwarders)
+                elif isinstance(item, ChannelClosed):
+                    self._end_channel(item.topic)
+                else:
+                    await self._event(item)
+
+    async def _join(self, request: JoinRequested, forwarders: anyio.abc.TaskGroup) -> None:
+        message = request.message
+        payload = message.payload if isinstance(message.payload, dict) else {}
+        join = JoinRequest(
+            topic=message.topic, payload=payload, params=self.params, socket_id=self.socket_id
+        )
+        try:
+            decision = await self.endpoint.on_join(join)
+        except Exception:
+            logger.exception("the join hook failed for %s on %r", self.socket_id, message.topic)
+            await self.write(self.protocol.reject_join(request, "join crashed").text)
+            return
+        if isinstance(decision, Reject):
+            await self.write(self.protocol.reject_join(request, decision.reason).text)
+            return
+        if not isinstance(decision, Accept):
+            logger.error("the join hook returned %r, not Accept or Reject", decision)
+            await self.write(self.protocol.reject_join(request, "join crashed").text)
+            return
+        presence, topic = self.presence, message.topic
+        conn = f"{self.socket_id}/{next(self._channel_ids)}"
+        # Subscribe first, then track and read the state with no await in between: the state
+        # holds everything before the subscription's first diff.
+        subscription = presence.subscribe(topic, max_buffered=self.endpoint.limits.max_buffered)
+        try:
+            if decision.key is not None:
+                presence.track(conn, topic, decision.key, decision.meta)
+        except PresenceError as exc:
+            subscription.close()
+            logger.error("cannot track the join of %s on %r: %s", self.socket_id, topic, exc)
+            await self.write(self.protocol.reject_join(request, "join crashed").text)
+            return
+        channel = _Channel(topic=topic, join_ref=message.join_ref, conn=conn, key=decision.key)
+        self.channels[topic] = channel
+        reply = self.protocol.accept_join(request, dict(decision.response))
+        state = await presence.fetched_list(topic)
+        await self.write(reply.text)
+        await self.write(self.protocol.push(topic, "presence_state", state).text)
+        forwarders.start_soon(self._forward, channel, subscription)
+
+    async def _forward(self, channel: _Channel, subscription: Subscription[TopicDiff]) -> None:
+        presence, frames = self.presence, self.endpoint._frames
+        serializer = self.protocol.serializer
+        with channel.scope:
+            while True:
+                try:
+                    async with subscription:
+                        async for diff in subscription:
+                            await self.write(frames.text(serializer, diff))
+                except SubscriptionOverflow:
+                    # Too far behind: start over from a fresh state, which phoenix.js reconciles.
+                    subscription = presence.subscribe(
+                        channel.topic, max_buffered=self.endpoint.limits.max_buffered
+                    )
+                    state = await presence.fetched_list(channel.topic)
+                    await self.write(
+                        self.protocol.push(channel.topic, "presence_state", state).text
+                    )
+                    continue
+                if presence.closed:  # the node stopped: so does every socket it served
+                    self.stop(1001)
+                return
+
+    def _end_channel(self, topic: str) -> None:
+        channel = self.channels.pop(topic, None)
+        if channel is None:
+            return
+        channel.scope.cancel()
+        if not self.presence.closed:
+            self.presence.untrack_conn(channel.conn)
+
+    async def _event(self, item: EventReceived) -> None:
+        message = item.message
+        channel = self.channels.get(message.topic)
+        hook = self.endpoint.on_event
+        if channel is None:
+            return
+        if hook is None:
+            reply = self.protocol.reply(message, "error", {"reason": "unhandled event"})
+        else:
+            event = ChannelEvent(
+                topic=message.topic,
+                event=message.event,
+                payload=message.payload,
+                socket_id=self.socket_id,
+                conn=channel.conn,
+                key=channel.key,
+                presence=self.presence,
+            )
+            try:
+                answer = await hook(event)
+            except Exception:
+                logger.exception("the event hook failed on %r %r", message.topic, message.event)
+                answer = Reply({"reason": "event crashed"}, status="error")
+            if answer is None:
+                return
+            reply = self.protocol.reply(message, answer.status, dict(answer.response))
+        if reply is not None:
+            await self.write(reply.text)
+
+    async def finish(self) -> None:
+        """Untrack every channel, and close the websocket if the server ends it."""
+        for topic in list(self.channels):
+            self._end_channel(topic)
+        if self.close_code is not None and not self._closed_by_client:
+            with anyio.move_on_after(1.0, shield=True):
+                try:
+                    await self._send({"type": "websocket.close", "code": self.close_code})
+                except Exception:  # the client is already gone
+                    logger.debug("%s: the close frame could not be sent", self.socket_id)
+
+
+class PhoenixApp:
+    """An ASGI application: the lifespan runs the presence node, the websocket serves phoenix.js,
+    and (optionally) the presence page is served at ``/``.
+
+    Made by :func:`create_app`. Attributes:
+        socket: the :class:`PhoenixSocket`.
+        path: where the websocket is served.
+    """
+
+    def __init__(
+        self,
+        node: Callable[[], AbstractAsyncContextManager[Presence]],
+        socket: PhoenixSocket,
+        *,
+        path: str,
+        page: bool,
+    ) -> None:
+        self.socket = socket
+        self.path = path
+        self._node = node
+        self._page = page
+
+    @property
+    def presence(self) -> Presence | None:
+        """The running node (``None`` before the lifespan started it, or after it stopped)."""
+        return self.socket.presence
+
+    async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            if scope.get("path") == self.path:
+                await self.socket(scope, receive, send)
+            else:
+                await receive()
+                await send({"type": "websocket.close", "code": 1008})
+        elif kind == "http":
+            await self._http(scope, send)
+
+    async def _lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            context = self._node()
+            presence = await context.__aenter__()
+        except Exception as exc:
+            logger.exception("the presence node did not start")
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        self.socket.bind(presence)
+        await send({"type": "lifespan.startup.complete"})
+        failed: BaseException | None = None
+        try:
+            await receive()  # lifespan.shutdown
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            self.socket.bind(None)
+            self.socket.close_all()
+            try:
+                if failed is None:
+                    await context.__aexit__(None, None, None)
+                else:
+                    await context.__aexit__(type(failed), failed, failed.__traceback__)
+            finally:
+                if failed is None:
+                    await send({"type": "lifespan.shutdown.complete"})
+
+    async def _http(self, scope: Scope, send: ASGISend) -> None:
+        path = scope.get("path", "/")
+        body: bytes | None = None
+        kind = "text/plain; charset=utf-8"
+        if self._page and path in ("/", "/index.html"):
+            body, kind = _static("index.html"), "text/html; charset=utf-8"
+        elif self._page and path.startswith("/static/"):
+            name = path[len("/static/") :]
+            body = _static(name)
+            kind = _CONTENT_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+        status = 200 if body is not None else 404
+        if body is None:
+            body = b"not found\n"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", kind.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+_CONTENT_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "js": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+    "png": "image/png",
+    "svg": "image/svg+xml",
+}
+
+
+def _static(name: str) -> bytes | None:
+    """A file of the package's ``static`` folder, or ``None`` (names with a path are refused)."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    resource = resources.files("presence_adapters.phoenix").joinpath("static").joinpath(name)
+    try:
+        return resource.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def create_app(
+    node: Callable[[], AbstractAsyncContextManager[Presence]],
+    *,
+    on_join: JoinHook,
+    on_event: EventHook | None = None,
+    limits: SocketLimits | None = None,
+    path: str = "/socket/websocket",
+    page: bool = False,
+) -> PhoenixApp:
+    """A whole ASGI application serving phoenix.js clients from one presence node.
+
+    Args:
+        node: opens the node, e.g. ``lambda: open_node(transport, config=...)`` (the asyncio
+            driver under uvicorn; the anyio driver under Hypercorn on trio). The lifespan enters
+            it at startup and leaves it at shutdown (the graceful permdown goes out then).
+        on_join: decides each join and what is tracked (see :data:`JoinHook`).
+        on_event: answers application events (see :data:`EventHook`).
+        limits: per-socket bounds.
+        path: the websocket's path (phoenix.js's ``new Socket("/socket")`` uses
+            ``/socket/websocket``).
+        page: also serve the presence page at ``/`` (who is online in a room, live).
+    """
+    socket = PhoenixSocket(on_join=on_join, on_event=on_event, limits=limits)
+    return PhoenixApp(node, socket, path=path, page=page)
