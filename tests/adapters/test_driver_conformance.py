@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -288,6 +289,25 @@ async def failed_goodbye_and_close(open_node: NodeOpener) -> None:
     assert gated.inner.closed
 
 
+class FirstTickNow(random.Random):
+    """Jitter of zero: the first tick is due as soon as the node starts."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+async def stopping_with_a_tick_due_and_a_broken_transport(open_node: NodeOpener) -> None:
+    hub = MemoryHub()
+    gated = Gated(hub.connect("a"))
+    async with open_node(gated, config=driver_suite.CALM, rng=FirstTickNow()) as a:
+        a.track("conn", "room", "alice", {})
+        gated.fail_sends = True
+        # Leaving before the loops ever ran: on anyio they still run until their first await,
+        # so the send loop ticks and its broadcast fails while the node is already stopping.
+    assert a.closed
+    assert gated.inner.closed
+
+
 async def entered_twice(open_node: NodeOpener) -> None:
     node = open_node(config=driver_suite.FAST)
     async with node:
@@ -327,6 +347,16 @@ def test_a_failed_goodbye_and_close_are_logged(
     messages = [record.getMessage() for record in caplog.records]
     assert any("could not announce its departure" in message for message in messages)
     assert any("could not close its transport cleanly" in message for message in messages)
+
+
+@pytest.mark.parametrize("runner", list(RUNNERS.values()), ids=list(RUNNERS))
+def test_a_loop_failing_while_the_node_stops_does_not_escape(
+    runner: Runner, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="presence_adapters")
+    runner(stopping_with_a_tick_due_and_a_broken_transport)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("could not announce its departure" in message for message in messages)
 
 
 @pytest.mark.parametrize("runner", list(RUNNERS.values()), ids=list(RUNNERS))

@@ -212,6 +212,10 @@ class NodeLoops:
         except TransportError as exc:
             logger.warning("%s could not announce its departure: %s", self.presence.name, exc)
 
+    def failed_while_stopping(self, exc: BaseException) -> None:
+        """A loop failed after the node began to stop: log it; the node stops all the same."""
+        logger.warning("%s: a loop failed while the node was stopping: %r", self.presence.name, exc)
+
     async def close(self) -> None:
         """Close the presence (commands refused, subscriptions end) and the transport."""
         self.presence._close()

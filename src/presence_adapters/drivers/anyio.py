@@ -112,8 +112,13 @@ class _AnyioNode(NodeLoops):
             await loop()
         except anyio.get_cancelled_exc_class():
             raise
-        except BaseException as exc:
-            if self.failure is None and not self._stopped:
+        except Exception as exc:
+            if self._stopped:
+                # Cancelled before its first await, the loop may still run one tick and fail on
+                # a transport that is going away: the node is stopping anyway, so say it and end.
+                self.failed_while_stopping(exc)
+                return
+            if self.failure is None:
                 self.failure = exc
             raise
 

@@ -106,9 +106,12 @@ class _AsyncioNode(NodeLoops):
         return self.presence
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._stopped:
+        if task.cancelled():
             return
         failure = task.exception() or RuntimeError(f"{task.get_name()} returned")
+        if self._stopped:
+            self.failed_while_stopping(failure)
+            return
         if self.failure is None:
             self.failure = failure
             if self._in_body and self._host is not None:
