@@ -7,19 +7,32 @@ partition that heals, a crash and a restart.
 
 Exit status: 0 when every invariant held, 1 when one broke (the replay command is printed), 2 on
 a usage error.
+
+``presence serve`` serves phoenix.js clients and the presence page (who is online in a room,
+live) from one presence node: ``presence serve --port 4000``, then open http://127.0.0.1:4000/.
+It tracks the join payload's ``"user"`` in topics ``room:*``. It needs the phoenix extra
+(``pip install 'presence-core[phoenix]'``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from presence_adapters.simulation import FAULT_MIXES, SimParams, SimResult, Simulation
 
+if TYPE_CHECKING:
+    from presence_adapters.phoenix import Accept, JoinRequest, PhoenixApp, Reject
+
 __all__ = ["main"]
+
+MAX_USER_CHARS = 64
+"""The longest user name ``presence serve`` tracks."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,6 +94,25 @@ def _parser() -> argparse.ArgumentParser:
         "--plot", metavar="FILE", help="write a PNG of replica views and convergence over time"
     )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve phoenix.js clients and the presence page from one presence node",
+        description=(
+            "Serve the Phoenix Channels endpoint (phoenix.js connects to /socket) and the "
+            "presence page at / (who is online in a room, live) from one presence node on a "
+            "private in-memory bus. A join of a topic room:* with the payload "
+            '{"user": NAME} tracks NAME (a non-empty string of at most '
+            f"{MAX_USER_CHARS} characters) for as long as the channel is joined."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default %(default)s)")
+    serve.add_argument("--port", type=int, default=4000, help="TCP port (default %(default)s)")
+    serve.add_argument("--name", help="the node's name (default: the host name and a random tag)")
+    serve.add_argument(
+        "--redis", metavar="URL", help="join a cluster over Redis (not available yet)"
+    )
+    serve.add_argument("--nats", metavar="URL", help="join a cluster over NATS (not available yet)")
     return parser
 
 
@@ -88,10 +120,77 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``presence`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command != "simulate":
-        parser.print_help()
+    if args.command == "simulate":
+        return _simulate(args, parser)
+    if args.command == "serve":
+        return _serve(args)
+    parser.print_help()
+    return 2
+
+
+async def serve_on_join(request: JoinRequest) -> Accept | Reject:
+    """``presence serve``'s join hook: track the payload's ``"user"`` in topics ``room:*``.
+
+    A join of another topic is refused with ``"unknown topic"``; one whose ``"user"`` is not a
+    non-empty string of at most :data:`MAX_USER_CHARS` characters with ``"invalid user"``. The
+    meta is ``{"online_at": <unix seconds>}``.
+    """
+    from presence_adapters.phoenix import Accept, Reject
+
+    if not request.topic.startswith("room:") or len(request.topic) <= len("room:"):
+        return Reject("unknown topic")
+    user = request.payload.get("user")
+    if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER_CHARS:
+        return Reject("invalid user")
+    return Accept(key=user, meta={"online_at": int(time.time())})
+
+
+def serve_app(name: str | None = None) -> PhoenixApp:
+    """The application ``presence serve`` runs: the endpoint, the page, one node (asyncio)."""
+    from presence_adapters.drivers.asyncio import open_node
+    from presence_adapters.phoenix import create_app
+
+    return create_app(lambda: open_node(name=name), on_join=serve_on_join, page=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    for option in ("redis", "nats"):
+        if getattr(args, option) is not None:
+            print(
+                f"presence serve: --{option} is not available yet (the broker transports are "
+                "not built); without it the node runs on a private in-memory bus",
+                file=sys.stderr,
+            )
+            return 2
+    if not 0 <= args.port <= 65535:
+        print(f"presence serve: --port must be 0 to 65535, not {args.port}", file=sys.stderr)
         return 2
-    return _simulate(args, parser)
+    try:
+        import uvicorn
+
+        app = serve_app(args.name)
+    except ImportError as exc:
+        print(
+            f"presence serve needs the phoenix extra ({exc}): pip install 'presence-core[phoenix]'",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"presence serve: the presence page at http://{_url_host(args.host)}:{args.port}/, "
+        f"phoenix.js connects to /socket (Ctrl-C stops)",
+        flush=True,
+    )
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", lifespan="on")
+    server = uvicorn.Server(config)
+    # On Ctrl-C uvicorn shuts down gracefully, then raises it again: exit quietly, as `uvicorn`.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    # uvicorn returns without raising when the lifespan fails to start.
+    return 0 if server.started else 1
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
