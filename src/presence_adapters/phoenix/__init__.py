@@ -5,7 +5,7 @@
 * the join and event hooks' types: :class:`JoinRequest`, :class:`Accept`, :class:`Reject`,
   :class:`ChannelEvent`, :class:`Reply`; per-socket bounds: :class:`SocketLimits`;
 * the sans-IO protocol underneath: :class:`ChannelConnection`, :class:`Serializer`,
-  :class:`Message` and the inputs it produces.
+  :class:`Message` (refs: :data:`Ref`) and the inputs it produces.
 
 It needs anyio (``pip install 'presence-core[phoenix]'``, which also brings uvicorn).
 """
@@ -26,6 +26,7 @@ from ._channel import Input as Input
 from ._channel import JoinRequested as JoinRequested
 from ._channel import Message as Message
 from ._channel import ProtocolViolation as ProtocolViolation
+from ._channel import Ref as Ref
 from ._channel import Send as Send
 from ._channel import Serializer as Serializer
 from ._channel import broadcast_text as broadcast_text
@@ -57,6 +58,7 @@ __all__ = [
     "PhoenixApp",
     "PhoenixSocket",
     "ProtocolViolation",
+    "Ref",
     "Reject",
     "Reply",
     "Send",

@@ -27,15 +27,23 @@ join_ref is ignored as stale; a leave of a topic not joined is answered ``ok``; 
 a topic not joined is answered ``{"reason": "unmatched topic"}``; at most ``max_channels``
 channels per socket (``"too many channels joined"``).
 
-What a client sends is hostile until checked: a frame that is not valid JSON, not the
-serializer's shape, or larger than ``max_frame_bytes`` raises :class:`ProtocolViolation` (the
-endpoint closes the socket, as Phoenix's decoder crashing does), and the state is unchanged.
+What a client sends is hostile until checked: a frame that is not valid JSON (``NaN`` and lone
+surrogate escapes included, which Phoenix's Jason refuses too), not the serializer's shape, or
+larger than ``max_frame_bytes`` raises :class:`ProtocolViolation` (the endpoint closes the
+socket, as Phoenix's decoder crashing does), and the state is unchanged.
+
+Refs are opaque and echoed as the client wrote them: phoenix.js sends strings, other clients
+send integers, and a reply carries the very JSON value it answers, as Phoenix's does. A channel's
+own pushes and replies (``presence_state``, the replies to its events and to its leave) carry the
+channel's join ref: the join's ``join_ref``, or its ``ref`` when the client sent none (Phoenix's
+``join_ref || ref``).
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import re
 from typing import Any, Union
 
 import attrs
@@ -50,6 +58,7 @@ __all__ = [
     "JoinRequested",
     "Message",
     "ProtocolViolation",
+    "Ref",
     "Send",
     "Serializer",
     "broadcast_text",
@@ -58,6 +67,21 @@ __all__ = [
 
 MAX_NAME_CHARS = 256
 """The longest topic, event, ref or join_ref accepted (Phoenix sets none; one is needed here)."""
+
+MIN_REF_INT = -(2**63)
+MAX_REF_INT = 2**64 - 1
+"""The range of integer refs accepted (64 bits, signed or not)."""
+
+Ref = Union[str, int, None]  # noqa: UP007
+"""A ref or join_ref: opaque, echoed as the client wrote it (a string, an integer, or null)."""
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A frame holding a surrogate escape may decode to a lone surrogate, which no UTF-8 frame can
+# carry back; the rare frame that matches is checked in full.
+
+_VERSION = re.compile(
+    r"([0-9]+)\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?", re.ASCII
+)
 
 
 class ProtocolViolation(RemoteProtocolError):
@@ -91,7 +115,11 @@ class Serializer(enum.Enum):
             }
         else:
             frame = [message.join_ref, message.ref, message.topic, message.event, message.payload]
-        return json.dumps(frame, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        # allow_nan=False: NaN is not JSON (phoenix.js's JSON.parse would fail on the frame);
+        # what cannot be encoded raises here (ValueError, TypeError) instead of going out.
+        return json.dumps(
+            frame, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+        )
 
     def decode(self, text: str) -> Message:
         """Parse one frame.
@@ -100,9 +128,17 @@ class Serializer(enum.Enum):
             ProtocolViolation: not JSON, or not the serializer's shape.
         """
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as exc:
             raise ProtocolViolation(f"the frame is not valid JSON: {exc}") from None
+        if _SURROGATE_ESCAPE.search(text) is not None:
+            try:
+                json.dumps(value, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                raise ProtocolViolation(
+                    "the frame holds a lone surrogate escape: it is not valid Unicode",
+                    close_code=1007,
+                ) from None
         if self is Serializer.V1:
             if (
                 not isinstance(value, dict)
@@ -131,26 +167,39 @@ class Serializer(enum.Enum):
         )
 
 
-def _ref(value: object, what: str) -> str | None:
-    # phoenix.js sends refs as strings; other clients send integers. Both are opaque to us.
+def _refuse_constant(name: str) -> object:
+    # Python's json reads NaN, Infinity and -Infinity; JSON (and Phoenix's Jason) does not.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _ref(value: object, what: str) -> Ref:
+    # phoenix.js sends refs as strings; other clients send integers. Both are opaque to us and
+    # kept as they are, so that a reply echoes the very value the client sent.
     if value is None:
         return None
     if type(value) is int:
-        value = str(value)
+        if not MIN_REF_INT <= value <= MAX_REF_INT:
+            raise ProtocolViolation(f"{what} must be an integer of at most 64 bits")
+        return value
     if type(value) is not str or len(value) > MAX_NAME_CHARS:
-        raise ProtocolViolation(f"{what} must be null, a string or an integer")
+        raise ProtocolViolation(
+            f"{what} must be null, an integer or a string of at most {MAX_NAME_CHARS} characters"
+        )
     return value
 
 
 def negotiate(vsn: str | None) -> Serializer:
-    """The serializer for a client's ``vsn`` parameter: ``2.x`` is V2, ``1.x`` (or none) is V1.
+    """The serializer for a client's ``vsn`` parameter: a version ``2.x.y`` is V2, ``1.x.y`` (or
+    none) is V1.
 
     Raises:
-        ProtocolViolation: any other version (Phoenix refuses the connection).
+        ProtocolViolation: anything else, a malformed version included (Phoenix refuses the
+            connection).
     """
     if vsn is None:
         return Serializer.V1
-    major = vsn.split(".", 1)[0]
+    match = _VERSION.fullmatch(vsn) if len(vsn) <= MAX_NAME_CHARS else None
+    major = match.group(1) if match is not None else None
     if major == "2":
         return Serializer.V2
     if major == "1":
@@ -163,15 +212,15 @@ class Message:
     """One Phoenix Channels message, in either direction.
 
     Attributes:
-        join_ref: the channel's join ref (``None`` for broadcasts and for V1).
+        join_ref: the channel's join ref (``None`` for broadcasts; V1 never writes it).
         ref: the message's ref, echoed by its reply (``None`` for pushes).
         topic: the channel's topic.
         event: ``phx_join``, ``phx_reply``, ``presence_diff``, an application event, ...
         payload: any JSON value (an object for every event of the protocol).
     """
 
-    join_ref: str | None
-    ref: str | None
+    join_ref: Ref
+    ref: Ref
     topic: str
     event: str
     payload: Any
@@ -212,7 +261,7 @@ class ChannelClosed:
     """
 
     topic: str
-    join_ref: str | None
+    join_ref: Ref
     reason: str
 
 
@@ -232,12 +281,12 @@ Input = Union[Send, JoinRequested, ChannelClosed, EventReceived]  # noqa: UP007
 
 
 def _reply(
-    serializer: Serializer, request: Message, status: str, response: object, *, join_ref: bool
+    serializer: Serializer, request: Message, status: str, response: object, *, join_ref: Ref
 ) -> Send:
     return Send(
         serializer.encode(
             Message(
-                join_ref=request.join_ref if join_ref else None,
+                join_ref=join_ref,
                 ref=request.ref,
                 topic=request.topic,
                 event="phx_reply",
@@ -265,8 +314,11 @@ class ChannelConnection:
         self.serializer = serializer
         self.max_channels = max_channels
         self.max_frame_bytes = max_frame_bytes
-        self.channels: dict[str, str | None] = {}
-        """The joined channels: topic to join ref."""
+        self.channels: dict[str, Ref] = {}
+        """The joined channels: topic to the join's join_ref (``None`` for V1 clients)."""
+        self._own_refs: dict[str, Ref] = {}
+        # Topic to the channel's own join ref, carried by its pushes and replies: the join's
+        # join_ref, or its ref when the client sent none (Phoenix's `join_ref || ref`).
 
     def __repr__(self) -> str:
         return f"<ChannelConnection {self.serializer.name} channels={len(self.channels)}>"
@@ -277,52 +329,52 @@ class ChannelConnection:
         """Take one frame from the client.
 
         Raises:
-            ProtocolViolation: the frame is too large or malformed (close the socket).
+            ProtocolViolation: the frame is too large or malformed (close the socket); the state
+                is unchanged.
         """
-        if len(text) > self.max_frame_bytes or len(text.encode()) > self.max_frame_bytes:
-            raise ProtocolViolation(
-                f"frame over max_frame_bytes={self.max_frame_bytes}", close_code=1009
-            )
+        limit = self.max_frame_bytes
+        if len(text) > limit:  # more characters than bytes allowed: no need to encode it
+            raise ProtocolViolation(f"frame over max_frame_bytes={limit}", close_code=1009)
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:  # a lone surrogate: no UTF-8 frame can hold it
+            raise ProtocolViolation("the frame is not valid Unicode", close_code=1007) from None
+        if size > limit:
+            raise ProtocolViolation(f"frame over max_frame_bytes={limit}", close_code=1009)
         message = self.serializer.decode(text)
         topic, event = message.topic, message.event
         if topic == "phoenix" and event == "heartbeat":
-            return [_reply(self.serializer, message, "ok", {}, join_ref=False)]
-        joined = topic in self.channels
-        current = self.channels.get(topic)
+            return [_reply(self.serializer, message, "ok", {}, join_ref=None)]
         if event == "phx_join":
-            if joined:
-                # Phoenix closes the existing channel for the new join (shutdown_duplicate_channel).
-                del self.channels[topic]
+            if topic in self.channels:
+                # Phoenix closes the existing channel for the new join (shutdown_duplicate_channel):
+                # its phx_close carries the old join_ref, as join_ref and as ref.
+                current = self._forget(topic)
                 return [
                     ChannelClosed(topic=topic, join_ref=current, reason="duplicate_join"),
                     self._close(topic, current),
                     JoinRequested(message=message),
                 ]
             if len(self.channels) >= self.max_channels:
+                reason = {"reason": "too many channels joined"}
                 return [
-                    _reply(
-                        self.serializer,
-                        message,
-                        "error",
-                        {"reason": "too many channels joined"},
-                        join_ref=True,
-                    )
+                    _reply(self.serializer, message, "error", reason, join_ref=message.join_ref)
                 ]
             return [JoinRequested(message=message)]
-        if not joined:
+        if topic not in self.channels:
             if event == "phx_leave":
-                return [_reply(self.serializer, message, "ok", {}, join_ref=True)]
-            return [
-                _reply(
-                    self.serializer, message, "error", {"reason": "unmatched topic"}, join_ref=False
-                )
-            ]
+                return [_reply(self.serializer, message, "ok", {}, join_ref=message.join_ref)]
+            # Phoenix's encode_ignore: no join_ref.
+            reason = {"reason": "unmatched topic"}
+            return [_reply(self.serializer, message, "error", reason, join_ref=None)]
+        current = self.channels[topic]
         if message.join_ref is not None and message.join_ref != current:
             return []  # for an older join of this topic: stale, ignored as Phoenix does
         if event == "phx_leave":
-            del self.channels[topic]
+            own = self._own_refs[topic]
+            self._forget(topic)
             return [
-                _reply(self.serializer, message, "ok", {}, join_ref=True),
+                _reply(self.serializer, message, "ok", {}, join_ref=own),
                 ChannelClosed(topic=topic, join_ref=current, reason="left"),
                 self._close(topic, current),
             ]
@@ -335,39 +387,66 @@ class ChannelConnection:
 
         Raises:
             LocalProtocolError: the topic was joined meanwhile.
+            TypeError, ValueError: JSON cannot carry ``response`` (nothing was joined).
         """
         message = request.message
         if message.topic in self.channels:
             raise LocalProtocolError(f"{message.topic!r} is already joined")
-        self.channels[message.topic] = message.join_ref
-        return _reply(
-            self.serializer, message, "ok", {} if response is None else response, join_ref=True
+        reply = _reply(
+            self.serializer,
+            message,
+            "ok",
+            {} if response is None else response,
+            join_ref=message.join_ref,
         )
+        self.channels[message.topic] = message.join_ref
+        self._own_refs[message.topic] = (
+            message.join_ref if message.join_ref is not None else message.ref
+        )
+        return reply
 
     def reject_join(self, request: JoinRequested, reason: str) -> Send:
         """Refuse the join; returns the ``error`` reply ``{"reason": reason}``."""
-        return _reply(self.serializer, request.message, "error", {"reason": reason}, join_ref=True)
+        message = request.message
+        return _reply(
+            self.serializer, message, "error", {"reason": reason}, join_ref=message.join_ref
+        )
 
     def reply(self, message: Message, status: str, response: object) -> Send | None:
-        """The reply to an application event (``None`` if it carried no ref: nothing to answer)."""
+        """The reply to an application event (``None`` if it carried no ref: nothing to answer).
+
+        It carries the channel's join ref, as a Phoenix channel's replies do.
+
+        Raises:
+            TypeError, ValueError: JSON cannot carry ``response``.
+        """
         if message.ref is None:
             return None
-        return _reply(self.serializer, message, status, response, join_ref=True)
+        join_ref = self._own_refs.get(message.topic, message.join_ref)
+        return _reply(self.serializer, message, status, response, join_ref=join_ref)
+
+    def close(self, topic: str) -> Send | None:
+        """End a joined channel from the server side (as a Phoenix channel that stops): forget it
+        and return its ``phx_close``; ``None`` if ``topic`` is not joined."""
+        if topic not in self.channels:
+            return None
+        return self._close(topic, self._forget(topic))
 
     # ------------------------------------------------------------------ outbound
 
     def push(self, topic: str, event: str, payload: object) -> Send:
-        """A push to a joined channel (``presence_state``): it carries the channel's join_ref.
+        """A push to a joined channel (``presence_state``): it carries the channel's join ref.
 
         Raises:
             LocalProtocolError: the topic is not joined.
+            TypeError, ValueError: JSON cannot carry ``payload``.
         """
         if topic not in self.channels:
             raise LocalProtocolError(f"{topic!r} is not joined")
         return Send(
             self.serializer.encode(
                 Message(
-                    join_ref=self.channels[topic],
+                    join_ref=self._own_refs[topic],
                     ref=None,
                     topic=topic,
                     event=event,
@@ -381,7 +460,11 @@ class ChannelConnection:
         sends it; the same text serves every socket with this serializer."""
         return broadcast_text(self.serializer, topic, event, payload)
 
-    def _close(self, topic: str, join_ref: str | None) -> Send:
+    def _forget(self, topic: str) -> Ref:
+        del self._own_refs[topic]
+        return self.channels.pop(topic)
+
+    def _close(self, topic: str, join_ref: Ref) -> Send:
         return Send(
             self.serializer.encode(
                 Message(join_ref=join_ref, ref=join_ref, topic=topic, event="phx_close", payload={})

@@ -6,22 +6,26 @@ phoenix.js's ``new Socket("/socket")`` connects). For each socket it runs the sa
 
 * a ``phx_join`` goes to the application's join hook, which decides whether the client may join
   and *what the server tracks for it*: the key and meta come from the hook, never from the client
-  unchecked. An accepted join is answered ``ok``, then the channel's presence is tracked and the
+  unchecked. An accepted join's presence is tracked, then the join is answered ``ok`` and the
   topic's ``presence_state`` pushed (with the channel's join_ref), and from then on every
   ``presence_diff`` of the topic on this node is pushed with null join_ref and ref, the same text
-  for every socket;
+  for every socket. A join the hook fails on (it raises, or what it returns cannot be tracked or
+  sent) is answered ``{"reason": "join crashed"}`` and leaves nothing behind;
 * a channel's presence lives as long as the channel: leaving it, joining its topic again, closing
   the socket or losing it untracks it (each channel is its own connection id, as each Phoenix
   channel is its own process);
-* other events go to the optional event hook, whose :class:`Reply` answers them.
+* other events go to the optional event hook, whose :class:`Reply` answers them (a hook that
+  fails is answered ``{"reason": "event crashed"}``; the channel goes on).
 
 Bad input never disturbs other sockets. A malformed or oversized frame, a binary frame, or more
-messages than the socket's rate allows closes that socket; protocol-level refusals (too many
-channels, an unknown topic) are the protocol's error replies. :class:`SocketLimits` holds every
-per-socket bound.
+messages than the socket's rate allows closes that socket, and so does silence past
+``idle_timeout`` (Phoenix's websocket timeout); protocol-level refusals (too many channels, an
+unknown topic) are the protocol's error replies. :class:`SocketLimits` holds every per-socket
+bound.
 
 :func:`create_app` wraps a :class:`PhoenixSocket` into a whole application: its lifespan opens the
-presence node, and it can serve the presence page.
+presence node (and, at shutdown, closes every socket with 1001 before the node leaves), and it
+can serve the presence page.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import attrs
 
 from presence_adapters._errors import SubscriptionOverflow
 from presence_adapters.presence import DEFAULT_MAX_BUFFERED, Presence, Subscription, TopicDiff
-from presence_core import LocalProtocolError, Meta, PresenceError
+from presence_core import LocalProtocolError, Meta
 
 from ._channel import (
     ChannelClosed,
@@ -154,12 +158,23 @@ EventHook = Callable[[ChannelEvent], Awaitable[Union[Reply, None]]]  # noqa: UP0
 """``async on_event(event) -> Reply | None`` (``None``: no reply)."""
 
 
-def _positive(what: str) -> Callable[[object, object, object], None]:
+def _positive(what: str, *, optional: bool = False) -> Callable[[object, object, object], None]:
     def check(_instance: object, _attribute: object, value: object) -> None:
+        if optional and value is None:
+            return
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise LocalProtocolError(f"{what} must be a positive number, not {value!r}")
         if not math.isfinite(value) or value <= 0:
             raise LocalProtocolError(f"{what} must be a positive number, not {value!r}")
+
+    return check
+
+
+def _positive_int(what: str) -> Callable[[object, object, object], None]:
+    # A count: 1.5 channels would pass _positive and then fail every socket at its first frame.
+    def check(_instance: object, _attribute: object, value: object) -> None:
+        if type(value) is not int or value < 1:
+            raise LocalProtocolError(f"{what} must be an int >= 1, not {value!r}")
 
     return check
 
@@ -176,16 +191,22 @@ class SocketLimits:
             (1008): a join flood cannot cost more than this.
         max_buffered: each channel's diff buffer, in presences; a socket that reads slower than
             its topic changes gets a fresh ``presence_state`` instead of a backlog.
+        idle_timeout: seconds a client may send nothing (phoenix.js sends a heartbeat every
+            30 s) before the socket is closed (1000) and its presences leave: Phoenix's
+            websocket ``timeout``, 60 s. ``None``: never (rely on the server's pings).
     """
 
-    max_channels: int = attrs.field(default=100, validator=_positive("max_channels"))
-    max_frame_bytes: int = attrs.field(default=65536, validator=_positive("max_frame_bytes"))
+    max_channels: int = attrs.field(default=100, validator=_positive_int("max_channels"))
+    max_frame_bytes: int = attrs.field(default=65536, validator=_positive_int("max_frame_bytes"))
     messages_per_second: float = attrs.field(
         default=50.0, validator=_positive("messages_per_second")
     )
-    burst: int = attrs.field(default=200, validator=_positive("burst"))
+    burst: int = attrs.field(default=200, validator=_positive_int("burst"))
     max_buffered: int = attrs.field(
-        default=DEFAULT_MAX_BUFFERED, validator=_positive("max_buffered")
+        default=DEFAULT_MAX_BUFFERED, validator=_positive_int("max_buffered")
+    )
+    idle_timeout: float | None = attrs.field(
+        default=60.0, validator=_positive("idle_timeout", optional=True)
     )
 
 
@@ -257,6 +278,7 @@ class PhoenixSocket:
         self._ids = itertools.count(1)
         self._frames = _DiffFrames()
         self._sessions: set[anyio.CancelScope] = set()
+        self._idle: anyio.Event | None = None
 
     @property
     def presence(self) -> Presence | None:
@@ -276,6 +298,21 @@ class PhoenixSocket:
         """End every socket (they are closed with 1001, going away)."""
         for scope in list(self._sessions):
             scope.cancel()
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """End every socket (closed with 1001, going away) and wait, at most ``timeout`` seconds,
+        until each one has untracked its channels and sent its close frame.
+
+        Call it before stopping the node (after ``bind(None)``, so that no socket starts
+        meanwhile): the channels' leaves then go out as ordinary diffs, to this node's
+        subscribers too.
+        """
+        self.close_all()
+        with anyio.move_on_after(timeout):
+            while self._sessions:
+                idle = self._idle = anyio.Event()
+                await idle.wait()
+        self._idle = None
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         if scope["type"] != "websocket":
@@ -297,20 +334,29 @@ class PhoenixSocket:
         await send({"type": "websocket.accept"})
         session = _Session(self, presence, serializer, params, f"socket-{next(self._ids)}", send)
         self._sessions.add(session.scope)
+        if self._presence is not presence:  # unbound while accepting: the node is stopping
+            session.scope.cancel()
         try:
             await session.run(receive)
         finally:
-            self._sessions.discard(session.scope)
-            await session.finish()
+            try:
+                await session.finish()
+            finally:
+                self._sessions.discard(session.scope)
+                if not self._sessions and self._idle is not None:
+                    self._idle.set()
 
 
 @attrs.define
 class _Channel:
     topic: str
-    join_ref: str | None
     conn: str
     key: str | None
+    subscription: Subscription[TopicDiff]
     scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
+
+
+_EVENT_CRASHED = Reply({"reason": "event crashed"}, status="error")
 
 
 class _Session:
@@ -361,13 +407,21 @@ class _Session:
                     forwarders.cancel_scope.cancel()
         except Exception as exc:  # a write failed because the client went away, or a bug
             logger.info("%s ended: %r", self.socket_id, exc)
-            self._closed_by_client = True
+            if self.close_code is None:
+                self.close_code = 1011  # internal error (not sent if the client is gone)
         if self.scope.cancelled_caught and self.close_code is None:
             self.close_code = 1001  # the server is stopping
 
     async def _read(self, receive: ASGIReceive, forwarders: anyio.abc.TaskGroup) -> None:
+        idle_timeout = self.endpoint.limits.idle_timeout
         while True:
-            event = await receive()
+            with anyio.move_on_after(math.inf if idle_timeout is None else idle_timeout) as idle:
+                event = await receive()
+            if idle.cancelled_caught:
+                # A client gone without a word (no FIN) would otherwise stay present forever.
+                logger.info("%s sent nothing for %s s: closing it", self.socket_id, idle_timeout)
+                self.close_code = 1000  # as Cowboy closes an idle websocket
+                return
             kind = event["type"]
             if kind == "websocket.disconnect":
                 self._closed_by_client = True
@@ -400,59 +454,74 @@ class _Session:
 
     async def _join(self, request: JoinRequested, forwarders: anyio.abc.TaskGroup) -> None:
         message = request.message
+        topic = message.topic
         payload = message.payload if isinstance(message.payload, dict) else {}
         join = JoinRequest(
-            topic=message.topic, payload=payload, params=self.params, socket_id=self.socket_id
+            topic=topic, payload=payload, params=self.params, socket_id=self.socket_id
         )
+        decision: object
         try:
             decision = await self.endpoint.on_join(join)
         except Exception:
-            logger.exception("the join hook failed for %s on %r", self.socket_id, message.topic)
-            await self.write(self.protocol.reject_join(request, "join crashed").text)
-            return
+            logger.exception("the join hook failed for %s on %r", self.socket_id, topic)
+            decision = None
         if isinstance(decision, Reject):
-            await self.write(self.protocol.reject_join(request, decision.reason).text)
+            await self._refuse(request, decision.reason)
             return
         if not isinstance(decision, Accept):
-            logger.error("the join hook returned %r, not Accept or Reject", decision)
-            await self.write(self.protocol.reject_join(request, "join crashed").text)
+            if decision is not None:
+                logger.error("the join hook returned %r, not Accept or Reject", decision)
+            await self._refuse(request, "join crashed")
             return
-        presence, topic = self.presence, message.topic
+        presence = self.presence
         conn = f"{self.socket_id}/{next(self._channel_ids)}"
-        # Subscribe first, then track and read the state with no await in between: the state
-        # holds everything before the subscription's first diff.
-        subscription = presence.subscribe(topic, max_buffered=self.endpoint.limits.max_buffered)
         try:
+            # The reply first: a response that JSON cannot carry fails the join before anything
+            # is tracked. Then subscribe, track and read the state with no await in between:
+            # the state holds everything before the subscription's first diff. From the moment
+            # the channel is registered, _end_channel (here, or in finish on any exit) undoes it.
+            reply = self.protocol.accept_join(request, dict(decision.response))
+            subscription = presence.subscribe(topic, max_buffered=self.endpoint.limits.max_buffered)
+            channel = _Channel(topic=topic, conn=conn, key=decision.key, subscription=subscription)
+            self.channels[topic] = channel
             if decision.key is not None:
                 presence.track(conn, topic, decision.key, decision.meta)
-        except PresenceError as exc:
-            subscription.close()
-            logger.error("cannot track the join of %s on %r: %s", self.socket_id, topic, exc)
-            await self.write(self.protocol.reject_join(request, "join crashed").text)
+            state = await presence.fetched_list(topic)
+            push = self.protocol.push(topic, "presence_state", state)
+        except Exception:  # a PresenceError (a meta too large...), the fetch hook, TypeError...
+            logger.exception("cannot serve the join of %s on %r", self.socket_id, topic)
+            self.protocol.close(topic)
+            self._end_channel(topic)
+            await self._refuse(request, "join crashed")
             return
-        channel = _Channel(topic=topic, join_ref=message.join_ref, conn=conn, key=decision.key)
-        self.channels[topic] = channel
-        reply = self.protocol.accept_join(request, dict(decision.response))
-        state = await presence.fetched_list(topic)
         await self.write(reply.text)
-        await self.write(self.protocol.push(topic, "presence_state", state).text)
-        forwarders.start_soon(self._forward, channel, subscription)
+        await self.write(push.text)
+        forwarders.start_soon(self._forward, channel)
 
-    async def _forward(self, channel: _Channel, subscription: Subscription[TopicDiff]) -> None:
+    async def _refuse(self, request: JoinRequested, reason: str) -> None:
+        try:
+            reply = self.protocol.reject_join(request, reason)
+        except (TypeError, ValueError):  # a reason JSON cannot carry
+            logger.exception("the join hook's reason cannot be sent")
+            reply = self.protocol.reject_join(request, "join crashed")
+        await self.write(reply.text)
+
+    async def _forward(self, channel: _Channel) -> None:
         presence, frames = self.presence, self.endpoint._frames
         serializer = self.protocol.serializer
+        limit = self.endpoint.limits.max_buffered
         with channel.scope:
             while True:
                 try:
-                    async with subscription:
+                    async with channel.subscription as subscription:
                         async for diff in subscription:
                             await self.write(frames.text(serializer, diff))
                 except SubscriptionOverflow:
                     # Too far behind: start over from a fresh state, which phoenix.js reconciles.
-                    subscription = presence.subscribe(
-                        channel.topic, max_buffered=self.endpoint.limits.max_buffered
-                    )
+                    channel.subscription = presence.subscribe(channel.topic, max_buffered=limit)
                     state = await presence.fetched_list(channel.topic)
+                    if self.channels.get(channel.topic) is not channel:
+                        return  # the channel ended meanwhile
                     await self.write(
                         self.protocol.push(channel.topic, "presence_state", state).text
                     )
@@ -466,17 +535,19 @@ class _Session:
         if channel is None:
             return
         channel.scope.cancel()
+        channel.subscription.close()
         if not self.presence.closed:
             self.presence.untrack_conn(channel.conn)
 
     async def _event(self, item: EventReceived) -> None:
         message = item.message
         channel = self.channels.get(message.topic)
-        hook = self.endpoint.on_event
         if channel is None:
             return
+        hook = self.endpoint.on_event
+        answer: Reply | None
         if hook is None:
-            reply = self.protocol.reply(message, "error", {"reason": "unhandled event"})
+            answer = Reply({"reason": "unhandled event"}, status="error")
         else:
             event = ChannelEvent(
                 topic=message.topic,
@@ -487,14 +558,24 @@ class _Session:
                 key=channel.key,
                 presence=self.presence,
             )
+            result: object
             try:
-                answer = await hook(event)
+                result = await hook(event)
             except Exception:
                 logger.exception("the event hook failed on %r %r", message.topic, message.event)
-                answer = Reply({"reason": "event crashed"}, status="error")
-            if answer is None:
-                return
+                result = _EVENT_CRASHED
+            if result is None or isinstance(result, Reply):
+                answer = result
+            else:
+                logger.error("the event hook returned %r, not a Reply or None", result)
+                answer = _EVENT_CRASHED
+        if answer is None:
+            return
+        try:
             reply = self.protocol.reply(message, answer.status, dict(answer.response))
+        except (TypeError, ValueError):  # a response JSON cannot carry
+            logger.exception("the event hook's reply on %r cannot be sent", message.topic)
+            reply = self.protocol.reply(message, "error", {"reason": "event crashed"})
         if reply is not None:
             await self.write(reply.text)
 
@@ -571,7 +652,11 @@ class PhoenixApp:
             raise
         finally:
             self.socket.bind(None)
-            self.socket.close_all()
+            if failed is None:
+                # Every socket closes (1001) and untracks its channels while the node runs.
+                await self.socket.aclose()
+            else:
+                self.socket.close_all()
             try:
                 if failed is None:
                     await context.__aexit__(None, None, None)
