@@ -254,7 +254,7 @@ class ClientView:
         if type(max_pending) is not int or max_pending < 1:
             raise LocalProtocolError(f"max_pending must be an int >= 1, not {max_pending!r}")
         self.state: ClientState = {}
-        self.join_ref: str | None = None
+        self.join_ref: str | int | None = None
         self.max_pending = max_pending
         self._pending: list[tuple[ClientState, ClientState]] = []
 
@@ -266,11 +266,11 @@ class ClientView:
         """How many diffs wait for the state of the current join."""
         return len(self._pending)
 
-    def in_pending_sync_state(self, channel_join_ref: str | None) -> bool:
+    def in_pending_sync_state(self, channel_join_ref: str | int | None) -> bool:
         """True while diffs must wait: no state yet, or the last state was for another join."""
         return self.join_ref is None or self.join_ref != channel_join_ref
 
-    def on_state(self, new_state: Mapping[str, Any], *, join_ref: str) -> SyncResult:
+    def on_state(self, new_state: Mapping[str, Any], *, join_ref: str | int) -> SyncResult:
         """Apply a ``presence_state`` push, then every diff that waited for it.
 
         Returns:
@@ -293,7 +293,7 @@ class ClientView:
         self._pending = []
         return SyncResult(state=state, joins=tuple(all_joined), leaves=tuple(all_left))
 
-    def on_diff(self, diff: Mapping[str, Any], *, join_ref: str | None) -> SyncResult | None:
+    def on_diff(self, diff: Mapping[str, Any], *, join_ref: str | int | None) -> SyncResult | None:
         """Apply a ``presence_diff`` push, or keep it if the view waits for a state.
 
         Args:
