@@ -19,6 +19,9 @@ from pathlib import Path
 from ._convergence import ConvergenceResult
 from ._driver import IDLE_PERIOD, VARIANTS, DriverResult, median_ms, p99_ms
 from ._e2e import E2EResult
+from ._endpoint import EndpointResult
+from ._endpoint import median_ms as endpoint_median_ms
+from ._endpoint import p99_ms as endpoint_p99_ms
 from ._latency import LatencyResult
 from ._memory import MEMORY_TARGET, MemoryResult
 from ._scaling import OPERATIONS, ScalingResult
@@ -105,6 +108,7 @@ class Results:
     replicas: ScalingResult
     convergence: ConvergenceResult
     drivers: DriverResult
+    endpoint: EndpointResult
     seconds: float
 
 
@@ -467,6 +471,86 @@ def _driver_note(results: Results) -> str:
     return note
 
 
+def _per_socket_us(samples: Sequence[float] | None, n: int) -> str:
+    return "-" if samples is None else f"{statistics.median(samples) / n * 1e6:.0f}"
+
+
+def _endpoint_join_rows(results: Results) -> list[list[str]]:
+    e = results.endpoint
+    return [
+        [
+            runs.variant,
+            f"{e.sockets / min(runs.wall):,.0f}",
+            f"{e.sockets / statistics.median(runs.wall):,.0f}",
+            _per_socket_us(runs.server_cpu, e.sockets),
+            _per_socket_us(runs.client_cpu, e.sockets),
+        ]
+        for runs in e.joins
+    ]
+
+
+ENDPOINT_JOIN_HEADER = [
+    "run",
+    "sockets/s: best",
+    "sockets/s: median",
+    "server CPU: median (µs/socket)",
+    "client CPU: median (µs/socket)",
+]
+
+
+def _endpoint_join_caption(results: Results) -> str:
+    e = results.endpoint
+    return (
+        f"{e.sockets:,} websockets at once from one client process, each joining a topic of its "
+        "own (V2 frames): from the first connect until every join reply and presence_state "
+        f"arrived; {e.repeat} {_plural(e.repeat, 'run')} per row, interleaved"
+    )
+
+
+def _endpoint_fanout_rows(results: Results) -> list[list[str]]:
+    fanout = results.endpoint.fanout
+    return [
+        [
+            name,
+            f"{endpoint_median_ms(samples):.1f}",
+            f"{endpoint_p99_ms(samples):.1f}",
+            f"{min(samples) * 1e3:.1f}",
+        ]
+        for name, samples in (
+            ("first socket", fanout.first),
+            ("median socket", fanout.median),
+            ("last socket", fanout.last),
+        )
+    ]
+
+
+ENDPOINT_FANOUT_HEADER = ["the diff reached the", "median (ms)", "p99 (ms)", "best (ms)"]
+
+
+def _endpoint_fanout_caption(results: Results) -> str:
+    e = results.endpoint
+    fanout = e.fanout
+    server = fanout.server_cpu_per_fanout
+    cpu = "" if server is None else f"server CPU {server * 1e3:.1f} ms, "
+    return (
+        f"one tracked join fanned out as a presence_diff to {e.watchers:,} sockets of one topic "
+        f"on one node, {e.rounds} rounds: from the joining socket's phx_join to each socket's "
+        f"parsed frame; per fan-out, {cpu}client CPU "
+        f"{endpoint_median_ms(fanout.client_cpu):.1f} ms (median)"
+    )
+
+
+def _endpoint_note(results: Results) -> str:
+    e = results.endpoint
+    note = (
+        f"{e.server}; the client in the benchmark process; {e.cores} cores shared by both; "
+        f"the section took {e.seconds:.0f} s"
+    )
+    if not e.cpu_readable:
+        note += "; the server's CPU time could not be read (no /proc), so its columns are empty"
+    return note
+
+
 def _convergence_rows(results: Results) -> list[list[str]]:
     seeds = len(results.convergence.seeds)
     rows = []
@@ -573,6 +657,13 @@ def render_text(results: Results) -> str:
         "",
         textwrap.fill(f"Idle CPU: {_driver_idle_caption(results)}", 100),
         _text_table(DRIVER_IDLE_HEADER, _driver_idle_rows(results)),
+        "",
+        textwrap.fill(f"Phoenix endpoint over loopback ({_endpoint_note(results)})", 100),
+        textwrap.fill(f"Joins per second: {_endpoint_join_caption(results)}", 100),
+        _text_table(ENDPOINT_JOIN_HEADER, _endpoint_join_rows(results)),
+        "",
+        textwrap.fill(f"Fan-out: {_endpoint_fanout_caption(results)}", 100),
+        _text_table(ENDPOINT_FANOUT_HEADER, _endpoint_fanout_rows(results)),
         "",
         "Convergence (simulator): virtual seconds from a partition heal, and from a crash, until "
         "every live replica's view is equal",
@@ -697,6 +788,23 @@ def render_rst(results: Results, *, image: str | None) -> str:
         "",
         _rst_table(
             DRIVER_IDLE_HEADER, _driver_idle_rows(results), _rst_text(_driver_idle_caption(results))
+        ),
+        "",
+        "Phoenix endpoint",
+        "^^^^^^^^^^^^^^^^",
+        "",
+        f"Over loopback; {_rst_text(_endpoint_note(results))}.",
+        "",
+        _rst_table(
+            ENDPOINT_JOIN_HEADER,
+            _endpoint_join_rows(results),
+            _rst_text(f"Joins per second: {_endpoint_join_caption(results)}"),
+        ),
+        "",
+        _rst_table(
+            ENDPOINT_FANOUT_HEADER,
+            _endpoint_fanout_rows(results),
+            _rst_text(f"Fan-out: {_endpoint_fanout_caption(results)}"),
         ),
         "",
         "Convergence",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ._convergence import measure_convergence
 from ._driver import measure_drivers
 from ._e2e import measure_e2e
+from ._endpoint import measure_endpoint
 from ._latency import measure_latency
 from ._memory import measure_memory
 from ._report import Results, machine
@@ -41,6 +42,9 @@ class Plan:
         driver_tracks: tracks per run of the drivers' tracks-per-second figures.
         driver_idle: ``(window, settle)``: seconds the idle nodes are measured for, after
             meeting and then settling for ``settle`` seconds.
+        endpoint_sockets: websockets per run of the endpoint's joins-per-second figure.
+        endpoint_watchers: websockets of the topic a join is fanned out to.
+        endpoint_rounds: fan-out rounds (one tracked join each).
     """
 
     workloads: Sizes
@@ -59,6 +63,9 @@ class Plan:
     driver_samples: int
     driver_tracks: int
     driver_idle: tuple[float, float]
+    endpoint_sockets: int
+    endpoint_watchers: int
+    endpoint_rounds: int
 
 
 FULL_PLAN = Plan(
@@ -78,6 +85,9 @@ FULL_PLAN = Plan(
     driver_samples=300,
     driver_tracks=5_000,
     driver_idle=(20.0, 3.0),  # 13 ticks and at least one empty heartbeat (16.5 s) per node
+    endpoint_sockets=1_000,
+    endpoint_watchers=1_000,
+    endpoint_rounds=100,
 )
 
 QUICK_PLAN = Plan(
@@ -97,6 +107,9 @@ QUICK_PLAN = Plan(
     driver_samples=12,
     driver_tracks=200,
     driver_idle=(0.3, 0.0),
+    endpoint_sockets=20,
+    endpoint_watchers=20,
+    endpoint_rounds=5,
 )
 
 
@@ -147,6 +160,13 @@ def run_suite(
         idle_settle=settle,
         progress=progress,
     )
+    endpoint = measure_endpoint(
+        sockets=plan.endpoint_sockets,
+        repeat=repeat,
+        watchers=plan.endpoint_watchers,
+        rounds=plan.endpoint_rounds,
+        progress=progress,
+    )
     return Results(
         quick=quick,
         repeat=repeat,
@@ -160,5 +180,6 @@ def run_suite(
         replicas=replicas,
         convergence=convergence,
         drivers=drivers,
+        endpoint=endpoint,
         seconds=time.perf_counter() - start,
     )

@@ -27,6 +27,8 @@ from bench._driver import (  # noqa: E402
     available_drivers,
 )
 from bench._driver import measure_latency as measure_driver_latency  # noqa: E402
+from bench._endpoint import VARIANTS as ENDPOINT_VARIANTS  # noqa: E402
+from bench._endpoint import _check_diff, _check_state  # noqa: E402
 from bench._latency import measure_latency, percentile  # noqa: E402
 from bench._report import Results, render_rst, render_text  # noqa: E402
 from bench._workloads import CheckFailed, Sizes, check, run_workloads  # noqa: E402
@@ -186,6 +188,46 @@ def test_a_lost_diff_fails_the_driver_latency(monkeypatch: pytest.MonkeyPatch) -
         measure_driver_latency(asyncio_driver, period=0.02, samples=2, rounds=1, timeout=0.5)
 
 
+def test_the_endpoint_section_joins_and_fans_out_every_socket(results: Results) -> None:
+    endpoint = results.endpoint
+    assert endpoint.sockets == QUICK_PLAN.endpoint_sockets == 20
+    assert endpoint.watchers == QUICK_PLAN.endpoint_watchers == 20
+    assert endpoint.rounds == QUICK_PLAN.endpoint_rounds == 5
+    # joins per second: the websocket alone, then with a join, every repetition
+    assert [runs.variant for runs in endpoint.joins] == list(ENDPOINT_VARIANTS)
+    for runs in endpoint.joins:
+        assert len(runs.wall) == len(runs.client_cpu) == results.repeat
+        assert all(seconds > 0 for seconds in runs.wall)
+        if endpoint.cpu_readable:
+            assert runs.server_cpu is not None
+            assert len(runs.server_cpu) == results.repeat
+    # fan-out: every round reached every watcher (the section checks each frame)
+    fanout = endpoint.fanout
+    assert len(fanout.first) == len(fanout.median) == len(fanout.last) == endpoint.rounds
+    assert len(fanout.client_cpu) == endpoint.rounds
+    for first, median, last in zip(fanout.first, fanout.median, fanout.last, strict=True):
+        assert 0 < first <= median <= last
+    assert "uvicorn" in endpoint.server
+
+
+def test_the_endpoint_section_refuses_frames_phoenix_would_not_send() -> None:
+    key_meta = '{"probe0":{"metas":[{"device":"web","phx_ref":"r1","status":"online"}]}}'
+    diff = f'[null,null,"room:fanout","presence_diff",{{"joins":{key_meta},"leaves":{{}}}}]'
+    _check_diff(diff, "room:fanout", "probe0", None, "ok")
+    with pytest.raises(AssertionError, match="not a presence_diff broadcast"):
+        _check_diff(diff.replace("[null,null", '["1",null'), "room:fanout", "probe0", None, "x")
+    with pytest.raises(AssertionError, match="no presence of probe1"):
+        _check_diff(diff, "room:fanout", "probe1", None, "x")
+    with pytest.raises(AssertionError, match="wrong presences"):
+        _check_diff(diff.replace('"web"', '"ios"'), "room:fanout", "probe0", None, "x")
+    state = f'["1",null,"room:fanout","presence_state",{key_meta}]'
+    assert _check_state(state, "1", "room:fanout", "probe0", "ok") == "r1"
+    with pytest.raises(AssertionError, match="not the channel's presence_state"):
+        _check_state(state, "2", "room:fanout", "probe0", "x")  # another join_ref
+    with pytest.raises(AssertionError, match="not a V2 frame"):
+        _check_state('{"event":"presence_state"}', "1", "room:fanout", None, "x")
+
+
 def test_the_codec_figures(results: Results) -> None:
     wire = results.wire
     assert wire.idle_heartbeat_short < wire.idle_heartbeat  # shorter replica names
@@ -202,9 +244,10 @@ def test_reports_render_and_judge_no_target_in_quick_mode(results: Results) -> N
     assert "MISSED" not in text
     assert " met " not in text
     rst = render_rst(results, image=None)
-    assert rst.count(".. list-table::") == 12  # no targets table in quick mode
+    assert rst.count(".. list-table::") == 14  # no targets table in quick mode
     assert "Diff latency" in rst
     assert "Drivers" in rst
+    assert "Phoenix endpoint" in rst
     assert "Convergence" in rst
     assert ".. image::" not in rst
 

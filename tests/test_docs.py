@@ -1,5 +1,6 @@
 """Documented == public: docs/api.rst documents exactly ``presence_core.__all__``, and
-docs/adapters-api.rst exactly ``presence_adapters.__all__`` (plus the conformance suites).
+docs/adapters-api.rst exactly ``presence_adapters.__all__`` and
+``presence_adapters.phoenix.__all__`` (plus the conformance suites).
 
 Sphinx's ``-W`` build catches broken references but not a forgotten export, so these tests
 compare the names. They also check that docs/architecture.rst places every module of the core,
@@ -17,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import presence_adapters
+import presence_adapters.phoenix
 import presence_adapters.testing
 import presence_core
 
@@ -109,6 +111,21 @@ def test_every_adapters_export_is_documented() -> None:
     extra = sorted(documented - set(presence_adapters.__all__))
     assert not extra, (
         f"documented as presence_adapters.X in docs/adapters-api.rst but not exported: {extra}"
+    )
+
+
+def test_every_phoenix_export_is_documented() -> None:
+    documented = _adapter_names().get("presence_adapters.phoenix", set())
+    exported = set(presence_adapters.phoenix.__all__)
+    missing = sorted(exported - documented)
+    assert not missing, (
+        f"exported from presence_adapters.phoenix but not documented in docs/adapters-api.rst: "
+        f"{missing}"
+    )
+    extra = sorted(documented - exported)
+    assert not extra, (
+        f"documented as presence_adapters.phoenix.X in docs/adapters-api.rst but not exported: "
+        f"{extra}"
     )
 
 
