@@ -3,9 +3,11 @@
 It runs BENCH.md's workloads a to e on the CRDT and on a plain-dict floor, measures memory per
 presence, bytes on the wire, end-to-end joins per second, the latency of one join from tracker to
 tracker, how each cost scales and, in the cluster simulator, how fast replicas converge after a
-partition heals or a node crashes; it checks every result, and writes a table and a plot into
-``docs/``. ``python -m bench --quick`` runs the same code
-on small sizes in seconds (CI runs it through ``tests/test_bench_quick.py``).
+partition heals or a node crashes; then the adapters: nodes on the asyncio and anyio drivers
+(track-to-remote-diff latency, tracks per second, idle CPU) and the Phoenix endpoint under uvicorn
+(websocket joins per second, fan-out of one diff to 1,000 sockets). It checks every result, and
+writes a table and a plot into ``docs/``. ``python -m bench --quick`` runs the same code on small
+sizes in seconds (CI runs it through ``tests/test_bench_quick.py``).
 """
 
 from __future__ import annotations
