@@ -14,25 +14,14 @@ interpreter alive.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import threading
-import warnings
-from collections.abc import Callable, Iterable
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import pytest
-
-from presence_adapters import Presence
-
-with warnings.catch_warnings():
-    # Starlette 1.10 prefers the httpx2 fork and warns on import when it finds httpx instead.
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from asgi_testing import TestClient, WebSocketTestSession, load_example, run_bounded
+from presence_adapters import Presence
 
 DEADLINE = 30.0
 """Seconds a whole scenario may take (each takes well under one)."""
@@ -43,37 +32,6 @@ APPS = [
     pytest.param("starlette_app.py", "asyncio", id="asyncio-driver"),
     pytest.param("starlette_trio.py", "trio", id="anyio-driver-on-trio"),
 ]
-
-
-def load(name: str) -> ModuleType:
-    """A fresh copy of one example module (so a test may patch it freely)."""
-    spec = importlib.util.spec_from_file_location(
-        f"example_{name.removesuffix('.py')}", EXAMPLES / name
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_bounded(scenario: Callable[[], None], deadline: float = DEADLINE) -> None:
-    """Run ``scenario`` in a daemon thread; re-raise what it raised, or fail past ``deadline``."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            scenario()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="websocket scenario", daemon=True)
-    thread.start()
-    thread.join(deadline)
-    if thread.is_alive():
-        pytest.fail(f"the scenario did not finish within {deadline} s (a hang in the app?)")
-    if errors:
-        raise errors[0]
 
 
 def presence_of(client: TestClient) -> Presence:
@@ -115,7 +73,7 @@ def check_diff(payload: Any, *, joins: Iterable[str], leaves: Iterable[str], fet
 
 @pytest.mark.parametrize(("name", "backend"), APPS)
 def test_two_sockets_see_each_other_join_change_and_leave(name: str, backend: Backend) -> None:
-    app = load(name).app
+    app = load_example(name).app
     fetched = name == "starlette_app.py"
 
     def scenario() -> None:
@@ -148,12 +106,12 @@ def test_two_sockets_see_each_other_join_change_and_leave(name: str, backend: Ba
             assert presence_of(client).list("room:lobby") == {}
         assert presence_of(client).closed  # the lifespan stopped the node
 
-    run_bounded(scenario)
+    run_bounded(scenario, DEADLINE)
 
 
 @pytest.mark.parametrize(("name", "backend"), APPS)
 def test_a_socket_without_a_user_is_refused(name: str, backend: Backend) -> None:
-    app = load(name).app
+    app = load_example(name).app
 
     def scenario() -> None:
         with TestClient(app, backend=backend) as client:
@@ -162,12 +120,12 @@ def test_a_socket_without_a_user_is_refused(name: str, backend: Backend) -> None
             assert refused.value.code == 1008
             assert presence_of(client).topics() == []
 
-    run_bounded(scenario)
+    run_bounded(scenario, DEADLINE)
 
 
 @pytest.mark.parametrize(("name", "backend"), APPS)
 def test_sockets_are_closed_when_the_node_stops(name: str, backend: Backend) -> None:
-    app = load(name).app
+    app = load_example(name).app
 
     def scenario() -> None:
         with (
@@ -181,7 +139,7 @@ def test_sockets_are_closed_when_the_node_stops(name: str, backend: Backend) -> 
                 alice.receive_json()
             assert closed.value.code == 1001  # going away
 
-    run_bounded(scenario)
+    run_bounded(scenario, DEADLINE)
 
 
 def test_a_socket_that_falls_behind_starts_over_from_a_fresh_state(
@@ -190,7 +148,7 @@ def test_a_socket_that_falls_behind_starts_over_from_a_fresh_state(
     # starlette_app.py's fetch hook runs for every diff a socket pushes. Holding it back keeps a
     # diff in alice's subscription while the node goes on; with MAX_BEHIND = 1 the next diff
     # overflows it, and her socket must start over from a presence_state.
-    module = load("starlette_app.py")
+    module = load_example("starlette_app.py")
     monkeypatch.setattr(module, "MAX_BEHIND", 1)
     release = asyncio.Event()
     load_profiles = module.load_profiles
@@ -222,4 +180,4 @@ def test_a_socket_that_falls_behind_starts_over_from_a_fresh_state(
                 left = receive_push(alice, "presence_diff")
                 check_diff(left, joins=[], leaves=["bob"], fetched=True)
 
-    run_bounded(scenario)
+    run_bounded(scenario, DEADLINE)

@@ -13,57 +13,18 @@ with a deadline (as in tests/test_embedding_examples.py): a hang fails the test.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import threading
-import warnings
-from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
 import pytest
 
-with warnings.catch_warnings():
-    # Starlette 1.10 prefers the httpx2 fork and warns on import when it finds httpx instead.
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient, WebSocketTestSession
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "phoenix_app.py"
+from asgi_testing import TestClient, WebSocketTestSession, load_example, run_bounded
 
 DEADLINE = 30.0
 """Seconds a whole scenario may take (each takes well under one)."""
 
 TOPIC = "room:lobby"
-
-
-def load() -> ModuleType:
-    """A fresh copy of the example (its own endpoint and signing key)."""
-    spec = importlib.util.spec_from_file_location("example_phoenix_app", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_bounded(scenario: Callable[[], None], deadline: float = DEADLINE) -> None:
-    """Run ``scenario`` in a daemon thread; re-raise what it raised, or fail past ``deadline``."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            scenario()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="phoenix scenario", daemon=True)
-    thread.start()
-    thread.join(deadline)
-    if thread.is_alive():
-        pytest.fail(f"the scenario did not finish within {deadline} s (a hang in the app?)")
-    if errors:
-        raise errors[0]
 
 
 def send(
@@ -123,7 +84,7 @@ APPS = [
 def test_a_client_with_a_signed_token_joins_and_is_tracked(
     name: str, backend: Literal["asyncio", "trio"]
 ) -> None:
-    module = load()
+    module = load_example("phoenix_app.py")
     application = getattr(module, name)
 
     def scenario() -> None:
@@ -155,11 +116,11 @@ def test_a_client_with_a_signed_token_joins_and_is_tracked(
                 {"status": "ok", "response": {}},
             ]
 
-    run_bounded(scenario)
+    run_bounded(scenario, DEADLINE)
 
 
 def test_refusals_are_error_replies_and_track_nothing() -> None:
-    module = load()
+    module = load_example("phoenix_app.py")
 
     def scenario() -> None:
         with TestClient(module.app) as client:
@@ -191,11 +152,11 @@ def test_refusals_are_error_replies_and_track_nothing() -> None:
                 assert presence.list(TOPIC)["bob"]["metas"][0]["status"] == "online"
             assert presence.list(TOPIC) == {}  # the socket closed: its presence left
 
-    run_bounded(scenario)
+    run_bounded(scenario, DEADLINE)
 
 
 def test_a_realtime_js_track_sets_the_status() -> None:
-    module = load()
+    module = load_example("phoenix_app.py")
 
     def scenario() -> None:
         with (
@@ -208,12 +169,12 @@ def test_a_realtime_js_track_sets_the_status() -> None:
             assert receive(ws)[4] == {"status": "ok", "response": {"status": "busy"}}
             assert receive(ws)[4]["joins"]["carol"]["metas"][0]["status"] == "busy"
 
-    run_bounded(scenario)
+    run_bounded(scenario, DEADLINE)
 
 
 def test_tokens_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PRESENCE_TOKEN_SECRET", raising=False)  # so each load draws its own key
-    module = load()
+    module = load_example("phoenix_app.py")
     now = 1_800_000_000.0
     token = module.sign_token("alice", now=now, ttl=60)
     assert module.verify_token(token, now=now) == "alice"
@@ -221,7 +182,7 @@ def test_tokens_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     body, _, signature = token.partition(".")
     changed = signature[:-1] + ("B" if signature.endswith("A") else "A")
     assert module.verify_token(f"{body}.{changed}", now=now) is None  # forged
-    other = load()  # another process: another signing key
+    other = load_example("phoenix_app.py")  # another process: another signing key
     assert other.verify_token(token, now=now) is None
     for junk in ("", ".", "é.é", "a" * 1000, f"{body}"):
         assert module.verify_token(junk, now=now) is None

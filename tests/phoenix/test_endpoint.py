@@ -31,8 +31,6 @@ import functools
 import itertools
 import json
 import socket
-import threading
-import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -46,6 +44,7 @@ import trio
 import uvicorn
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from starlette.websockets import WebSocketDisconnect
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
@@ -57,6 +56,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from asgi_testing import TestClient, WebSocketTestSession, run_bounded
 from presence_adapters import MemoryHub, Presence, TopicDiff, Transport
 from presence_adapters.drivers import anyio as anyio_driver
 from presence_adapters.drivers import asyncio as asyncio_driver
@@ -72,12 +72,6 @@ from presence_adapters.phoenix import (
     create_app,
 )
 from presence_core import JSONValue, LocalProtocolError, TrackerConfig, sync_diff, sync_state
-
-with warnings.catch_warnings():
-    # Starlette 1.10 prefers the httpx2 fork and warns on import when it finds httpx instead.
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.websockets import WebSocketDisconnect
 
 TOPIC = "room:lobby"
 OK: dict[str, Any] = {"status": "ok", "response": {}}
@@ -384,25 +378,6 @@ def connect(
         yield Peer(ws, v1=vsn is None or vsn.startswith("1."))
 
 
-def run_bounded(scenario: Callable[[], None], deadline: float = DEADLINE) -> None:
-    """Run ``scenario`` in a daemon thread; re-raise what it raised, or fail past ``deadline``."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            scenario()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="websocket scenario", daemon=True)
-    thread.start()
-    thread.join(deadline)
-    if thread.is_alive():
-        pytest.fail(f"the scenario did not finish within {deadline} s (a hang in the app?)")
-    if errors:
-        raise errors[0]
-
-
 def serve(
     app: Any, scenario: Callable[[TestClient], None], *, backend: Backend = "asyncio"
 ) -> None:
@@ -412,7 +387,7 @@ def serve(
         with TestClient(app, backend=backend) as client:
             scenario(client)
 
-    run_bounded(run)
+    run_bounded(run, DEADLINE)
 
 
 def node_of(app: PhoenixApp) -> Presence:
