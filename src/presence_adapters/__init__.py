@@ -28,6 +28,12 @@ from .presence import ReplicaEvent as ReplicaEvent
 from .presence import Subscription as Subscription
 from .presence import TopicDiff as TopicDiff
 from .transports._base import Transport as Transport
+from .transports._broker import Backoff as Backoff
+from .transports._broker import BrokerConnected as BrokerConnected
+from .transports._broker import BrokerDisconnected as BrokerDisconnected
+from .transports._broker import BrokerEvent as BrokerEvent
+from .transports._broker import BrokerStats as BrokerStats
+from .transports._broker import StatusCallback as StatusCallback
 from .transports.memory import HubStats as HubStats
 from .transports.memory import LinkFaults as LinkFaults
 from .transports.memory import MemoryHub as MemoryHub
@@ -36,6 +42,11 @@ from .transports.memory import MemoryTransport as MemoryTransport
 __all__ = [
     "DEFAULT_MAX_BUFFERED",
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "Backoff",
+    "BrokerConnected",
+    "BrokerDisconnected",
+    "BrokerEvent",
+    "BrokerStats",
     "ConnectionScope",
     "FetchHook",
     "FetchHookError",
@@ -50,6 +61,7 @@ __all__ = [
     "Pump",
     "PumpStats",
     "ReplicaEvent",
+    "StatusCallback",
     "Subscription",
     "SubscriptionOverflow",
     "TopicDiff",

@@ -22,11 +22,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 
 import anyio
+import sniffio
 
 from presence_adapters._runtime import AnyioRuntime
 from presence_adapters.presence import FetchHook, Presence
 from presence_adapters.transports._base import Transport
-from presence_core import Tracker, TrackerConfig
+from presence_core import LocalProtocolError, Tracker, TrackerConfig
 
 from ._node import DEFAULT_SHUTDOWN_TIMEOUT, NodeLoops, node_parts
 
@@ -143,6 +144,7 @@ class _AnyioNode(NodeLoops):
 
 @asynccontextmanager
 async def _run(node: _AnyioNode) -> AsyncIterator[Presence]:
+    _check_backend(node.transport)
     try:
         async with anyio.create_task_group() as group:
             node.start()
@@ -164,6 +166,17 @@ async def _run(node: _AnyioNode) -> AsyncIterator[Presence]:
         finally:
             error.__context__, error.__suppress_context__ = context, suppressed
             del error, exc_group
+
+
+def _check_backend(transport: Transport) -> None:
+    """Refuse a transport built on an asyncio-only client when anyio runs on another backend."""
+    if getattr(transport, "requires_asyncio", False):
+        backend = sniffio.current_async_library()
+        if backend != "asyncio":
+            raise LocalProtocolError(
+                f"the {type(transport).__name__} transport needs asyncio (its client library is "
+                f"asyncio-only); anyio is running on {backend}"
+            )
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -21,6 +21,10 @@ on any new transport):
 * two clusters sharing one bus (different namespaces) never see each other's messages;
 * after :meth:`~Transport.aclose` (idempotent) sends raise and ``receive`` raises
   :class:`~presence_adapters.TransportClosed`; a ``receive`` already waiting is woken with it.
+
+A transport whose client library works only on asyncio says so with a class attribute
+``requires_asyncio = True``: the anyio driver then refuses it on trio with a clear error, instead
+of failing somewhere inside the library.
 """
 
 from __future__ import annotations
