@@ -21,12 +21,13 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from presence_adapters.simulation import FAULT_MIXES, SimParams, SimResult, Simulation
 
 if TYPE_CHECKING:
+    from presence_adapters import Presence, Transport
     from presence_adapters.phoenix import Accept, JoinRequest, PhoenixApp, Reject
 
 __all__ = ["main"]
@@ -100,8 +101,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve phoenix.js clients and the presence page from one presence node",
         description=(
             "Serve the Phoenix Channels endpoint (phoenix.js connects to /socket) and the "
-            "presence page at / (who is online in a room, live) from one presence node on a "
-            "private in-memory bus. A join of a topic room:* with the payload "
+            "presence page at / (who is online in a room, live) from one presence node: on a "
+            "private in-memory bus, or in a cluster over Redis or NATS with every other "
+            "`presence serve` of the same broker. A join of a topic room:* with the payload "
             '{"user": NAME} tracks NAME (a non-empty string of at most '
             f"{MAX_USER_CHARS} characters) for as long as the channel is joined."
         ),
@@ -109,10 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface (default %(default)s)")
     serve.add_argument("--port", type=int, default=4000, help="TCP port (default %(default)s)")
     serve.add_argument("--name", help="the node's name (default: the host name and a random tag)")
-    serve.add_argument(
-        "--redis", metavar="URL", help="join a cluster over Redis (not available yet)"
+    brokers = serve.add_mutually_exclusive_group()
+    brokers.add_argument(
+        "--redis", metavar="URL", help="join a cluster over Redis, e.g. redis://127.0.0.1:6379"
     )
-    serve.add_argument("--nats", metavar="URL", help="join a cluster over NATS (not available yet)")
+    brokers.add_argument(
+        "--nats", metavar="URL", help="join a cluster over NATS, e.g. nats://127.0.0.1:4222"
+    )
     return parser
 
 
@@ -145,35 +150,51 @@ async def serve_on_join(request: JoinRequest) -> Accept | Reject:
     return Accept(key=user, meta={"online_at": int(time.time())})
 
 
-def serve_app(name: str | None = None) -> PhoenixApp:
-    """The application ``presence serve`` runs: the endpoint, the page, one node (asyncio)."""
+def serve_app(
+    name: str | None = None, *, redis: str | None = None, nats: str | None = None
+) -> PhoenixApp:
+    """The application ``presence serve`` runs: the endpoint and the page, on one node (asyncio
+    driver), on a private memory bus or in a cluster over Redis (``redis``) or NATS (``nats``).
+
+    Raises:
+        ImportError: the extra a broker needs is not installed.
+    """
+    from presence_adapters import default_name
     from presence_adapters.drivers.asyncio import open_node
     from presence_adapters.phoenix import create_app
 
-    return create_app(lambda: open_node(name=name), on_join=serve_on_join, page=True)
+    connect: Callable[[str], Awaitable[Transport]] | None = None
+    if redis is not None:
+        from presence_adapters.transports.redis import RedisTransport
+
+        url = redis
+        connect = lambda node: RedisTransport.connect(url, name=node)  # noqa: E731
+    elif nats is not None:
+        from presence_adapters.transports.nats import NatsTransport
+
+        servers = nats
+        connect = lambda node: NatsTransport.connect(servers, name=node)  # noqa: E731
+
+    @contextlib.asynccontextmanager
+    async def node() -> AsyncIterator[Presence]:
+        node_name = name if name is not None else default_name()
+        transport = None if connect is None else await connect(node_name)
+        async with open_node(transport, name=node_name) as presence:
+            yield presence
+
+    return create_app(node, on_join=serve_on_join, page=True)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    for option in ("redis", "nats"):
-        if getattr(args, option) is not None:
-            print(
-                f"presence serve: --{option} is not available yet (the broker transports are "
-                "not built); without it the node runs on a private in-memory bus",
-                file=sys.stderr,
-            )
-            return 2
     if not 0 <= args.port <= 65535:
         print(f"presence serve: --port must be 0 to 65535, not {args.port}", file=sys.stderr)
         return 2
     try:
         import uvicorn
 
-        app = serve_app(args.name)
+        app = serve_app(args.name, redis=args.redis, nats=args.nats)
     except ImportError as exc:
-        print(
-            f"presence serve needs the phoenix extra ({exc}): pip install 'presence-core[phoenix]'",
-            file=sys.stderr,
-        )
+        print(f"presence serve: {exc}", file=sys.stderr)
         return 2
     print(
         f"presence serve: the presence page at http://{_url_host(args.host)}:{args.port}/, "

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from interop_support import POLL_INTERVAL, WebSocketClient
 
-from presence_adapters.cli import MAX_USER_CHARS, main, serve_on_join
+from presence_adapters.cli import MAX_USER_CHARS, serve_on_join
 from presence_adapters.phoenix import Accept, JoinRequest, Reject
 
 START_TIMEOUT = 30.0
@@ -145,15 +145,6 @@ def test_serve_serves_the_page_and_phoenix_clients(served: tuple[str, int]) -> N
     finally:
         alice.close()
         bob.close()
-
-
-@pytest.mark.parametrize("option", ["--redis", "--nats"])
-def test_serve_brokers_are_not_available_yet(
-    option: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["serve", option, "x://localhost"]) == 2
-    error = capsys.readouterr().err
-    assert f"{option} is not available yet (the broker transports are not built)" in error
 
 
 def join(topic: str, payload: dict[str, object]) -> Accept | Reject:
