@@ -52,6 +52,9 @@ POLL_INTERVAL = 0.005
 READY_TIMEOUT = 10.0
 """Seconds a starting redis-server has to answer PING."""
 
+SIGNAL_POLL_INTERVAL = 0.001
+"""Seconds between two looks at /proc while a signal is being delivered (a deadline bounds it)."""
+
 STOP_TIMEOUT = 10.0
 """Seconds a stopping redis-server has to exit after SIGTERM (then it is killed)."""
 
@@ -171,7 +174,7 @@ class RedisServer:
                 break
             if _pong(self.port):
                 return
-            time.sleep(0.01)
+            time.sleep(POLL_INTERVAL)
         self.stop()
         text = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
         raise AssertionError(
@@ -193,7 +196,7 @@ class RedisServer:
             # The state follows the command name, which is in parentheses.
             if stat.read_text().rsplit(")", 1)[1].split()[0] in {"T", "t"}:
                 return
-            time.sleep(0.001)
+            time.sleep(SIGNAL_POLL_INTERVAL)
 
     def thaw(self) -> None:
         """Resume a suspended server (SIGCONT)."""
