@@ -214,13 +214,13 @@ def test_fast_configs_are_valid() -> None:
 # transport, a failed goodbye or close, entering twice. Each runs on the three runners.
 
 
-class Gated:
+class Gated(support.DelegatingTransport):
     """A transport whose sends wait until :attr:`open` is set, and can be made to fail."""
 
+    inner: MemoryTransport
+
     def __init__(self, inner: MemoryTransport) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.max_payload = inner.max_payload
+        super().__init__(inner)
         self.open = anyio.Event()
         self.open.set()
         self.fail_sends = False
@@ -238,9 +238,6 @@ class Gated:
     async def send(self, to: str, data: bytes) -> None:
         await self._pass()
         await self.inner.send(to, data)
-
-    async def receive(self) -> bytes:
-        return await self.inner.receive()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

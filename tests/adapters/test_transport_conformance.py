@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from waiting import anyio_backend as anyio_backend  # the fixture, for the anyio marker
 
+import presence_adapters.testing._support as support
 import presence_adapters.testing.transport as transport_suite
 from presence_adapters import MemoryHub, MemoryTransport, PayloadTooLarge, Transport
 from presence_adapters.testing import (
@@ -79,31 +80,13 @@ def test_the_suite_needs_anyio(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------- broken transports
 
 
-class Wrapper:
+class Wrapper(support.DelegatingTransport):
     """A member of a memory hub that breaks one rule (subclasses override one method)."""
 
+    inner: MemoryTransport
+
     def __init__(self, inner: MemoryTransport) -> None:
-        self.inner = inner
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def max_payload(self) -> int:
-        return self.inner.max_payload
-
-    async def broadcast(self, data: bytes) -> None:
-        await self.inner.broadcast(data)
-
-    async def send(self, to: str, data: bytes) -> None:
-        await self.inner.send(to, data)
-
-    async def receive(self) -> bytes:
-        return await self.inner.receive()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        super().__init__(inner)
 
 
 class HearsItself(Wrapper):

@@ -13,10 +13,14 @@ import contextlib
 import gc
 import sys
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import anyio
+
+from presence_adapters.transports._base import Transport
+
+T = TypeVar("T")
 
 __all__ = [
     "DEADLINE",
@@ -167,3 +171,41 @@ def failing_after(seconds: float, what: str) -> Iterator[None]:
         yield
     if scope.cancelled_caught:
         raise AssertionError(f"timed out after {seconds:g} s: {what}")
+
+
+class DelegatingTransport:
+    """A transport that passes every call to ``inner``: subclass it and override the one method
+    a fault or a broken rule is about (the checks' hanging and flooding transports do)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def max_payload(self) -> int:
+        return self.inner.max_payload
+
+    async def broadcast(self, data: bytes) -> None:
+        await self.inner.broadcast(data)
+
+    async def send(self, to: str, data: bytes) -> None:
+        await self.inner.send(to, data)
+
+    async def receive(self) -> bytes:
+        return await self.inner.receive()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def run_checks(checks: Sequence[Callable[[T], Awaitable[None]]], subject: T) -> None:
+    """Run ``check(subject)`` for each check in turn; the first failure is raised, prefixed with
+    the check's name."""
+    for check in checks:
+        try:
+            await check(subject)
+        except AssertionError as exc:
+            raise AssertionError(f"{check.__name__}: {exc}") from exc

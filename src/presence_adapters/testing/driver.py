@@ -46,7 +46,14 @@ from presence_core import (
     TrackerConfig,
 )
 
-from ._support import DEADLINE, LeakWatch, failing_after, wait_until
+from ._support import (
+    DEADLINE,
+    DelegatingTransport,
+    LeakWatch,
+    failing_after,
+    run_checks,
+    wait_until,
+)
 
 __all__ = [
     "CALM",
@@ -281,26 +288,18 @@ async def _buffered(subscription: Subscription[T]) -> list[T]:
     raise AssertionError("unreachable")  # pragma: no cover - failing_after raised
 
 
-class _HangingTransport:
+class _HangingTransport(DelegatingTransport):
     """A transport wrapper that can hang: its sends (and, separately, its ``aclose``) then wait
     until :meth:`release` (forever, if nobody calls it), as a broker that stopped answering."""
 
     def __init__(self, inner: Transport) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.hang_sends = False
         self.hang_close = False
         self._released = anyio.Event()
 
     def release(self) -> None:
         self._released.set()
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def max_payload(self) -> int:
-        return self.inner.max_payload
 
     async def broadcast(self, data: bytes) -> None:
         if self.hang_sends:
@@ -312,46 +311,26 @@ class _HangingTransport:
             await self._released.wait()
         await self.inner.send(to, data)
 
-    async def receive(self) -> bytes:
-        return await self.inner.receive()
-
     async def aclose(self) -> None:
         if self.hang_close:
             await self._released.wait()
         await self.inner.aclose()
 
 
-class _JunkFirehose:
+class _JunkFirehose(DelegatingTransport):
     """A transport wrapper that, while a flood is on, returns junk from ``receive`` at once and
     without yielding, as a broker transport with a full socket buffer does."""
 
     def __init__(self, inner: Transport) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.flood_until = -math.inf
         self.served = 0
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def max_payload(self) -> int:
-        return self._inner.max_payload
-
-    async def broadcast(self, data: bytes) -> None:
-        await self._inner.broadcast(data)
-
-    async def send(self, to: str, data: bytes) -> None:
-        await self._inner.send(to, data)
 
     async def receive(self) -> bytes:
         if anyio.current_time() < self.flood_until:
             self.served += 1
             return b"junk addressed to one node"
-        return await self._inner.receive()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        return await self.inner.receive()
 
 
 # ---------------------------------------------------------------------- convergence
@@ -1043,8 +1022,4 @@ async def check_driver(open_node: NodeOpener) -> None:
     Raises:
         AssertionError: the first check that failed, saying what went wrong.
     """
-    for check in DRIVER_CHECKS:
-        try:
-            await check(open_node)
-        except AssertionError as exc:
-            raise AssertionError(f"{check.__name__}: {exc}") from exc
+    await run_checks(DRIVER_CHECKS, open_node)

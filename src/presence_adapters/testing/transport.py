@@ -38,7 +38,7 @@ import anyio
 from presence_adapters._errors import PayloadTooLarge, TransportClosed
 from presence_adapters.transports._base import Transport
 
-from ._support import DEADLINE, QUIET_PERIOD, failing_after
+from ._support import DEADLINE, QUIET_PERIOD, failing_after, run_checks
 
 __all__ = [
     "TRANSPORT_CHECKS",
@@ -470,8 +470,4 @@ async def check_transport(connect: TransportFactory) -> None:
     Raises:
         AssertionError: the first check that failed, saying what went wrong.
     """
-    for check in TRANSPORT_CHECKS:
-        try:
-            await check(connect)
-        except AssertionError as exc:
-            raise AssertionError(f"{check.__name__}: {exc}") from exc
+    await run_checks(TRANSPORT_CHECKS, connect)
