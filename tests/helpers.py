@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -209,6 +209,8 @@ class Cluster:
         self.mute: set[str] = set()
         self.dead: set[str] = set()
         self.cut: set[tuple[str, str]] = set()
+        self.lose: Callable[[str, Message], bool] | None = None
+        """When set, ``lose(sender, message)`` says whether to lose one message on the way."""
         self.sent: list[Sent] = []
         for name in names:
             self.add(name)
@@ -320,6 +322,8 @@ class Cluster:
         while queue:
             sender, transmission = queue.popleft()
             recipients = self._recipients(sender, transmission.to)
+            if self.lose is not None and self.lose(sender, transmission.message):
+                recipients = ()
             self.sent.append(
                 Sent(
                     self.now,

@@ -396,10 +396,9 @@ class Presence:
         runtime: Runtime,
         control: _NodeControl,
         *,
-        max_payload: int | None = None,
         fetch: FetchHook | None = None,
     ) -> None:
-        self._pump = Pump(tracker, on_event=self._on_event, max_payload=max_payload)
+        self._pump = Pump(tracker, on_event=self._on_event)
         self._tracker = tracker
         self._runtime = runtime
         self._control = control

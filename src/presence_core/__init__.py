@@ -34,6 +34,7 @@ from ._events import PresenceDiff as PresenceDiff
 from ._events import ReplicaDown as ReplicaDown
 from ._events import ReplicaPermdown as ReplicaPermdown
 from ._events import ReplicaUp as ReplicaUp
+from ._events import Unsendable as Unsendable
 from ._liveness import TRANSITIONS as TRANSITIONS
 from ._liveness import LivenessAction as LivenessAction
 from ._liveness import LivenessInput as LivenessInput
@@ -46,6 +47,7 @@ from ._messages import TransferAck as TransferAck
 from ._messages import TransferRequest as TransferRequest
 from ._meta import JSONValue as JSONValue
 from ._meta import Meta as Meta
+from ._parts import encode_parts as encode_parts
 from ._presence import PresenceMap as PresenceMap
 from ._presence import group as group
 from ._presence import presence_diff_payload as presence_diff_payload
@@ -55,6 +57,7 @@ from ._state import Entry as Entry
 from ._state import MergeResult as MergeResult
 from ._state import ReplicaState as ReplicaState
 from ._state import Snapshot as Snapshot
+from ._state import SnapshotPart as SnapshotPart
 from ._state import merge_deltas as merge_deltas
 from ._tracker import MetaUpdater as MetaUpdater
 from ._tracker import ReplicaInfo as ReplicaInfo
@@ -111,6 +114,7 @@ __all__ = [
     "ReplicaStatus",
     "ReplicaUp",
     "Snapshot",
+    "SnapshotPart",
     "SyncResult",
     "TRANSITIONS",
     "Tracker",
@@ -118,12 +122,14 @@ __all__ = [
     "TrackerConfig",
     "TransferAck",
     "TransferRequest",
+    "Unsendable",
     "append_clock",
     "classify_diff",
     "dominates",
     "decode_message",
     "dominates_or_equal",
     "encode_message",
+    "encode_parts",
     "group",
     "list_presences",
     "lowerbound",

@@ -45,7 +45,7 @@ from typing import Any, Final, NoReturn, Union
 from ._errors import LimitExceeded, LocalProtocolError, RemoteProtocolError
 from ._messages import GracefulPermdown, Heartbeat, Message, TransferAck, TransferRequest
 from ._meta import copy_meta
-from ._state import Delta, Entry, Snapshot
+from ._state import Delta, Entry, Snapshot, SnapshotPart
 from ._vclock import ReplicaRef
 
 __all__ = [
@@ -80,11 +80,15 @@ _FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     _TRANSFER_ACK: ("v", "type", "request_id", "sender", "payload"),
     _GRACEFUL_PERMDOWN: ("v", "type", "sender"),
 }
+_PART: Final = "part"
+"""The optional field ``[index, count]`` of a heartbeat or transfer ack sent in parts."""
 _DELTA_FIELDS: Final = ("replica", "values", "clouds", "start", "end")
 _SNAPSHOT_FIELDS: Final = ("replica", "context", "clouds", "values")
+_SNAPSHOT_PART_FIELDS: Final = ("replica", "context", "ranges", "clouds", "values")
 _PAYLOAD_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "delta": ("kind", *_DELTA_FIELDS),
     "snapshot": ("kind", *_SNAPSHOT_FIELDS),
+    "snapshot_part": ("kind", *_SNAPSHOT_PART_FIELDS),
 }
 
 # A canonical encoder never writes a \uXXXX escape for a surrogate (it writes characters as
@@ -132,6 +136,21 @@ def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> b
             its payload has not seen).
     """
     _check_limit("max_bytes", max_bytes, 1)
+    document = _document(message)
+    data = _serialized(document)
+    if len(data) > max_bytes:
+        raise LimitExceeded(
+            f"{document['type']}: the encoding is {len(data)} bytes, over max_bytes={max_bytes}"
+        )
+    return data
+
+
+def encode_unlimited(message: Message) -> bytes:
+    """:func:`encode_message` without a size limit (for :func:`~presence_core.encode_parts`)."""
+    return _serialized(_document(message))
+
+
+def _document(message: Message) -> dict[str, object]:
     document: dict[str, object]
     if isinstance(message, Heartbeat):
         document = {
@@ -149,6 +168,7 @@ def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> b
             if message.delta is None
             else _encode_delta(message.delta, "heartbeat.delta"),
         }
+        _encode_part(document, message.part, message.parts, _HEARTBEAT)
     elif isinstance(message, TransferRequest):
         document = {
             "v": WIRE_VERSION,
@@ -162,6 +182,9 @@ def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> b
         if isinstance(payload, Delta):
             body = _encode_delta(payload, "transfer_ack.payload")
             body["kind"] = "delta"
+        elif isinstance(payload, SnapshotPart):
+            body = _encode_snapshot_part(payload, "transfer_ack.payload")
+            body["kind"] = "snapshot_part"
         else:
             body = _encode_snapshot(payload, "transfer_ack.payload")
             body["kind"] = "snapshot"
@@ -172,6 +195,7 @@ def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> b
             "sender": _encode_ref(message.sender, "transfer_ack.sender"),
             "payload": body,
         }
+        _encode_part(document, message.part, message.parts, _TRANSFER_ACK)
     elif isinstance(message, GracefulPermdown):
         document = {
             "v": WIRE_VERSION,
@@ -180,8 +204,12 @@ def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> b
         }
     else:
         raise LocalProtocolError(f"cannot encode a {type(message).__name__}: not a Message")
+    return document
+
+
+def _serialized(document: dict[str, object]) -> bytes:
     try:
-        data = _ENCODER.encode(document).encode("utf-8")
+        return _ENCODER.encode(document).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise LocalProtocolError(
             f"{document['type']}: a string is not valid Unicode ({exc.reason}: "
@@ -191,11 +219,15 @@ def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> b
         raise LocalProtocolError(
             f"{document['type']}: a meta is not JSON-compatible ({exc})"
         ) from exc
-    if len(data) > max_bytes:
-        raise LimitExceeded(
-            f"{document['type']}: the encoding is {len(data)} bytes, over max_bytes={max_bytes}"
-        )
-    return data
+
+
+def _encode_part(document: dict[str, object], part: int, parts: int, kind: str) -> None:
+    # Written only for a message sent in parts: a whole one keeps the encoding it always had.
+    if parts != 1:
+        document[_PART] = [
+            _encode_int(part, f"{kind}.part.index", 0),
+            _encode_int(parts, f"{kind}.part.count", 1),
+        ]
 
 
 def _check_limit(what: str, value: object, low: int) -> None:
@@ -264,15 +296,19 @@ def _encode_clouds(clouds: Mapping[ReplicaRef, Iterable[int]], path: str) -> lis
 def _encode_values(
     values: Mapping[ReplicaRef, Mapping[int, Entry]],
     path: str,
-    context: Mapping[ReplicaRef, int] | None,
+    covered: Mapping[ReplicaRef, tuple[int, int]] | None,
     clouds: Mapping[ReplicaRef, frozenset[int]],
 ) -> list[list[object]]:
+    """The entries by owner; each must be within ``covered`` (first, last] or ``clouds``.
+
+    ``covered`` is ``None`` for a delta (clouds only); otherwise every owner must be in it.
+    """
     result: list[list[object]] = []
     for owner in _sorted_refs(values, path):
-        if context is None:
-            upto = 0
-        elif owner in context:
-            upto = context[owner]
+        if covered is None:
+            first, upto = 0, 0
+        elif owner in covered:
+            first, upto = covered[owner]
         else:
             raise LocalProtocolError(f"{path}: owner {_ref_text(owner)} is not in the context")
         cloud = clouds.get(owner, frozenset())
@@ -283,7 +319,7 @@ def _encode_values(
             if not (
                 type(clock) is int
                 and 1 <= clock <= MAX_WIRE_INT
-                and (clock <= upto or clock in cloud)
+                and (first < clock <= upto or clock in cloud)
                 and type(entry.topic) is str
                 and type(entry.key) is str
                 and type(entry.conn) is str
@@ -315,13 +351,32 @@ def _encode_delta(delta: Delta, path: str) -> dict[str, object]:
 
 
 def _encode_snapshot(snapshot: Snapshot, path: str) -> dict[str, object]:
+    covered = {owner: (0, clock) for owner, clock in snapshot.context.items()}
     return {
         "replica": _encode_ref(snapshot.replica, f"{path}.replica"),
         "context": _encode_context(snapshot.context, f"{path}.context"),
         "clouds": _encode_clouds(snapshot.clouds, f"{path}.clouds"),
-        "values": _encode_values(
-            snapshot.values, f"{path}.values", snapshot.context, snapshot.clouds
-        ),
+        "values": _encode_values(snapshot.values, f"{path}.values", covered, snapshot.clouds),
+    }
+
+
+def _encode_snapshot_part(part: SnapshotPart, path: str) -> dict[str, object]:
+    ranges = part.ranges
+    covered = {owner: ranges.get(owner, (0, 0)) for owner in part.context}
+    return {
+        "replica": _encode_ref(part.replica, f"{path}.replica"),
+        "context": _encode_context(part.context, f"{path}.context"),
+        "ranges": [
+            [
+                ref.name,
+                _encode_int(ref.vsn, f"{path}.ranges.vsn", 0),
+                _encode_int(ranges[ref][0], f"{path}.ranges.first", 0),
+                _encode_int(ranges[ref][1], f"{path}.ranges.last", 1),
+            ]
+            for ref in _sorted_refs(ranges, f"{path}.ranges")
+        ],
+        "clouds": _encode_clouds(part.clouds, f"{path}.clouds"),
+        "values": _encode_values(part.values, f"{path}.values", covered, part.clouds),
     }
 
 
@@ -413,6 +468,11 @@ def decode_message(
     return _Reader(max_dots, _SURROGATE_ESCAPE.search(text) is not None).message(document)
 
 
+def _seen_text(span: tuple[int, int]) -> str:
+    first, last = span
+    return f"context {last}" if first == 0 else f"range ({first}, {last}]"
+
+
 def _show(value: object) -> str:
     """A short rendering of a JSON value for an error message."""
     if value is None:
@@ -499,7 +559,12 @@ class _Reader:
             self.fail(f"{kind}.sender", "missing field")
         sender = self.ref(document["sender"], f"{kind}.sender")
         self.replica = sender.name
-        self.fields(document, kind, _FIELDS[kind])
+        names = _FIELDS[kind]
+        part, parts = 0, 1
+        if _PART in document and kind in (_HEARTBEAT, _TRANSFER_ACK):
+            part, parts = self.part(document[_PART], f"{kind}.part")
+            names = (*names, _PART)
+        self.fields(document, kind, names)
         if self.check_text:
             self.find_lone_surrogate(document, kind)
         if kind == _HEARTBEAT:
@@ -520,6 +585,8 @@ class _Reader:
                 else self.delta(
                     self.fields(raw_delta, "heartbeat.delta", _DELTA_FIELDS), "heartbeat.delta"
                 ),
+                part=part,
+                parts=parts,
             )
         if kind == _TRANSFER_REQUEST:
             return TransferRequest(
@@ -533,6 +600,8 @@ class _Reader:
                 request_id=request_id,
                 sender=sender,
                 payload=self.payload(document["payload"], "transfer_ack.payload"),
+                part=part,
+                parts=parts,
             )
         return GracefulPermdown(sender=sender)
 
@@ -546,17 +615,33 @@ class _Reader:
             self.fail(path, f"unknown field {_show(unknown[0])}")
         return value
 
-    def payload(self, value: object, path: str) -> Delta | Snapshot:
+    def part(self, value: object, path: str) -> tuple[int, int]:
+        if type(value) is not list or len(value) != 2:
+            self.expected(path, "[index, count]", value)
+        index = self.number(value[0], f"{path}.index", 0)
+        count = self.number(value[1], f"{path}.count", 0)
+        if count < 2:
+            self.fail(
+                f"{path}.count",
+                f"{count}: a message in parts has at least 2 (a whole one has no part field)",
+            )
+        if index >= count:
+            self.fail(f"{path}.index", f"{index} is not below the count {count}")
+        return index, count
+
+    def payload(self, value: object, path: str) -> Delta | Snapshot | SnapshotPart:
         if type(value) is not dict:
             self.expected(path, "an object", value)
         if "kind" not in value:
             self.fail(f"{path}.kind", "missing field")
         kind = value["kind"]
         if type(kind) is not str or kind not in _PAYLOAD_FIELDS:
-            self.expected(f"{path}.kind", "'delta' or 'snapshot'", kind)
+            self.expected(f"{path}.kind", "'delta', 'snapshot' or 'snapshot_part'", kind)
         self.fields(value, path, _PAYLOAD_FIELDS[kind])
         if kind == "delta":
             return self.delta(value, path)
+        if kind == "snapshot_part":
+            return self.snapshot_part(value, path)
         return self.snapshot(value, path)
 
     def find_lone_surrogate(self, document: dict[str, Any], kind: str) -> None:
@@ -677,10 +762,13 @@ class _Reader:
         self,
         value: object,
         path: str,
-        context: dict[ReplicaRef, int] | None,
+        covered: Mapping[ReplicaRef, tuple[int, int]] | None,
         clouds: dict[ReplicaRef, frozenset[int]],
     ) -> dict[ReplicaRef, dict[int, Entry]]:
-        """Entries by owner; each must be covered by ``context`` (Snapshot) or ``clouds``."""
+        """Entries by owner; each must be within ``covered`` (first, last] or ``clouds``.
+
+        ``covered`` is ``None`` for a delta; otherwise it names every owner allowed.
+        """
         result: dict[ReplicaRef, dict[int, Entry]] = {}
         empty: frozenset[int] = frozenset()
         new_entry = tuple.__new__  # Entry's own __new__ does just this, one call slower
@@ -689,10 +777,10 @@ class _Reader:
             owner = self.ref_of(name, vsn, where)
             if owner in result:
                 self.fail(where, f"duplicate owner {_ref_text(owner)}")
-            if context is None:
-                upto = 0
-            elif owner in context:
-                upto = context[owner]
+            if covered is None:
+                first, upto = 0, 0
+            elif owner in covered:
+                first, upto = covered[owner]
             else:
                 self.fail(where, f"owner {_ref_text(owner)} is not in the payload's context")
             cloud = clouds.get(owner, empty)
@@ -706,7 +794,7 @@ class _Reader:
                     if (
                         type(clock) is int
                         and 0 < clock <= MAX_WIRE_INT
-                        and (clock <= upto or clock in cloud)
+                        and (first < clock <= upto or clock in cloud)
                         and clock not in rows
                         and type(conn) is str
                         and type(topic) is str
@@ -723,7 +811,7 @@ class _Reader:
                                 raise self.error(f"{where}.entries[{j}].meta", problem) from exc
                         rows[clock] = new_entry(Entry, (topic, key, conn, meta, owner, clock))
                         continue
-                self.bad_entry(item, f"{where}.entries[{j}]", owner, upto, cloud, rows)
+                self.bad_entry(item, f"{where}.entries[{j}]", owner, (first, upto), cloud, rows)
             result[owner] = rows
         return result
 
@@ -732,7 +820,7 @@ class _Reader:
         item: object,
         path: str,
         owner: ReplicaRef,
-        upto: int,
+        span: tuple[int, int],
         cloud: frozenset[int],
         rows: dict[int, Entry],
     ) -> NoReturn:
@@ -749,7 +837,7 @@ class _Reader:
         self.fail(
             f"{path}.clock",
             f"dot {clock} of {_ref_text(owner)} is outside what the payload has seen "
-            f"(context {upto}, clouds {'without it' if cloud else 'empty'})",
+            f"({_seen_text(span)}, clouds {'without it' if cloud else 'empty'})",
         )
 
     # -------------------------------------------------------------- payloads
@@ -772,5 +860,44 @@ class _Reader:
         replica = self.ref(fields["replica"], f"{path}.replica")
         context = self.context(fields["context"], f"{path}.context")
         clouds = self.clouds(fields["clouds"], f"{path}.clouds")
-        values = self.values(fields["values"], f"{path}.values", context, clouds)
+        covered = {owner: (0, clock) for owner, clock in context.items()}
+        values = self.values(fields["values"], f"{path}.values", covered, clouds)
         return Snapshot(replica=replica, context=context, clouds=clouds, values=values)
+
+    def snapshot_part(self, fields: dict[str, Any], path: str) -> SnapshotPart:
+        replica = self.ref(fields["replica"], f"{path}.replica")
+        context = self.context(fields["context"], f"{path}.context")
+        ranges = self.ranges(fields["ranges"], f"{path}.ranges", context)
+        clouds = self.clouds(fields["clouds"], f"{path}.clouds")
+        covered = {owner: ranges.get(owner, (0, 0)) for owner in context}
+        values = self.values(fields["values"], f"{path}.values", covered, clouds)
+        return SnapshotPart(
+            replica=replica, context=context, ranges=ranges, clouds=clouds, values=values
+        )
+
+    def ranges(
+        self, value: object, path: str, context: dict[ReplicaRef, int]
+    ) -> dict[ReplicaRef, tuple[int, int]]:
+        if type(value) is not list:
+            self.expected(path, "an array", value)
+        result: dict[ReplicaRef, tuple[int, int]] = {}
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            if type(item) is not list or len(item) != 4:
+                self.expected(where, "[name, vsn, first, last]", item)
+            name, vsn, first, last = item
+            ref = self.ref_of(name, vsn, where)
+            if ref in result:
+                self.fail(where, f"duplicate replica {_ref_text(ref)}")
+            if ref not in context:
+                self.fail(where, f"replica {_ref_text(ref)} is not in the payload's context")
+            first = self.number(first, f"{where}.first", 0)
+            last = self.number(last, f"{where}.last", 1)
+            if not first < last <= context[ref]:
+                self.fail(
+                    where,
+                    f"the range ({first}, {last}] is empty or beyond the context "
+                    f"{context[ref]} of {_ref_text(ref)}",
+                )
+            result[ref] = (first, last)
+        return result

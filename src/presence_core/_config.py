@@ -11,6 +11,13 @@ from ._errors import ConfigurationError
 
 __all__ = ["TrackerConfig"]
 
+ESCAPE_FACTOR = 6
+"""JSON writes one byte of an identity as up to six (a control character becomes ``\\u001f``)."""
+
+ENTRY_OVERHEAD = 64
+"""Bytes an entry takes on the wire besides its strings and meta: its clock, quotes, commas and
+brackets, with room to spare."""
+
 
 def _sizes(value: Iterable[int]) -> tuple[int, ...]:
     try:
@@ -44,7 +51,8 @@ class TrackerConfig:
     Raises:
         ConfigurationError: a value has the wrong type or is out of range, ``down_period`` is below
             twice ``broadcast_period``, or ``permdown_period`` is not larger than ``down_period``
-            (the same two rules, with the same messages, as Phoenix).
+            (the same two rules, with the same messages, as Phoenix), or one presence at its
+            largest would not fit in half of ``max_message_bytes``.
     """
 
     broadcast_period: float = 1.5
@@ -68,17 +76,41 @@ class TrackerConfig:
     """Size caps of the delta generations kept to answer transfer requests, smallest first."""
 
     max_meta_bytes: int = 16384
-    """Largest meta (as compact JSON) that ``track`` and ``update`` accept."""
+    """Largest meta (as compact JSON, ``phx_ref`` included) that ``track`` and ``update``
+    accept."""
+
+    max_conn_bytes: int = 1024
+    """Longest connection id (UTF-8 bytes) that ``track`` accepts."""
+
+    max_topic_bytes: int = 1024
+    """Longest topic (UTF-8 bytes) that ``track`` accepts."""
+
+    max_key_bytes: int = 1024
+    """Longest presence key (UTF-8 bytes) that ``track`` accepts."""
 
     max_message_bytes: int = 64 * 1024 * 1024
-    """Largest encoded replica message the codec accepts or produces."""
+    """Largest encoded replica message the codec accepts or produces. Larger deltas and
+    transfers are sent in parts that each fit (drivers lower it to the transport's
+    ``max_payload``). One presence must fit in half of it (:attr:`max_presence_bytes`); the
+    other half is left for what every part repeats: the envelope and the clocks (about 30 bytes
+    per replica, plus its name)."""
 
     def __attrs_post_init__(self) -> None:
         broadcast = _positive_number("broadcast_period", self.broadcast_period)
         _positive_int("max_silent_periods", self.max_silent_periods)
         _positive_int("clock_sample_periods", self.clock_sample_periods)
         _positive_int("max_meta_bytes", self.max_meta_bytes)
+        _positive_int("max_conn_bytes", self.max_conn_bytes)
+        _positive_int("max_topic_bytes", self.max_topic_bytes)
+        _positive_int("max_key_bytes", self.max_key_bytes)
         _positive_int("max_message_bytes", self.max_message_bytes)
+        if self.max_presence_bytes > self.max_message_bytes // 2:
+            raise ConfigurationError(
+                f"one presence may take {self.max_presence_bytes} bytes on the wire "
+                "(max_meta_bytes plus six times max_conn_bytes, max_topic_bytes and max_key_bytes, plus "
+                f"{ENTRY_OVERHEAD}), more than half of max_message_bytes={self.max_message_bytes}: "
+                "lower those limits or raise max_message_bytes"
+            )
         if self.down_period is not None:
             _positive_number("down_period", self.down_period)
         down = self.effective_down_period
@@ -95,6 +127,12 @@ class TrackerConfig:
             )
         if permdown <= down:
             raise ConfigurationError("permdown_period must be at least larger than the down_period")
+
+    @property
+    def max_presence_bytes(self) -> int:
+        """The most bytes one presence can take on the wire, by the limits on its fields."""
+        identities = self.max_conn_bytes + self.max_topic_bytes + self.max_key_bytes
+        return self.max_meta_bytes + ESCAPE_FACTOR * identities + ENTRY_OVERHEAD
 
     @property
     def effective_down_period(self) -> float:

@@ -7,10 +7,11 @@ from typing import Union
 
 import attrs
 
+from ._messages import Message
 from ._state import Entry
 from ._vclock import ReplicaRef
 
-__all__ = ["Event", "PresenceDiff", "ReplicaDown", "ReplicaPermdown", "ReplicaUp"]
+__all__ = ["Event", "PresenceDiff", "ReplicaDown", "ReplicaPermdown", "ReplicaUp", "Unsendable"]
 
 
 def _entries(value: Iterable[Entry]) -> tuple[Entry, ...]:
@@ -56,5 +57,26 @@ class ReplicaPermdown:
     replica: ReplicaRef
 
 
-Event = Union[PresenceDiff, ReplicaUp, ReplicaDown, ReplicaPermdown]  # noqa: UP007
+@attrs.frozen(kw_only=True)
+class Unsendable:
+    """A message could not be sent: even split into parts, it does not fit one message.
+
+    It was dropped, and nothing else was: the state is unchanged, and the normal rules repair
+    what the message would have carried where they can (a lost delta by a transfer; a heartbeat
+    is not repaired, so peers will mark this replica down). The configuration's limits are made
+    so that it cannot happen to a heartbeat or a transfer; seeing one means a limit was raised
+    past what the transport carries.
+
+    Attributes:
+        message: the message that was dropped.
+        to: the replica it was for, or ``None`` for a broadcast.
+        reason: why, with the sizes involved.
+    """
+
+    message: Message
+    to: str | None
+    reason: str
+
+
+Event = Union[PresenceDiff, ReplicaUp, ReplicaDown, ReplicaPermdown, Unsendable]  # noqa: UP007
 """Any event :meth:`Tracker.next_event <presence_core.Tracker.next_event>` returns."""

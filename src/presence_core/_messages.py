@@ -11,7 +11,7 @@ from typing import Union
 
 import attrs
 
-from ._state import Delta, Snapshot
+from ._state import Delta, Snapshot, SnapshotPart
 from ._vclock import ReplicaRef
 
 __all__ = [
@@ -42,14 +42,28 @@ def _request_id(_instance: object, _attribute: object, value: int) -> None:
 _ref = attrs.validators.instance_of(ReplicaRef)
 
 
+def _part(instance: Heartbeat | TransferAck, _attribute: object, value: int) -> None:
+    parts = instance.parts
+    if type(parts) is not int or parts < 1:
+        raise ValueError(f"parts must be an int >= 1, not {parts!r}")
+    if type(value) is not int or not 0 <= value < parts:
+        raise ValueError(f"part must be an int from 0 to parts - 1 = {parts - 1}, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Heartbeat:
     """A replica's periodic broadcast: its clock and, when it has one, its pending delta.
 
+    A delta too large for one message goes out as ``parts`` heartbeats, each with the same clock
+    and a part of the delta (see :func:`~presence_core.encode_parts`).
+
     Attributes:
         sender: the sending replica.
         clock: the sender's context, without the replicas it considers down.
-        delta: the delta of the window just closed, or ``None`` for an empty heartbeat.
+        delta: the delta of the window just closed (or a part of it), or ``None`` for an empty
+            heartbeat.
+        part: which part this is, from 0.
+        parts: how many parts the delta was sent in (1: it was sent whole).
     """
 
     sender: ReplicaRef = attrs.field(validator=_ref)
@@ -57,6 +71,8 @@ class Heartbeat:
     delta: Delta | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Delta))
     )
+    part: int = attrs.field(default=0, validator=_part)
+    parts: int = 1
 
 
 @attrs.frozen(kw_only=True)
@@ -78,17 +94,26 @@ class TransferRequest:
 class TransferAck:
     """The reply to a :class:`TransferRequest`: a delta generation or the full state.
 
+    A reply too large for one message goes out as ``parts`` messages with the same request id,
+    each carrying a part of the payload: parts of a delta are deltas, parts of the full state
+    are :class:`~presence_core.SnapshotPart`.
+
     Attributes:
         request_id: the request's correlation number.
         sender: the replying replica.
-        payload: a :class:`~presence_core.Delta` or a :class:`~presence_core.Snapshot`.
+        payload: a :class:`~presence_core.Delta`, a :class:`~presence_core.Snapshot` or a
+            :class:`~presence_core.SnapshotPart`.
+        part: which part this is, from 0.
+        parts: how many parts the reply was sent in (1: it was sent whole).
     """
 
     request_id: int = attrs.field(validator=_request_id)
     sender: ReplicaRef = attrs.field(validator=_ref)
-    payload: Delta | Snapshot = attrs.field(
-        validator=attrs.validators.instance_of((Delta, Snapshot))
+    payload: Delta | Snapshot | SnapshotPart = attrs.field(
+        validator=attrs.validators.instance_of((Delta, Snapshot, SnapshotPart))
     )
+    part: int = attrs.field(default=0, validator=_part)
+    parts: int = 1
 
 
 @attrs.frozen(kw_only=True)
@@ -108,15 +133,17 @@ Message = Union[Heartbeat, TransferRequest, TransferAck, GracefulPermdown]  # no
 
 @attrs.frozen(kw_only=True)
 class Outbound:
-    """A message the tracker wants sent.
+    """A message the tracker wants sent, already encoded.
 
     Attributes:
-        message: what to send.
+        message: what to send (for traces and tests; ``data`` is what travels).
+        data: its encoding, within ``TrackerConfig.max_message_bytes``.
         to: the name of the one replica to send it to, or ``None`` to broadcast it to every other
             replica of the cluster.
     """
 
     message: Message
+    data: bytes = attrs.field(eq=False, repr=False)
     to: str | None = None
 
     @property

@@ -49,6 +49,7 @@ tombstones; the window's own dots ``start+1..clock`` are materialised when the d
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain
 from typing import NamedTuple, TypeVar
 
 import attrs
@@ -63,6 +64,7 @@ __all__ = [
     "MergeResult",
     "ReplicaState",
     "Snapshot",
+    "SnapshotPart",
     "merge_deltas",
 ]
 
@@ -134,7 +136,7 @@ def _check_payload(replica: object, values: Values, clouds: Clouds) -> None:
                 raise ValueError(f"entry {entry!r} is filed under dot ({owner!r}, {clock})")
 
 
-_Payload = TypeVar("_Payload", "Snapshot", "Delta")
+_Payload = TypeVar("_Payload", "Snapshot", "SnapshotPart", "Delta")
 
 
 def _trusted(cls: type[_Payload], **fields: object) -> _Payload:
@@ -173,6 +175,68 @@ class Snapshot:
     def __attrs_post_init__(self) -> None:
         _check_payload(self.replica, self.values, self.clouds)
         _check_context(self.context, "context")
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry carried, owner by owner."""
+        for rows in self.values.values():
+            yield from rows.values()
+
+
+def _ranges(value: Mapping[ReplicaRef, tuple[int, int]]) -> dict[ReplicaRef, tuple[int, int]]:
+    ranges: dict[ReplicaRef, tuple[int, int]] = {}
+    for owner, span in value.items():
+        first, last = span
+        ranges[owner] = (first, last)
+    return ranges
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotPart:
+    """One part of a full-state extract too large for one message (``docs/wire.rst``).
+
+    A part *covers*, for each owner it names, the dots ``first < clock <= last`` of
+    ``ranges[owner]`` and the dots in ``clouds[owner]``: the sender had seen every one of them,
+    and ``values`` holds exactly its live entries among them. Merging a part adds and removes
+    within what it covers and nowhere else, so parts merge in any order and any number of times,
+    and a lost part only leaves its dots unknown: it never removes what another part carries.
+
+    ``context`` is the whole extract's, the same in every part. Only once every part of one
+    reply was merged may the receiver fold it into its own context
+    (:meth:`ReplicaState.complete_snapshot`): dots a part covers but does not carry are
+    removed entries, and only the whole extract speaks for every dot below its context.
+
+    Attributes:
+        replica: the replica that extracted it.
+        context: the whole extract's context.
+        ranges: per owner, the dots ``(first, last]`` covered, with ``last`` at most the context.
+        clouds: per owner, further dots covered (observed beyond the context).
+        values: the live entries among the covered dots, by owner then clock.
+    """
+
+    replica: ReplicaRef
+    context: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
+    ranges: Mapping[ReplicaRef, tuple[int, int]] = attrs.field(converter=_ranges)
+    clouds: Mapping[ReplicaRef, frozenset[int]] = attrs.field(converter=_frozen_clouds)
+    values: Mapping[ReplicaRef, Mapping[int, Entry]] = attrs.field(converter=_copied_values)
+
+    def __attrs_post_init__(self) -> None:
+        _check_payload(self.replica, self.values, self.clouds)
+        _check_context(self.context, "context")
+        for owner, (first, last) in self.ranges.items():
+            upto = self.context.get(owner)
+            if upto is None:
+                raise ValueError(f"ranges[{owner!r}]: the owner is not in the context")
+            if type(first) is not int or type(last) is not int or not 0 <= first < last <= upto:
+                raise ValueError(
+                    f"ranges[{owner!r}] must be ints 0 <= first < last <= {upto}, "
+                    f"not ({first!r}, {last!r})"
+                )
+        for owner, rows in self.values.items():
+            first, last = self.ranges.get(owner, (0, 0))
+            cloud = self.clouds.get(owner, frozenset())
+            for clock in rows:
+                if not (first < clock <= last or clock in cloud):
+                    raise ValueError(f"values[{owner!r}][{clock}] is outside what the part covers")
 
     def entries(self) -> Iterator[Entry]:
         """Every entry carried, owner by owner."""
@@ -863,27 +927,36 @@ class ReplicaState:
             },
         )
 
-    def merge(self, remote: Snapshot | Delta) -> MergeResult:
-        """Merge a full extract or a delta from another replica (SPEC §4.6).
+    def merge(self, remote: Snapshot | SnapshotPart | Delta) -> MergeResult:
+        """Merge a full extract, a part of one, or a delta from another replica (SPEC §4.6).
 
         Adds whose dot we have not seen are accepted if their owner is known; stored remote entries
         whose dot the remote has seen but no longer carries are removed (and tombstoned in our
         pending delta, so we gossip the removal on). Merging the same payload twice changes nothing
         the second time.
 
+        A :class:`SnapshotPart` adds and removes only within the dots it covers. The dots of the
+        entries it adds join our clouds; its context does not join ours until
+        :meth:`complete_snapshot` is called for the whole reply.
+
         Returns:
             The joins and leaves. A remote update is a leave of the old entry and a join of the new.
 
         Raises:
-            LocalProtocolError: ``remote`` is neither a Snapshot nor a Delta.
+            LocalProtocolError: ``remote`` is not a Snapshot, a SnapshotPart or a Delta.
         """
+        # What the remote speaks for, per owner: the dots (first, last] and its clouds.
         if isinstance(remote, Snapshot):
-            remote_context: Mapping[ReplicaRef, int] = remote.context
+            covered: Mapping[ReplicaRef, tuple[int, int]] = {
+                owner: (0, clock) for owner, clock in remote.context.items()
+            }
+        elif isinstance(remote, SnapshotPart):
+            covered = remote.ranges
         elif isinstance(remote, Delta):
-            remote_context = {}
+            covered = {}
         else:
             raise LocalProtocolError(
-                f"can only merge a Snapshot or a Delta, not {type(remote).__name__}"
+                f"can only merge a Snapshot, a SnapshotPart or a Delta, not {type(remote).__name__}"
             )
         me = self.replica
         context = self._context
@@ -909,25 +982,28 @@ class ReplicaState:
 
         # 2. Observed removes: our copies of remote entries that the remote has seen but dropped.
         removed: list[Entry] = []
-        for owner in _union_keys(remote_context, remote_clouds):
+        for owner in _union_keys(covered, remote_clouds):
             stored = self._rows.get(owner)
             if not stored or owner == me:
                 continue
             carried = remote_values.get(owner, {})
-            upto = remote_context.get(owner, 0)
+            first, last = covered.get(owner, (0, 0))
             observed = remote_clouds.get(owner, frozenset())
-            if upto == 0 and len(observed) < len(stored):
-                candidates: Iterable[Entry] = [stored[c] for c in sorted(observed) if c in stored]
+            candidates: Iterable[Entry]
+            if last - first + len(observed) < len(stored):
+                # Fewer covered dots than stored rows (a delta, a part): look the dots up.
+                covered_dots = chain(range(first + 1, last + 1), sorted(observed))
+                candidates = [stored[c] for c in covered_dots if c in stored]
             else:
                 candidates = list(stored.values())
             removed.extend(
                 e
                 for e in candidates
-                if e.clock not in carried and (e.clock <= upto or e.clock in observed)
+                if e.clock not in carried and (first < e.clock <= last or e.clock in observed)
             )
 
         if not adds and not removed:
-            self._merge_causality(remote_context, remote_clouds)
+            self._merge_causality(remote, ())
             return MergeResult()
 
         leaves: list[Entry] = []
@@ -982,15 +1058,28 @@ class ReplicaState:
         if dropped:
             joins = [e for e in joins if id(e) not in dropped]
 
-        self._merge_causality(remote_context, remote_clouds)
+        self._merge_causality(remote, adds)
         return MergeResult(joins=tuple(joins), leaves=tuple(leaves))
 
-    def _merge_causality(self, remote_context: Context, remote_clouds: Clouds) -> None:
+    def complete_snapshot(self, context: Context) -> None:
+        """Fold the context of a reply sent in parts into ours, once every part was merged.
+
+        Only the caller knows that: it counts the parts of each reply (the tracker does). Every
+        dot the context covers was then covered by one of the parts, so each is either stored
+        here or known removed. Replicas we do not know, and our own, are skipped as in a merge.
+        """
+        self._compact(self._raise_context(context))
+
+    def _merge_causality(
+        self,
+        remote: Snapshot | SnapshotPart | Delta,
+        adds: Iterable[tuple[ReplicaRef, Mapping[int, Entry]]],
+    ) -> None:
         me = self.replica
         context = self._context
         clouds = self._clouds
         touched: list[ReplicaRef] = []
-        for replica, dots in remote_clouds.items():
+        for replica, dots in remote.clouds.items():
             if dots and replica in context and replica != me:
                 mine = clouds.get(replica)
                 if mine is None:
@@ -998,14 +1087,32 @@ class ReplicaState:
                 else:
                     mine.update(dots)
                 touched.append(replica)
-        # Unlike Phoenix, the dots of removed entries stay in the clouds: they have been observed,
-        # and forgetting one beyond a gap would let a redelivered add bring the entry back.
+        if isinstance(remote, SnapshotPart):
+            # A part's context is not ours yet, but the adds it made are seen.
+            for owner, accepted in adds:
+                mine = clouds.get(owner)
+                if mine is None:
+                    clouds[owner] = set(accepted)
+                else:
+                    mine.update(accepted)
+                touched.append(owner)
+        elif isinstance(remote, Snapshot):
+            # Unlike Phoenix, the dots of removed entries stay in the clouds: they have been
+            # observed, and forgetting one beyond a gap would let a redelivered add bring the
+            # entry back.
+            touched.extend(self._raise_context(remote.context))
+        self._compact(touched)
+
+    def _raise_context(self, remote_context: Context) -> list[ReplicaRef]:
+        me = self.replica
+        context = self._context
+        raised: list[ReplicaRef] = []
         for replica, clock in remote_context.items():
             known = context.get(replica)
             if known is not None and clock > known and replica != me:
                 context[replica] = clock
-                touched.append(replica)
-        self._compact(touched)
+                raised.append(replica)
+        return raised
 
 
 _new_entry = tuple.__new__

@@ -35,7 +35,7 @@ from ._codec import decode_message
 from ._config import TrackerConfig
 from ._deltas import DeltaGenerations
 from ._errors import LimitExceeded, LocalProtocolError, NoPresence
-from ._events import Event, PresenceDiff, ReplicaDown, ReplicaPermdown, ReplicaUp
+from ._events import Event, PresenceDiff, ReplicaDown, ReplicaPermdown, ReplicaUp, Unsendable
 from ._liveness import LivenessAction, LivenessInput, ReplicaStatus, transition
 from ._messages import (
     GracefulPermdown,
@@ -46,9 +46,10 @@ from ._messages import (
     TransferRequest,
 )
 from ._meta import JSONValue, Meta, copy_meta
+from ._parts import encode_parts
 from ._presence import PresenceMap, group
 from ._refs import RefGenerator
-from ._state import Delta, Entry, MergeResult, ReplicaState, Snapshot
+from ._state import Delta, Entry, MergeResult, ReplicaState, SnapshotPart
 from ._vclock import Clock, ReplicaRef, append_clock
 
 __all__ = ["MetaUpdater", "ReplicaInfo", "Tracker"]
@@ -63,12 +64,17 @@ _JITTER = 0.25
 """The first tick comes at a random point of the first quarter period (Phoenix's stutter)."""
 
 
-def _check_identity(conn: object, topic: object, key: object) -> None:
-    for what, value in (("conn", conn), ("topic", topic), ("key", key)):
+def _check_identity(config: TrackerConfig, conn: object, topic: object, key: object) -> None:
+    for what, value, limit in (
+        ("conn", conn, config.max_conn_bytes),
+        ("topic", topic, config.max_topic_bytes),
+        ("key", key, config.max_key_bytes),
+    ):
         if type(value) is not str:
             raise LocalProtocolError(f"{what} must be a str, not {type(value).__name__}")
-        if not value.isascii():
-            _check_unicode(value, what)
+        size = len(value) if value.isascii() else len(_check_unicode(value, what))
+        if size > limit:
+            raise LimitExceeded(f"{what} is {size} bytes, over max_{what}_bytes={limit}")
 
 
 def _check_unicode(text: str, what: str) -> bytes:
@@ -84,6 +90,23 @@ def _is_time(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value)
+
+
+class _Request:
+    """A transfer request we sent, until its reply has fully arrived.
+
+    ``heard`` is set when it is sent and whenever a part of its reply arrives, and cleared at
+    every clock sample: a request whose reply went quiet for a whole sampling period is asked
+    again, one still streaming in is not (a large state comes in many parts).
+    """
+
+    __slots__ = ("heard", "received", "ref", "request_id")
+
+    def __init__(self, ref: ReplicaRef, request_id: int) -> None:
+        self.ref = ref
+        self.request_id = request_id
+        self.received: set[int] = set()
+        self.heard = True
 
 
 class ReplicaInfo:
@@ -156,6 +179,7 @@ class Tracker:
         self._sample_countdown = config.clock_sample_periods
         self._clockset: list[Clock] = []
         self._request_ids = 0
+        self._requests: dict[str, _Request] = {}
         self._stopped = False
         # Incarnations that announced their departure: a heartbeat of theirs still in flight
         # must not bring them back. Bounded; the oldest are forgotten first.
@@ -224,6 +248,10 @@ class Tracker:
         if self._sample_countdown <= 1:
             candidates = append_clock(self._clockset, state.clocks())
             for ref in sorted(ref for ref, _ in candidates if ref != self.replica):
+                pending = self._requests.get(ref.name)
+                if pending is not None and pending.ref == ref and pending.heard:
+                    pending.heard = False  # its reply may still be on its way
+                    continue
                 self._request_transfer(ref)
             self._clockset = []
             self._sample_countdown = config.clock_sample_periods
@@ -252,7 +280,16 @@ class Tracker:
         return outbox
 
     def _broadcast(self, message: Message) -> None:
-        self._outbox.append(Outbound(message=message))
+        self._send(message, None)
+
+    def _send(self, message: Message, to: str | None) -> None:
+        """Queue ``message`` encoded, in parts if it is too large for one; report it if neither."""
+        try:
+            parts = encode_parts(message, max_bytes=self.config.max_message_bytes)
+        except LimitExceeded as exc:
+            self._events.append(Unsendable(message=message, to=to, reason=exc.message))
+            return
+        self._outbox.extend(Outbound(message=part, data=data, to=to) for part, data in parts)
 
     def _emit_merge(self, result: MergeResult) -> None:
         # Entries of a replica we consider down are hidden: their joins and leaves are not news
@@ -303,13 +340,14 @@ class Tracker:
 
         Raises:
             AlreadyTracked: this replica already tracks ``(conn, topic, key)``.
-            LimitExceeded: the meta is larger than ``config.max_meta_bytes``.
+            LimitExceeded: the meta is larger than ``config.max_meta_bytes``, or ``conn``,
+                ``topic`` or ``key`` is longer than its limit (``config.max_conn_bytes``...).
             LocalProtocolError: a wrong argument type, a meta JSON cannot carry, time going
                 backwards, or a stopped tracker.
         """
         now = self._check_now(now)
         self._check_running()
-        _check_identity(conn, topic, key)
+        _check_identity(self.config, conn, topic, key)
         ref = self._refs.peek()
         stored = self._checked_meta(meta, ref=ref, prev=None)
         entry = self._state._add_own(conn, topic, key, stored)  # raises AlreadyTracked first
@@ -333,13 +371,14 @@ class Tracker:
 
         Raises:
             NoPresence: ``(conn, topic, key)`` is not tracked here.
-            LimitExceeded: the new meta is larger than ``config.max_meta_bytes``.
+            LimitExceeded: the new meta is larger than ``config.max_meta_bytes``, or an identity
+                field is longer than its limit.
             LocalProtocolError: as for :meth:`track`, or the function returned something that is
                 not a JSON object.
         """
         now = self._check_now(now)
         self._check_running()
-        _check_identity(conn, topic, key)
+        _check_identity(self.config, conn, topic, key)
         old = self._state.get(conn, topic, key)
         if old is None:
             raise NoPresence(conn, topic, key)
@@ -465,14 +504,9 @@ class Tracker:
             # and a generation merged with dots but no values would forget them.
             payload = self._generations.extract(self._state, None, message.clock)
             reply = TransferAck(request_id=message.request_id, sender=self.replica, payload=payload)
-            self._outbox.append(Outbound(message=reply, to=message.sender.name))
+            self._send(reply, message.sender.name)
         elif isinstance(message, TransferAck):
-            result = self._state.merge(message.payload)
-            self._emit_merge(result)
-            if isinstance(message.payload, Snapshot):
-                self._generations.clear()
-            else:
-                self._push_generation_delta(message.payload)
+            self._receive_transfer(message)
         else:
             record = self._records.get(message.sender.name)
             if record is not None and record.ref == message.sender:
@@ -487,19 +521,65 @@ class Tracker:
         if message.delta is not None:
             result = self._state.merge(message.delta)
             self._emit_merge(result)
-            self._push_generation_delta(message.delta)
+            self._push_received_delta(message.delta, whole=message.parts == 1)
         self._clockset = append_clock(self._clockset, (message.sender, message.clock))
+
+    def _push_received_delta(self, delta: Delta, *, whole: bool) -> None:
+        if whole:
+            self._push_generation_delta(delta)
+        else:
+            # A part of a delta covers only some of its window's dots: folded into a generation
+            # it would claim the whole window. Start the generations afresh instead.
+            self._generations.clear()
 
     def _push_generation_delta(self, delta: Delta) -> None:
         pending = None if len(self._generations) else self._state.pending_delta
         self._generations.push(delta, pending=pending)
+
+    def _receive_transfer(self, message: TransferAck) -> None:
+        payload = message.payload
+        self._emit_merge(self._state.merge(payload))
+        if isinstance(payload, Delta):
+            self._push_received_delta(payload, whole=message.parts == 1)
+        else:
+            self._generations.clear()
+        complete = self._reply_arrived(message)
+        if isinstance(payload, SnapshotPart) and complete:
+            self._state.complete_snapshot(payload.context)
+
+    def _reply_arrived(self, message: TransferAck) -> bool:
+        """Count a reply's part against its request; True once every part has been merged.
+
+        A reply to a request we no longer wait for is merged all the same (every part is safe to
+        merge on its own), but it can only complete if it came whole.
+        """
+        name = message.sender.name
+        pending = self._requests.get(name)
+        if (
+            pending is None
+            or pending.ref != message.sender
+            or pending.request_id != message.request_id
+        ):
+            return message.parts == 1
+        pending.heard = True
+        pending.received.add(message.part)
+        if len(pending.received) < message.parts:
+            return False
+        del self._requests[name]
+        return True
 
     def _request_transfer(self, ref: ReplicaRef) -> None:
         self._request_ids += 1
         request = TransferRequest(
             request_id=self._request_ids, sender=self.replica, clock=self._state.clocks()[1]
         )
-        self._outbox.append(Outbound(message=request, to=ref.name))
+        self._requests[ref.name] = _Request(ref, self._request_ids)
+        self._send(request, ref.name)
+
+    def _forget_request(self, ref: ReplicaRef) -> None:
+        pending = self._requests.get(ref.name)
+        if pending is not None and pending.ref == ref:
+            del self._requests[ref.name]
 
     def _heard_from(self, ref: ReplicaRef, now: float) -> bool:
         """Liveness bookkeeping for a heartbeat; False when it comes from a retired incarnation."""
@@ -528,10 +608,12 @@ class Tracker:
             elif action is LivenessAction.DOWN:
                 # Its clock must no longer attract a transfer request.
                 self._clockset = [clock for clock in self._clockset if clock[0] != ref]
+                self._forget_request(ref)
                 self._events.append(ReplicaDown(replica=ref))
                 self._emit_diff((), self._state.replica_down(ref))
             else:
                 self._clockset = [clock for clock in self._clockset if clock[0] != ref]
+                self._forget_request(ref)
                 self._events.append(ReplicaPermdown(replica=ref))
                 self._state.remove_down_replica(ref)
                 self._generations.remove_replica(ref)

@@ -22,22 +22,22 @@ from presence_core import (
     LocalProtocolError,
     NoPresence,
     PresenceDiff,
+    ReplicaRef,
     ReplicaUp,
-    Tracker,
     TransferAck,
     TransferRequest,
+    Unsendable,
+    encode_message,
 )
 
 JUNK = b"not a message"
 
 
-def make_pump(
-    name: str = "a", *, seed: int = 0, max_payload: int | None = None, **config: Any
-) -> tuple[Pump, list[Event]]:
+def make_pump(name: str = "a", *, seed: int = 0, **config: Any) -> tuple[Pump, list[Event]]:
     """A pump over a fresh tracker (the FAST timings of ``helpers``), and the events it emits."""
     events: list[Event] = []
     tracker = make_tracker(name, seed=seed, **config)
-    return Pump(tracker, on_event=events.append, max_payload=max_payload), events
+    return Pump(tracker, on_event=events.append), events
 
 
 def track(pump: Pump, key: str, now: float, conn: str = "conn") -> str:
@@ -198,38 +198,52 @@ def test_malformed_messages_are_dropped_counted_and_logged_at_a_bounded_rate(
     assert len(events) == 1
 
 
-def test_unsendable_messages_are_dropped_counted_and_logged(
+SMALL: dict[str, Any] = {
+    "max_meta_bytes": 100,
+    "max_conn_bytes": 10,
+    "max_topic_bytes": 10,
+    "max_key_bytes": 10,
+    "max_message_bytes": 700,
+}
+"""Limits where one presence fits a message but the clock of ten long-named peers does not."""
+
+
+def test_unsendable_messages_are_reported_counted_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pump, _ = make_pump(max_payload=16)  # no replica message fits in 16 bytes
+    pump, events = make_pump(**SMALL)
     caplog.set_level(logging.WARNING, logger="presence_adapters")
-    track(pump, "alice", 0.0)
+    for i in range(10):  # ten peers whose names alone outgrow a heartbeat's clock
+        peer = ReplicaRef(f"{'p' * 100}{i}", 1)
+        pump.receive(encode_message(Heartbeat(sender=peer, clock={peer: 0})), now=0.0)
+    pump.take_transmissions()
     now = 0.0
-    while pump.stats.unsendable < 3:
+    for user in ("alice", "bob", "carol"):  # three ticks with a delta, before the peers go down
+        track(pump, user, now)
         deadline = pump.deadline
         assert deadline is not None
         now = deadline
         pump.wake(now=now)
-    assert pump.take_transmissions() == []
-    assert pump.stats.sent == 0
+    assert pump.stats.unsendable == 3
+    assert {type(t.message) for t in pump.take_transmissions()} <= {TransferRequest}
+    unsendable = [event for event in events if isinstance(event, Unsendable)]
+    assert len(unsendable) == 3
+    assert all(isinstance(event.message, Heartbeat) for event in unsendable)
+    assert all(event.to is None and "over max_bytes=700" in event.reason for event in unsendable)
     assert len(caplog.records) == 1
-    assert "could not send a message" in caplog.records[0].getMessage()
+    assert "could not send a Heartbeat" in caplog.records[0].getMessage()
 
 
-def test_max_payload_must_be_a_positive_int() -> None:
-    tracker: Tracker = make_tracker("a")
-    for bad in (0, -1, 1.5, True, "10"):
-        with pytest.raises(ValueError, match="max_payload"):
-            Pump(tracker, on_event=lambda event: None, max_payload=bad)  # type: ignore[arg-type]
-
-
-def test_the_payload_limit_is_the_smaller_of_transport_and_config() -> None:
-    pump, _ = make_pump(max_payload=10**12)  # a transport carrying more than the codec allows
+def test_transmissions_carry_the_bytes_the_tracker_encoded() -> None:
+    pump, _ = make_pump()
     track(pump, "alice", 0.0)
     deadline = pump.deadline
     assert deadline is not None
     pump.wake(now=deadline)
-    assert pump.pending == 1
+    (transmission,) = pump.take_transmissions()
+    assert transmission.to is None
+    assert transmission.data == encode_message(transmission.message)
+    assert pump.stats.sent_bytes == len(transmission.data)
     assert pump.stats.unsendable == 0
 
 

@@ -32,6 +32,7 @@ from presence_core import (
     ReplicaRef,
     ReplicaState,
     Snapshot,
+    SnapshotPart,
 )
 from presence_core._codec import (
     DEFAULT_MAX_BYTES,
@@ -42,6 +43,7 @@ from presence_core._codec import (
     encode_message,
 )
 from presence_core._config import TrackerConfig
+from presence_core._parts import encode_parts
 from presence_core._messages import (
     GracefulPermdown,
     Heartbeat,
@@ -80,6 +82,7 @@ metas = st.dictionaries(st.text(max_size=6), json_values, max_size=4).map(copy_m
 texts = st.text(max_size=8)
 
 Values = dict[ReplicaRef, dict[int, Entry]]
+Payload = Delta | Snapshot | SnapshotPart
 
 
 M = TypeVar("M")
@@ -133,22 +136,62 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
 
 
 @st.composite
+def snapshot_parts(draw: st.DrawFn) -> SnapshotPart:
+    """A part whose ranges lie within its context and whose ranges or clouds cover each entry."""
+    context = draw(contexts)
+    ranges: dict[ReplicaRef, tuple[int, int]] = {}
+    for owner, upto in context.items():
+        if upto and draw(st.booleans()):
+            first = draw(st.integers(0, upto - 1))
+            ranges[owner] = (first, draw(st.integers(first + 1, upto)))
+    clouds = draw(clouds_st)
+    values: Values = {}
+    for owner, rows in draw(values_of(sorted(context))).items():
+        first, last = ranges.get(owner, (0, 0))
+        kept = {clock: entry for clock, entry in rows.items() if first < clock <= last}
+        beyond = {clock: entry for clock, entry in rows.items() if clock > context[owner]}
+        if beyond:
+            clouds[owner] = clouds.get(owner, frozenset()) | beyond.keys()
+        if kept or beyond:
+            values[owner] = {**kept, **beyond}
+    return SnapshotPart(
+        replica=draw(refs), context=context, ranges=ranges, clouds=clouds, values=values
+    )
+
+
+@st.composite
+def part_numbers(draw: st.DrawFn) -> dict[str, int]:
+    """``part`` and ``parts`` of a whole message (0 of 1) or of one of its parts."""
+    parts = draw(st.sampled_from([1, 2, 3]) | st.integers(2, MAX_WIRE_INT))
+    return {"part": draw(st.integers(0, parts - 1)), "parts": parts}
+
+
+@st.composite
 def heartbeats(draw: st.DrawFn) -> Heartbeat:
     """A heartbeat whose clock holds the sender (sent as ``own``) or not (``own`` is null)."""
     sender = draw(refs)
     clock = draw(contexts)
     if draw(st.booleans()):
         clock[sender] = draw(wire_ints)
-    return Heartbeat(sender=sender, clock=clock, delta=draw(st.none() | deltas()))
+    return Heartbeat(
+        sender=sender, clock=clock, delta=draw(st.none() | deltas()), **draw(part_numbers())
+    )
+
+
+@st.composite
+def transfer_acks(draw: st.DrawFn) -> TransferAck:
+    return TransferAck(
+        request_id=draw(wire_ints),
+        sender=draw(refs),
+        payload=draw(deltas() | snapshots() | snapshot_parts()),
+        **draw(part_numbers()),
+    )
 
 
 transfer_requests = st.builds(TransferRequest, request_id=wire_ints, sender=refs, clock=contexts)
-transfer_acks = st.builds(
-    TransferAck, request_id=wire_ints, sender=refs, payload=deltas() | snapshots()
-)
 permdowns = st.builds(GracefulPermdown, sender=refs)
 messages: st.SearchStrategy[Message] = st.one_of(
-    heartbeats(), transfer_requests, transfer_acks, permdowns
+    heartbeats(), transfer_requests, transfer_acks(), permdowns
 )
 
 # ------------------------------------------------------------------------------- helpers
@@ -179,10 +222,18 @@ def reversed_values(values: Mapping[ReplicaRef, Mapping[int, Entry]]) -> Values:
     }
 
 
-def reversed_payload(payload: Delta | Snapshot) -> Delta | Snapshot:
+def reversed_payload(payload: Payload) -> Payload:
     clouds = {
         ref: frozenset(sorted(d, reverse=True)) for ref, d in reversed_dict(payload.clouds).items()
     }
+    if isinstance(payload, SnapshotPart):
+        return SnapshotPart(
+            replica=payload.replica,
+            context=reversed_dict(payload.context),
+            ranges=reversed_dict(payload.ranges),
+            clouds=clouds,
+            values=reversed_values(payload.values),
+        )
     if isinstance(payload, Delta):
         return Delta(
             replica=payload.replica,
@@ -207,6 +258,8 @@ def reordered(message: Message) -> Message:
             sender=message.sender,
             clock=reversed_dict(message.clock),
             delta=None if delta is None else cast(Delta, reversed_payload(delta)),
+            part=message.part,
+            parts=message.parts,
         )
     if isinstance(message, TransferRequest):
         return TransferRequest(
@@ -217,6 +270,8 @@ def reordered(message: Message) -> Message:
             request_id=message.request_id,
             sender=message.sender,
             payload=reversed_payload(message.payload),
+            part=message.part,
+            parts=message.parts,
         )
     return GracefulPermdown(sender=message.sender)
 
@@ -225,7 +280,7 @@ def check_real_classes(message: Message) -> None:
     """Decoded values are the library's classes, not look-alike tuples, lists or sets."""
     assert type(message.sender) is ReplicaRef
     contexts: list[Mapping[ReplicaRef, int]] = []
-    payload: Delta | Snapshot | None = None
+    payload: Payload | None = None
     if isinstance(message, (Heartbeat, TransferRequest)):
         contexts.append(message.clock)
     if isinstance(message, Heartbeat):
@@ -234,7 +289,7 @@ def check_real_classes(message: Message) -> None:
         payload = message.payload
     if isinstance(payload, Delta):
         contexts += [payload.start, payload.end]
-    if isinstance(payload, Snapshot):
+    if isinstance(payload, (Snapshot, SnapshotPart)):
         contexts.append(payload.context)
     for context in contexts:
         assert all(type(ref) is ReplicaRef and type(c) is int for ref, c in context.items())
@@ -503,12 +558,15 @@ def test_documented_examples_are_exact_encodings() -> None:
     for line in one_liners:
         assert encode_message(decode_message(line.encode())).decode() == line
     state, delta = sample_state()
+    snapshot = TransferAck(request_id=2, sender=A, payload=state.extract(B, {A: 2, B: 0}))
+    in_parts = encode_parts(snapshot, max_bytes=len(encode_message(snapshot)) - 1)
     expected = [
         Heartbeat(sender=A, clock=state.clocks()[1]),
         Heartbeat(sender=A, clock=state.clocks()[1], delta=delta),
         TransferRequest(request_id=1, sender=B, clock={A: 2, B: 0}),
         TransferAck(request_id=1, sender=A, payload=delta.extract(B, {A: 2, B: 0})),
-        TransferAck(request_id=2, sender=A, payload=state.extract(B, {A: 2, B: 0})),
+        snapshot,
+        *(part for part, _ in in_parts),
         GracefulPermdown(sender=A),
     ]
     assert [decode_message(line.encode()) for line in one_liners] == expected
@@ -887,7 +945,7 @@ def test_snapshot_fields_are_not_delta_fields() -> None:
     assert rejected(document).message == "transfer_ack.payload.start: missing field"
     document["payload"]["kind"] = "full"
     assert rejected(document).message == (
-        "transfer_ack.payload.kind: expected 'delta' or 'snapshot', got 'full'"
+        "transfer_ack.payload.kind: expected 'delta', 'snapshot' or 'snapshot_part', got 'full'"
     )
 
 

@@ -23,6 +23,7 @@ from presence_core import (
     Tracker,
     TrackerConfig,
     _tracker,
+    encode_message,
 )
 
 A = ReplicaRef("a", 1)
@@ -48,8 +49,9 @@ def test_the_first_push_needs_the_pending_delta() -> None:
 
 def test_outbound_says_whether_it_is_a_broadcast() -> None:
     message = GracefulPermdown(sender=A)
-    assert Outbound(message=message).is_broadcast
-    assert not Outbound(message=message, to="b").is_broadcast
+    data = encode_message(message)
+    assert Outbound(message=message, data=data).is_broadcast
+    assert not Outbound(message=message, data=data, to="b").is_broadcast
 
 
 def test_lists_nested_too_deep_are_refused() -> None:

@@ -688,7 +688,10 @@ def test_a_stopped_tracker_refuses_commands() -> None:
     tracker.messages_to_send()
     tracker.graceful_permdown(now=1.0)
     assert tracker.stopped
-    assert tracker.messages_to_send() == [Outbound(message=GracefulPermdown(sender=B1))]
+    goodbye = GracefulPermdown(sender=B1)
+    (sent,) = tracker.messages_to_send()
+    assert sent == Outbound(message=goodbye, data=encode_message(goodbye))
+    assert sent.data == encode_message(goodbye)
     assert tracker.next_deadline() is None
     before = observe(tracker)
     with pytest.raises(LocalProtocolError):

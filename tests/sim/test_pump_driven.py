@@ -168,21 +168,28 @@ def test_bytes_a_node_cannot_decode_are_a_malformed_violation() -> None:
 
 
 def test_a_codec_limit_mismatch_is_a_malformed_violation() -> None:
-    """n1 decodes with a 300-byte limit its peers do not share: their larger messages bounce."""
+    """n1 decodes with a 700-byte limit its peers do not share: their larger messages bounce."""
 
     def small(replica: ReplicaRef, config: TrackerConfig, rng: random.Random) -> Tracker:
-        config = attrs.evolve(config, max_message_bytes=300)
+        config = attrs.evolve(
+            config,
+            max_message_bytes=700,
+            max_meta_bytes=100,
+            max_conn_bytes=10,
+            max_topic_bytes=10,
+            max_key_bytes=10,
+        )
         return Tracker(config=config, replica=replica, rng=rng)
 
-    scenario = _scenario()
+    scenario = _scenario(workload=Workload(rate=60.0))  # deltas of several presences
     result = Simulation(scenario, tracker_factory=_on("n1", small)).run()
     malformed = [v for v in result.violations if v.kind == "malformed"]
     assert malformed
     assert {v.node for v in malformed} == {"n1"}
-    assert "over max_bytes=300" in malformed[0].detail
+    assert "over max_bytes=700" in malformed[0].detail
     assert result.metrics.malformed > 0
-    # n1's own pump will not encode past its limit either: those messages never leave
-    assert result.metrics.unsendable > 0
+    # n1 itself splits what it sends to fit its own limit: nothing it sends bounces
+    assert result.metrics.unsendable == 0
 
     clean = Simulation(scenario).run()
     assert clean.ok, clean.violations

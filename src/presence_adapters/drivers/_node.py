@@ -25,6 +25,8 @@ import secrets
 import socket
 import time
 
+import attrs
+
 from presence_adapters._errors import TransportError
 from presence_adapters._runtime import AsyncEvent, Runtime
 from presence_adapters.presence import FetchHook, Presence
@@ -69,9 +71,14 @@ def node_parts(
 ) -> tuple[Transport, Tracker]:
     """Validate a driver's options and build its tracker (and transport, when none is given).
 
+    The tracker's ``max_message_bytes`` is lowered to the transport's ``max_payload`` when that
+    is smaller, so that every message it sends fits (larger ones go in parts).
+
     Raises:
         LocalProtocolError: an option has the wrong type or value, or ``name`` differs from the
             transport's name.
+        ConfigurationError: one presence at the config's limits would not fit the transport's
+            ``max_payload`` (see :attr:`TrackerConfig.max_presence_bytes`).
     """
     if not (
         isinstance(shutdown_timeout, (int, float))
@@ -98,8 +105,15 @@ def node_parts(
         vsn = default_vsn()
     if type(vsn) is not int or vsn < 0:
         raise LocalProtocolError(f"vsn must be an int >= 0, not {vsn!r}")
+    if config is None:
+        config = TrackerConfig()
+    elif not isinstance(config, TrackerConfig):
+        raise LocalProtocolError(f"config must be a TrackerConfig, not {type(config).__name__}")
+    if transport.max_payload < config.max_message_bytes:
+        # Every message must fit the transport: the tracker splits what is larger into parts.
+        config = attrs.evolve(config, max_message_bytes=transport.max_payload)
     tracker = Tracker(
-        config=config if config is not None else TrackerConfig(),
+        config=config,
         replica=ReplicaRef(transport.name, vsn),
         rng=rng if rng is not None else random.Random(),
     )
@@ -125,9 +139,7 @@ class NodeLoops:
         self.transport = transport
         self.runtime = runtime
         self.shutdown_timeout = shutdown_timeout
-        self.presence = Presence(
-            tracker, runtime, self, max_payload=transport.max_payload, fetch=fetch
-        )
+        self.presence = Presence(tracker, runtime, self, fetch=fetch)
         self.pump = self.presence.pump
         self.failure: BaseException | None = None
         self._wakeup: AsyncEvent = runtime.event()

@@ -9,8 +9,9 @@ the transport (:meth:`Pump.receive`), the timer (:meth:`Pump.wake`) or a local c
   only ticks on timeouts never ticks under a steady stream of messages, so its peers would think
   it dead);
 * handed every event the tracker queued to ``on_event``, in order;
-* encoded every outbound message once, into :class:`Transmission` records that
-  :meth:`Pump.take_transmissions` gives the driver to put on the transport.
+* turned every outbound message (the tracker encodes them, in parts when one is too large for
+  the transport) into :class:`Transmission` records that :meth:`Pump.take_transmissions` gives
+  the driver to put on the transport.
 
 and :attr:`Pump.deadline` says when to wake next. Time never goes backwards: :meth:`Pump.now`
 returns ``max(reading, previous now)``. It is never clamped *up* to the deadline (a later call
@@ -18,8 +19,9 @@ with the real clock would then go backwards).
 
 A message that is not valid is dropped, counted in :attr:`Pump.stats` and logged (at most one
 warning per :data:`LOG_INTERVAL` seconds, so a flood of junk cannot flood the log); the node
-carries on. A message the codec cannot encode within the transport's ``max_payload`` is dropped,
-counted and logged the same way.
+carries on. A message the tracker could not send even in parts (its
+:class:`~presence_core.Unsendable` event) is counted and logged the same way, and the event goes
+on to ``on_event`` like any other.
 """
 
 from __future__ import annotations
@@ -32,11 +34,10 @@ import attrs
 
 from presence_core import (
     Event,
-    LimitExceeded,
     Message,
     RemoteProtocolError,
     Tracker,
-    encode_message,
+    Unsendable,
 )
 
 __all__ = ["LOG_INTERVAL", "Pump", "PumpStats", "Transmission"]
@@ -74,8 +75,9 @@ class PumpStats:
         malformed: received messages dropped because they were not valid.
         sent: messages encoded for the transport.
         sent_bytes: their total size (a broadcast counts once).
-        unsendable: outbound messages dropped because they could not be encoded within the
-            transport's ``max_payload``.
+        unsendable: outbound messages the tracker dropped because even their parts would not
+            fit the transport's ``max_payload`` (each one is also an
+            :class:`~presence_core.Unsendable` event).
     """
 
     received: int = 0
@@ -106,11 +108,12 @@ class _Throttle:
 class Pump:
     """Runs one tracker for a driver.
 
+    The tracker encodes within its ``config.max_message_bytes``: build it with a limit the
+    transport carries (the drivers lower it to the transport's ``max_payload``).
+
     Args:
         tracker: the node's tracker; the pump is the only thing that should call it.
         on_event: receives every event the tracker emits, in order, synchronously.
-        max_payload: the largest message the transport carries (bytes); messages are encoded
-            within ``min(max_payload, tracker.config.max_message_bytes)``.
         log: where warnings go (default: the ``presence_adapters`` logger).
     """
 
@@ -119,18 +122,11 @@ class Pump:
         tracker: Tracker,
         *,
         on_event: Callable[[Event], object],
-        max_payload: int | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        limit = tracker.config.max_message_bytes
-        if max_payload is not None:
-            if type(max_payload) is not int or max_payload < 1:
-                raise ValueError(f"max_payload must be an int >= 1, not {max_payload!r}")
-            limit = min(limit, max_payload)
         self.tracker = tracker
         self.stats = PumpStats()
         self._on_event = on_event
-        self._max_bytes = limit
         self._log = log if log is not None else logger
         self._last_now: float | None = None
         self._outgoing: list[Transmission] = []
@@ -219,20 +215,24 @@ class Pump:
     def _drain(self, now: float) -> None:
         tracker = self.tracker
         while (event := tracker.next_event()) is not None:
+            if isinstance(event, Unsendable):
+                self._count_unsendable(event, now)
             self._on_event(event)
         for outbound in tracker.messages_to_send():
-            try:
-                data = encode_message(outbound.message, max_bytes=self._max_bytes)
-            except LimitExceeded as exc:
-                self.stats.unsendable += 1
-                if self._unsendable_log.ready(now):
-                    self._log.warning(
-                        "%s could not send a message (%d so far): %s",
-                        tracker.replica.name,
-                        self.stats.unsendable,
-                        exc,
-                    )
-                continue
             self.stats.sent += 1
-            self.stats.sent_bytes += len(data)
-            self._outgoing.append(Transmission(to=outbound.to, data=data, message=outbound.message))
+            self.stats.sent_bytes += len(outbound.data)
+            self._outgoing.append(
+                Transmission(to=outbound.to, data=outbound.data, message=outbound.message)
+            )
+
+    def _count_unsendable(self, event: Unsendable, now: float) -> None:
+        self.stats.unsendable += 1
+        if self._unsendable_log.ready(now):
+            self._log.warning(
+                "%s could not send a %s (%d so far, %d warnings suppressed): %s",
+                self.tracker.replica.name,
+                type(event.message).__name__,
+                self.stats.unsendable,
+                self._unsendable_log.suppressed,
+                event.reason,
+            )

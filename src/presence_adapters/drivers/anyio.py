@@ -53,6 +53,8 @@ def open_node(
 
     Raises:
         LocalProtocolError: an option is invalid (raised here, before anything starts).
+        ConfigurationError: one presence at the config's limits would not fit the transport's
+            ``max_payload``.
     """
     transport, tracker = node_parts(
         transport, name=name, vsn=vsn, config=config, rng=rng, shutdown_timeout=shutdown_timeout

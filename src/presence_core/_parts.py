@@ -1,0 +1,230 @@
+"""Messages too large for one transmission, split into parts that each fit (``docs/wire.rst``).
+
+Theory of operation
+===================
+
+Only what carries entries can be split: a heartbeat's delta and a transfer ack's payload. The
+other messages, and the clocks every part repeats, are small by construction (the configuration's
+limits see to it), and a message that still does not fit is refused with
+:class:`~presence_core.LimitExceeded`.
+
+A payload is cut along its entries. Entries are ordered by owner, then by clock, and handed out
+in consecutive runs; a part covers, for each owner it holds entries of, the interval of dots from
+just after the previous part's last entry of that owner to its own last one (the owner's last
+part reaches to the end). Owners with no entry at all go to the first part whole. Each part is
+the payload restricted to what it covers:
+
+* a delta's part is a :class:`~presence_core.Delta` with the cloud dots and the entries of its
+  intervals (its ``start`` and ``end`` are the whole delta's);
+* a full state's part is a :class:`~presence_core.SnapshotPart`: its intervals below the context
+  become ``ranges``, the cloud dots in them stay ``clouds``.
+
+So every dot the payload has seen is covered by exactly one part, and every entry travels in the
+part that covers its dot: a part speaks for its dots only, which makes parts safe to merge in any
+order, twice, or not at all.
+
+Sizes are measured, not guessed: the whole message is encoded first (most messages fit, and this
+is their only encoding). One that does not is cut into as many even runs as its size asks for,
+with a margin; a part that still does not fit (entries of uneven size) is cut in two until it
+does, and only then are the parts numbered, so that ``part`` and ``parts`` are final.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+
+from ._codec import encode_unlimited
+from ._errors import LimitExceeded, LocalProtocolError
+from ._messages import Heartbeat, Message, TransferAck
+from ._state import Delta, Entry, Snapshot, SnapshotPart, _trusted
+from ._vclock import ReplicaRef
+
+__all__ = ["encode_parts"]
+
+_FILL = 0.9
+"""The share of ``max_bytes`` the first cut aims at, so that uneven entries rarely need a second."""
+
+_TOP = 2**63
+"""Above every dot the wire carries: the open end of an owner's last interval."""
+
+_WIDEST_NUMBER = 2**63 - 1
+"""Numbers parts while they are measured: no final ``[part, parts]`` is written longer."""
+
+Payload = Delta | Snapshot | SnapshotPart
+Cover = dict[ReplicaRef, tuple[int, int]]
+"""Per owner, the dots ``(after, upto]`` one part covers."""
+
+
+def encode_parts(message: Message, *, max_bytes: int) -> list[tuple[Message, bytes]]:
+    """Encode ``message`` as one message or, if it does not fit ``max_bytes``, as parts that do.
+
+    Args:
+        message: the message.
+        max_bytes: the largest encoding allowed for each part.
+
+    Returns:
+        ``(message, data)`` pairs, in order: the message itself when it fits, else its parts
+        (heartbeats or transfer acks with ``part`` and ``parts`` set).
+
+    Raises:
+        LimitExceeded: the message cannot be split to fit (it carries no entries, or one entry
+            with the fixed fields of its message is larger than ``max_bytes``).
+        LocalProtocolError: as :func:`~presence_core.encode_message` raises it, or
+            ``max_bytes`` is not an int >= 1.
+    """
+    if type(max_bytes) is not int or max_bytes < 1:
+        raise LocalProtocolError(f"max_bytes must be an int >= 1, not {max_bytes!r}")
+    data = encode_unlimited(message)
+    if len(data) <= max_bytes:
+        return [(message, data)]
+    payload = _payload(message)
+    if payload is None or _entry_count(payload) < 2:
+        raise _too_large(message, len(data), max_bytes)
+    pieces = _split(payload, -(-len(data) // int(max_bytes * _FILL)))
+    encoded = [_numbered(message, piece, i, len(pieces)) for i, piece in enumerate(pieces)]
+    if all(len(data) <= max_bytes for _, data in encoded):
+        return encoded
+    # Entries of uneven size: cut what does not fit in two until everything does, then number.
+    fitting: list[Payload] = []
+    pending = list(reversed(pieces))
+    while pending:
+        piece = pending.pop()
+        size = len(encode_unlimited(_wrap(message, piece, _WIDEST_NUMBER - 1, _WIDEST_NUMBER)))
+        if size <= max_bytes:
+            fitting.append(piece)
+        elif _entry_count(piece) < 2:
+            raise _too_large(message, size, max_bytes)
+        else:
+            pending.extend(reversed(_split(piece, 2)))
+    return [_numbered(message, piece, i, len(fitting)) for i, piece in enumerate(fitting)]
+
+
+def _too_large(message: Message, size: int, max_bytes: int) -> LimitExceeded:
+    what = type(message).__name__
+    return LimitExceeded(
+        f"{what}: {size} bytes, over max_bytes={max_bytes}, and it cannot be split further "
+        "(what is left is one entry, or the fields every part repeats)"
+    )
+
+
+def _payload(message: Message) -> Payload | None:
+    if isinstance(message, Heartbeat):
+        return message.delta
+    if isinstance(message, TransferAck):
+        return message.payload
+    return None
+
+
+def _wrap(message: Message, payload: Payload, part: int, parts: int) -> Message:
+    if isinstance(message, Heartbeat):
+        assert isinstance(payload, Delta)  # a heartbeat's delta splits into deltas
+        return Heartbeat(
+            sender=message.sender, clock=message.clock, delta=payload, part=part, parts=parts
+        )
+    assert isinstance(message, TransferAck)  # only these two carry a payload
+    return TransferAck(
+        request_id=message.request_id,
+        sender=message.sender,
+        payload=payload,
+        part=part,
+        parts=parts,
+    )
+
+
+def _numbered(message: Message, payload: Payload, part: int, parts: int) -> tuple[Message, bytes]:
+    numbered = _wrap(message, payload, part, parts)
+    return numbered, encode_unlimited(numbered)
+
+
+def _entry_count(payload: Payload) -> int:
+    return sum(len(rows) for rows in payload.values.values())
+
+
+# ---------------------------------------------------------------------------------- cutting
+
+
+def _split(payload: Payload, pieces: int) -> list[Payload]:
+    """``payload`` cut into at most ``pieces`` parts of about as many entries each."""
+    sorted_rows = {owner: sorted(rows) for owner, rows in payload.values.items()}
+    units = [(owner, clock) for owner in sorted(sorted_rows) for clock in sorted_rows[owner]]
+    count = max(1, min(pieces, len(units)))
+    bounds = [len(units) * i // count for i in range(count + 1)]
+    last_chunk: dict[ReplicaRef, int] = {}  # the last chunk holding entries of each owner
+    for chunk in range(count):
+        for owner, _ in units[bounds[chunk] : bounds[chunk + 1]]:
+            last_chunk[owner] = chunk
+    covers: list[Cover] = []
+    after: dict[ReplicaRef, int] = {}  # the last dot handed out so far, per owner
+    for chunk in range(count):
+        cover: Cover = {}
+        for owner, clock in units[bounds[chunk] : bounds[chunk + 1]]:
+            upto = _TOP if last_chunk[owner] == chunk else clock
+            cover[owner] = (after.get(owner, 0), upto)
+        after.update((owner, cover[owner][1]) for owner in cover)
+        covers.append(cover)
+    # Owners without entries (only dots, or only a context) ride whole with the first part.
+    bare = set(_owners(payload)).difference(last_chunk)
+    covers[0].update((owner, (0, _TOP)) for owner in sorted(bare))
+    sorted_clouds = {owner: sorted(dots) for owner, dots in payload.clouds.items()}
+    return [_restrict(payload, cover, sorted_rows, sorted_clouds) for cover in covers]
+
+
+def _owners(payload: Payload) -> list[ReplicaRef]:
+    if isinstance(payload, Delta):
+        return [*payload.clouds, *payload.values]
+    if isinstance(payload, SnapshotPart):
+        return [*payload.ranges, *payload.clouds, *payload.values]
+    return [*payload.context, *payload.clouds, *payload.values]
+
+
+def _inside(dots: Sequence[int], after: int, upto: int) -> Sequence[int]:
+    """The dots of the ascending ``dots`` with ``after < dot <= upto``."""
+    return dots[bisect_right(dots, after) : bisect_right(dots, upto)]
+
+
+def _restrict(
+    payload: Payload,
+    cover: Cover,
+    sorted_rows: Mapping[ReplicaRef, Sequence[int]],
+    sorted_clouds: Mapping[ReplicaRef, Sequence[int]],
+) -> Payload:
+    """``payload`` restricted to the dots ``cover`` names (trusted: it is our own data)."""
+    values: dict[ReplicaRef, dict[int, Entry]] = {}
+    clouds: dict[ReplicaRef, frozenset[int]] = {}
+    for owner, (after, upto) in cover.items():
+        clocks = _inside(sorted_rows.get(owner, ()), after, upto)
+        if clocks:
+            rows = payload.values[owner]
+            values[owner] = {clock: rows[clock] for clock in clocks}
+        dots = _inside(sorted_clouds.get(owner, ()), after, upto)
+        if dots:
+            clouds[owner] = frozenset(dots)
+    if isinstance(payload, Delta):
+        return _trusted(
+            Delta,
+            replica=payload.replica,
+            values=values,
+            clouds=clouds,
+            start=payload.start,
+            end=payload.end,
+        )
+    if isinstance(payload, SnapshotPart):
+        spans = payload.ranges
+    else:
+        spans = {owner: (0, clock) for owner, clock in payload.context.items() if clock}
+    ranges: dict[ReplicaRef, tuple[int, int]] = {}
+    for owner, (after, upto) in cover.items():
+        span = spans.get(owner)
+        if span is not None:
+            first, last = max(after, span[0]), min(upto, span[1])
+            if first < last:
+                ranges[owner] = (first, last)
+    return _trusted(
+        SnapshotPart,
+        replica=payload.replica,
+        context=payload.context,
+        ranges=ranges,
+        clouds=clouds,
+        values=values,
+    )
