@@ -90,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.broadcast_period,
         help="tracker broadcast period in seconds (default %(default)s)",
     )
+    sim.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="limit every replica message to BYTES (at least 1024): larger deltas and "
+        "transfers travel in parts (default: the tracker's default limit)",
+    )
     sim.add_argument("--json", metavar="FILE", help="write the metrics as JSON ('-' for stdout)")
     sim.add_argument(
         "--plot", metavar="FILE", help="write a PNG of replica views and convergence over time"
@@ -226,6 +234,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             topics=args.topics,
             keys=args.keys,
             broadcast_period=args.broadcast_period,
+            max_message_bytes=args.max_message_bytes,
         )
         scenario = params.scenario()
     except (ValueError, TypeError) as exc:

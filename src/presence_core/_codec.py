@@ -596,10 +596,15 @@ class _Reader:
             )
         if kind == _TRANSFER_ACK:
             request_id = self.number(document["request_id"], "transfer_ack.request_id", 0)
+            payload = self.payload(document["payload"], "transfer_ack.payload")
+            if isinstance(payload, Snapshot) and parts != 1:
+                self.fail(
+                    "transfer_ack.part", "a snapshot is sent whole (its parts are snapshot_part)"
+                )
             return TransferAck(
                 request_id=request_id,
                 sender=sender,
-                payload=self.payload(document["payload"], "transfer_ack.payload"),
+                payload=payload,
                 part=part,
                 parts=parts,
             )

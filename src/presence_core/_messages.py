@@ -115,6 +115,10 @@ class TransferAck:
     part: int = attrs.field(default=0, validator=_part)
     parts: int = 1
 
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.payload, Snapshot) and self.parts != 1:
+            raise ValueError("a Snapshot is sent whole; its parts are SnapshotParts")
+
 
 @attrs.frozen(kw_only=True)
 class GracefulPermdown:

@@ -8,11 +8,12 @@ other messages, and the clocks every part repeats, are small by construction (th
 limits see to it), and a message that still does not fit is refused with
 :class:`~presence_core.LimitExceeded`.
 
-A payload is cut along its entries. Entries are ordered by owner, then by clock, and handed out
-in consecutive runs; a part covers, for each owner it holds entries of, the interval of dots from
-just after the previous part's last entry of that owner to its own last one (the owner's last
-part reaches to the end). Owners with no entry at all go to the first part whole. Each part is
-the payload restricted to what it covers:
+A payload is cut along its *units*: its entries, and the runs of cloud dots that hold no entry
+(the tombstones a delta gossips on can be thousands of scattered dots). Units are ordered by
+owner, then by dot, and handed out in consecutive stretches; a part covers, for each owner it
+holds units of, the interval of dots from just after the previous part's last unit of that owner
+to its own last one (the owner's last part reaches to the end). Owners with no unit at all (only
+a context) go to the first part whole. Each part is the payload restricted to what it covers:
 
 * a delta's part is a :class:`~presence_core.Delta` with the cloud dots and the entries of its
   intervals (its ``start`` and ``end`` are the whole delta's);
@@ -68,8 +69,8 @@ def encode_parts(message: Message, *, max_bytes: int) -> list[tuple[Message, byt
         (heartbeats or transfer acks with ``part`` and ``parts`` set).
 
     Raises:
-        LimitExceeded: the message cannot be split to fit (it carries no entries, or one entry
-            with the fixed fields of its message is larger than ``max_bytes``).
+        LimitExceeded: the message cannot be split to fit (it carries no payload, or one entry
+            or dot run with the fields every part repeats is larger than ``max_bytes``).
         LocalProtocolError: as :func:`~presence_core.encode_message` raises it, or
             ``max_bytes`` is not an int >= 1.
     """
@@ -79,7 +80,7 @@ def encode_parts(message: Message, *, max_bytes: int) -> list[tuple[Message, byt
     if len(data) <= max_bytes:
         return [(message, data)]
     payload = _payload(message)
-    if payload is None or _entry_count(payload) < 2:
+    if payload is None or _unit_count(payload) < 2:
         raise _too_large(message, len(data), max_bytes)
     pieces = _split(payload, -(-len(data) // int(max_bytes * _FILL)))
     encoded = [_numbered(message, piece, i, len(pieces)) for i, piece in enumerate(pieces)]
@@ -93,7 +94,7 @@ def encode_parts(message: Message, *, max_bytes: int) -> list[tuple[Message, byt
         size = len(encode_unlimited(_wrap(message, piece, _WIDEST_NUMBER - 1, _WIDEST_NUMBER)))
         if size <= max_bytes:
             fitting.append(piece)
-        elif _entry_count(piece) < 2:
+        elif _unit_count(piece) < 2:
             raise _too_large(message, size, max_bytes)
         else:
             pending.extend(reversed(_split(piece, 2)))
@@ -104,7 +105,7 @@ def _too_large(message: Message, size: int, max_bytes: int) -> LimitExceeded:
     what = type(message).__name__
     return LimitExceeded(
         f"{what}: {size} bytes, over max_bytes={max_bytes}, and it cannot be split further "
-        "(what is left is one entry, or the fields every part repeats)"
+        "(what is left is one entry or dot run, or the fields every part repeats)"
     )
 
 
@@ -137,20 +138,49 @@ def _numbered(message: Message, payload: Payload, part: int, parts: int) -> tupl
     return numbered, encode_unlimited(numbered)
 
 
-def _entry_count(payload: Payload) -> int:
-    return sum(len(rows) for rows in payload.values.values())
+def _unit_count(payload: Payload) -> int:
+    return len(_Units(payload).units)
 
 
 # ---------------------------------------------------------------------------------- cutting
 
 
+class _Units:
+    """What a payload can be cut between: its entries and the runs of its other cloud dots.
+
+    A unit sits at a dot (an entry at its clock, a run at its last dot), and units are ordered
+    by owner, then dot. A cut after a unit ends an interval there; the next interval of that
+    owner starts just after it, so a run is never cut and an entry travels with its dot.
+    """
+
+    __slots__ = ("rows", "clouds", "units")
+
+    def __init__(self, payload: Payload) -> None:
+        self.rows = {owner: sorted(rows) for owner, rows in payload.values.items()}
+        self.clouds = {owner: sorted(dots) for owner, dots in payload.clouds.items()}
+        positions: dict[ReplicaRef, list[int]] = {}
+        for owner, clocks in self.rows.items():
+            positions[owner] = list(clocks)
+        for owner, dots in self.clouds.items():
+            held = payload.values.get(owner, {})
+            run_ends = positions.setdefault(owner, [])
+            for index, dot in enumerate(dots):
+                if dot in held:
+                    continue
+                following = dots[index + 1] if index + 1 < len(dots) else None
+                if following != dot + 1 or following in held:
+                    run_ends.append(dot)
+            run_ends.sort()
+        self.units = [(owner, dot) for owner in sorted(positions) for dot in positions[owner]]
+
+
 def _split(payload: Payload, pieces: int) -> list[Payload]:
-    """``payload`` cut into at most ``pieces`` parts of about as many entries each."""
-    sorted_rows = {owner: sorted(rows) for owner, rows in payload.values.items()}
-    units = [(owner, clock) for owner in sorted(sorted_rows) for clock in sorted_rows[owner]]
+    """``payload`` cut into at most ``pieces`` parts of about as many units each."""
+    cut = _Units(payload)
+    units = cut.units
     count = max(1, min(pieces, len(units)))
     bounds = [len(units) * i // count for i in range(count + 1)]
-    last_chunk: dict[ReplicaRef, int] = {}  # the last chunk holding entries of each owner
+    last_chunk: dict[ReplicaRef, int] = {}  # the last chunk holding units of each owner
     for chunk in range(count):
         for owner, _ in units[bounds[chunk] : bounds[chunk + 1]]:
             last_chunk[owner] = chunk
@@ -163,11 +193,10 @@ def _split(payload: Payload, pieces: int) -> list[Payload]:
             cover[owner] = (after.get(owner, 0), upto)
         after.update((owner, cover[owner][1]) for owner in cover)
         covers.append(cover)
-    # Owners without entries (only dots, or only a context) ride whole with the first part.
+    # Owners without units (only a context range) ride whole with the first part.
     bare = set(_owners(payload)).difference(last_chunk)
     covers[0].update((owner, (0, _TOP)) for owner in sorted(bare))
-    sorted_clouds = {owner: sorted(dots) for owner, dots in payload.clouds.items()}
-    return [_restrict(payload, cover, sorted_rows, sorted_clouds) for cover in covers]
+    return [_restrict(payload, cover, cut.rows, cut.clouds) for cover in covers]
 
 
 def _owners(payload: Payload) -> list[ReplicaRef]:

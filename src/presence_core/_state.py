@@ -196,14 +196,15 @@ class SnapshotPart:
 
     A part *covers*, for each owner it names, the dots ``first < clock <= last`` of
     ``ranges[owner]`` and the dots in ``clouds[owner]``: the sender had seen every one of them,
-    and ``values`` holds exactly its live entries among them. Merging a part adds and removes
-    within what it covers and nowhere else, so parts merge in any order and any number of times,
-    and a lost part only leaves its dots unknown: it never removes what another part carries.
+    and ``values`` holds exactly its live entries among them. Merging a part
+    (:meth:`ReplicaState.merge_part`) adds and removes within what it covers and nowhere else,
+    so parts merge in any order and any number of times, and a lost part only leaves its dots
+    unknown: it never removes what another part carries.
 
-    ``context`` is the whole extract's, the same in every part. Only once every part of one
-    reply was merged may the receiver fold it into its own context
-    (:meth:`ReplicaState.complete_snapshot`): dots a part covers but does not carry are
-    removed entries, and only the whole extract speaks for every dot below its context.
+    ``context`` is the whole extract's, the same in every part. It joins the receiver's, with
+    the parts' clouds, only once every part of one reply was merged
+    (:meth:`ReplicaState.complete_parts`): a covered dot may be a remove whose removed entry is
+    in another part.
 
     Attributes:
         replica: the replica that extracted it.
@@ -927,37 +928,74 @@ class ReplicaState:
             },
         )
 
-    def merge(self, remote: Snapshot | SnapshotPart | Delta) -> MergeResult:
-        """Merge a full extract, a part of one, or a delta from another replica (SPEC §4.6).
+    def merge(self, remote: Snapshot | Delta) -> MergeResult:
+        """Merge a full extract or a delta from another replica (SPEC §4.6).
 
         Adds whose dot we have not seen are accepted if their owner is known; stored remote entries
         whose dot the remote has seen but no longer carries are removed (and tombstoned in our
         pending delta, so we gossip the removal on). Merging the same payload twice changes nothing
-        the second time.
-
-        A :class:`SnapshotPart` adds and removes only within the dots it covers. The dots of the
-        entries it adds join our clouds; its context does not join ours until
-        :meth:`complete_snapshot` is called for the whole reply.
+        the second time. Every dot the payload has seen becomes seen here.
 
         Returns:
             The joins and leaves. A remote update is a leave of the old entry and a join of the new.
 
         Raises:
-            LocalProtocolError: ``remote`` is not a Snapshot, a SnapshotPart or a Delta.
+            LocalProtocolError: ``remote`` is neither a Snapshot nor a Delta (a part of a message
+                sent in parts goes to :meth:`merge_part`).
         """
-        # What the remote speaks for, per owner: the dots (first, last] and its clouds.
         if isinstance(remote, Snapshot):
             covered: Mapping[ReplicaRef, tuple[int, int]] = {
                 owner: (0, clock) for owner, clock in remote.context.items()
             }
-        elif isinstance(remote, SnapshotPart):
-            covered = remote.ranges
         elif isinstance(remote, Delta):
             covered = {}
         else:
+            hint = " (a part goes to merge_part)" if isinstance(remote, SnapshotPart) else ""
             raise LocalProtocolError(
-                f"can only merge a Snapshot, a SnapshotPart or a Delta, not {type(remote).__name__}"
+                f"can only merge a Snapshot or a Delta, not {type(remote).__name__}{hint}"
             )
+        return self._merge(remote, covered, whole=True)
+
+    def merge_part(self, part: SnapshotPart | Delta) -> MergeResult:
+        """Merge one part of a message sent in parts (a :class:`SnapshotPart`, or a delta's part).
+
+        It adds and removes as :meth:`merge` does, within the dots the part covers only, so parts
+        merge in any order and any number of times. But of the dots it covers, only those of the
+        entries it adds become seen here: a covered dot may be a remove whose removed entry is
+        covered by another part, and seeing the remove before that part arrives would keep the
+        removed entry for good. Once every part of the message was merged, the caller (who counts
+        them; the tracker does) hands their dots to :meth:`complete_parts`.
+
+        Raises:
+            LocalProtocolError: ``part`` is neither a SnapshotPart nor a Delta.
+        """
+        if isinstance(part, SnapshotPart):
+            covered: Mapping[ReplicaRef, tuple[int, int]] = part.ranges
+        elif isinstance(part, Delta):
+            covered = {}
+        else:
+            raise LocalProtocolError(
+                f"can only merge a SnapshotPart or a Delta as a part, not {type(part).__name__}"
+            )
+        return self._merge(part, covered, whole=False)
+
+    def complete_parts(self, context: Context, clouds: Mapping[ReplicaRef, Iterable[int]]) -> None:
+        """See every dot of a message sent in parts, once all its parts were merged.
+
+        ``context`` is a full extract's context (empty for a delta), ``clouds`` the union of the
+        parts' clouds. Every removal they speak for has been applied by then, so the dots can be
+        seen safely. Replicas we do not know, and our own, are skipped as in a merge.
+        """
+        self._see(context, clouds)
+
+    def _merge(
+        self,
+        remote: Snapshot | SnapshotPart | Delta,
+        covered: Mapping[ReplicaRef, tuple[int, int]],
+        *,
+        whole: bool,
+    ) -> MergeResult:
+        # ``covered``: what the remote speaks for below its clouds, per owner: dots (first, last].
         me = self.replica
         context = self._context
         clouds = self._clouds
@@ -1003,7 +1041,7 @@ class ReplicaState:
             )
 
         if not adds and not removed:
-            self._merge_causality(remote, ())
+            self._merge_causality(remote, (), whole=whole)
             return MergeResult()
 
         leaves: list[Entry] = []
@@ -1058,28 +1096,34 @@ class ReplicaState:
         if dropped:
             joins = [e for e in joins if id(e) not in dropped]
 
-        self._merge_causality(remote, adds)
+        self._merge_causality(remote, adds, whole=whole)
         return MergeResult(joins=tuple(joins), leaves=tuple(leaves))
-
-    def complete_snapshot(self, context: Context) -> None:
-        """Fold the context of a reply sent in parts into ours, once every part was merged.
-
-        Only the caller knows that: it counts the parts of each reply (the tracker does). Every
-        dot the context covers was then covered by one of the parts, so each is either stored
-        here or known removed. Replicas we do not know, and our own, are skipped as in a merge.
-        """
-        self._compact(self._raise_context(context))
 
     def _merge_causality(
         self,
         remote: Snapshot | SnapshotPart | Delta,
         adds: Iterable[tuple[ReplicaRef, Mapping[int, Entry]]],
+        *,
+        whole: bool,
     ) -> None:
+        if whole:
+            # Unlike Phoenix, the dots of removed entries stay in the clouds: they have been
+            # observed, and forgetting one beyond a gap would let a redelivered add bring the
+            # entry back.
+            self._see(remote.context if isinstance(remote, Snapshot) else {}, remote.clouds)
+        else:
+            # A part: only the adds it made are seen (see merge_part).
+            self._see({}, {owner: accepted.keys() for owner, accepted in adds})
+
+    def _see(
+        self, remote_context: Context, remote_clouds: Mapping[ReplicaRef, Iterable[int]]
+    ) -> None:
+        """Make the dots of ``remote_context`` and ``remote_clouds`` seen, then compact."""
         me = self.replica
         context = self._context
         clouds = self._clouds
         touched: list[ReplicaRef] = []
-        for replica, dots in remote.clouds.items():
+        for replica, dots in remote_clouds.items():
             if dots and replica in context and replica != me:
                 mine = clouds.get(replica)
                 if mine is None:
@@ -1087,32 +1131,12 @@ class ReplicaState:
                 else:
                     mine.update(dots)
                 touched.append(replica)
-        if isinstance(remote, SnapshotPart):
-            # A part's context is not ours yet, but the adds it made are seen.
-            for owner, accepted in adds:
-                mine = clouds.get(owner)
-                if mine is None:
-                    clouds[owner] = set(accepted)
-                else:
-                    mine.update(accepted)
-                touched.append(owner)
-        elif isinstance(remote, Snapshot):
-            # Unlike Phoenix, the dots of removed entries stay in the clouds: they have been
-            # observed, and forgetting one beyond a gap would let a redelivered add bring the
-            # entry back.
-            touched.extend(self._raise_context(remote.context))
-        self._compact(touched)
-
-    def _raise_context(self, remote_context: Context) -> list[ReplicaRef]:
-        me = self.replica
-        context = self._context
-        raised: list[ReplicaRef] = []
         for replica, clock in remote_context.items():
             known = context.get(replica)
             if known is not None and clock > known and replica != me:
                 context[replica] = clock
-                raised.append(replica)
-        return raised
+                touched.append(replica)
+        self._compact(touched)
 
 
 _new_entry = tuple.__new__

@@ -49,7 +49,7 @@ from ._meta import JSONValue, Meta, copy_meta
 from ._parts import encode_parts
 from ._presence import PresenceMap, group
 from ._refs import RefGenerator
-from ._state import Delta, Entry, MergeResult, ReplicaState, SnapshotPart
+from ._state import Delta, Entry, MergeResult, ReplicaState, Snapshot, SnapshotPart
 from ._vclock import Clock, ReplicaRef, append_clock
 
 __all__ = ["MetaUpdater", "ReplicaInfo", "Tracker"]
@@ -92,6 +92,35 @@ def _is_time(value: object) -> bool:
     return math.isfinite(value)
 
 
+class _Assembly:
+    """The parts of one message sent in parts, as they arrive: which ones, and what they cover.
+
+    Each part is merged when it arrives (:meth:`ReplicaState.merge_part`); the dots the parts
+    cover are handed to :meth:`ReplicaState.complete_parts` once the last one is in.
+    """
+
+    __slots__ = ("clouds", "context", "count", "key", "received", "sender")
+
+    def __init__(self, sender: ReplicaRef, key: object, count: int) -> None:
+        self.sender = sender
+        self.key = key
+        self.count = count
+        self.received: set[int] = set()
+        self.clouds: dict[ReplicaRef, set[int]] = {}
+        self.context: Mapping[ReplicaRef, int] = {}
+
+    def add(self, part: int, payload: Delta | SnapshotPart) -> bool:
+        """Count one part in; True when it was the last one missing (once per message)."""
+        if part in self.received:
+            return False
+        self.received.add(part)
+        for owner, dots in payload.clouds.items():
+            self.clouds.setdefault(owner, set()).update(dots)
+        if isinstance(payload, SnapshotPart):
+            self.context = payload.context
+        return len(self.received) == self.count
+
+
 class _Request:
     """A transfer request we sent, until its reply has fully arrived.
 
@@ -100,12 +129,12 @@ class _Request:
     again, one still streaming in is not (a large state comes in many parts).
     """
 
-    __slots__ = ("heard", "received", "ref", "request_id")
+    __slots__ = ("heard", "parts", "ref", "request_id")
 
     def __init__(self, ref: ReplicaRef, request_id: int) -> None:
         self.ref = ref
         self.request_id = request_id
-        self.received: set[int] = set()
+        self.parts: _Assembly | None = None
         self.heard = True
 
 
@@ -180,6 +209,8 @@ class Tracker:
         self._clockset: list[Clock] = []
         self._request_ids = 0
         self._requests: dict[str, _Request] = {}
+        # Per sender, the heartbeat in parts being received (a newer one replaces it).
+        self._heartbeat_parts: dict[str, _Assembly] = {}
         self._stopped = False
         # Incarnations that announced their departure: a heartbeat of theirs still in flight
         # must not bring them back. Bounded; the oldest are forgotten first.
@@ -518,19 +549,30 @@ class Tracker:
     def _receive_heartbeat(self, message: Heartbeat, now: float) -> None:
         if not self._heard_from(message.sender, now):
             return
-        if message.delta is not None:
-            result = self._state.merge(message.delta)
-            self._emit_merge(result)
-            self._push_received_delta(message.delta, whole=message.parts == 1)
-        self._clockset = append_clock(self._clockset, (message.sender, message.clock))
-
-    def _push_received_delta(self, delta: Delta, *, whole: bool) -> None:
-        if whole:
+        delta = message.delta
+        if delta is not None and message.parts == 1:
+            self._emit_merge(self._state.merge(delta))
             self._push_generation_delta(delta)
-        else:
-            # A part of a delta covers only some of its window's dots: folded into a generation
-            # it would claim the whole window. Start the generations afresh instead.
+        elif delta is not None:
+            self._emit_merge(self._state.merge_part(delta))
+            # A part covers only some of the window's dots: folded into a generation it would
+            # claim the whole window. The generations start afresh instead.
             self._generations.clear()
+            name = message.sender.name
+            window = (tuple(delta.start.items()), tuple(delta.end.items()))
+            parts = self._heartbeat_parts.get(name)
+            if (
+                parts is None
+                or parts.sender != message.sender
+                or parts.key != window
+                or parts.count != message.parts
+            ):
+                parts = _Assembly(message.sender, window, message.parts)
+                self._heartbeat_parts[name] = parts
+            if parts.add(message.part, delta):
+                del self._heartbeat_parts[name]
+                self._state.complete_parts({}, parts.clouds)
+        self._clockset = append_clock(self._clockset, (message.sender, message.clock))
 
     def _push_generation_delta(self, delta: Delta) -> None:
         pending = None if len(self._generations) else self._state.pending_delta
@@ -538,35 +580,37 @@ class Tracker:
 
     def _receive_transfer(self, message: TransferAck) -> None:
         payload = message.payload
-        self._emit_merge(self._state.merge(payload))
-        if isinstance(payload, Delta):
-            self._push_received_delta(payload, whole=message.parts == 1)
-        else:
-            self._generations.clear()
-        complete = self._reply_arrived(message)
-        if isinstance(payload, SnapshotPart) and complete:
-            self._state.complete_snapshot(payload.context)
-
-    def _reply_arrived(self, message: TransferAck) -> bool:
-        """Count a reply's part against its request; True once every part has been merged.
-
-        A reply to a request we no longer wait for is merged all the same (every part is safe to
-        merge on its own), but it can only complete if it came whole.
-        """
         name = message.sender.name
         pending = self._requests.get(name)
-        if (
-            pending is None
-            or pending.ref != message.sender
-            or pending.request_id != message.request_id
+        if pending is not None and (
+            pending.ref != message.sender or pending.request_id != message.request_id
         ):
-            return message.parts == 1
-        pending.heard = True
-        pending.received.add(message.part)
-        if len(pending.received) < message.parts:
-            return False
-        del self._requests[name]
-        return True
+            pending = None  # a reply to a request we no longer wait for
+        if pending is not None:
+            pending.heard = True
+        if not isinstance(payload, Snapshot) and (
+            isinstance(payload, SnapshotPart) or message.parts > 1
+        ):
+            self._emit_merge(self._state.merge_part(payload))
+            # A part in a generation would claim what it does not carry: start them afresh.
+            self._generations.clear()
+            # Only a reply we wait for is counted: its dots are seen once every part is in. A
+            # reply to an older request is merged all the same, and a later transfer completes.
+            if pending is None:
+                return
+            if pending.parts is None or pending.parts.count != message.parts:
+                pending.parts = _Assembly(message.sender, message.request_id, message.parts)
+            if pending.parts.add(message.part, payload):
+                del self._requests[name]
+                self._state.complete_parts(pending.parts.context, pending.parts.clouds)
+            return
+        self._emit_merge(self._state.merge(payload))
+        if isinstance(payload, Snapshot):
+            self._generations.clear()
+        else:
+            self._push_generation_delta(payload)
+        if pending is not None:
+            del self._requests[name]
 
     def _request_transfer(self, ref: ReplicaRef) -> None:
         self._request_ids += 1
@@ -577,9 +621,13 @@ class Tracker:
         self._send(request, ref.name)
 
     def _forget_request(self, ref: ReplicaRef) -> None:
+        """Stop waiting for anything in parts from ``ref``: it went down."""
         pending = self._requests.get(ref.name)
         if pending is not None and pending.ref == ref:
             del self._requests[ref.name]
+        parts = self._heartbeat_parts.get(ref.name)
+        if parts is not None and parts.sender == ref:
+            del self._heartbeat_parts[ref.name]
 
     def _heard_from(self, ref: ReplicaRef, now: float) -> bool:
         """Liveness bookkeeping for a heartbeat; False when it comes from a retired incarnation."""

@@ -180,12 +180,10 @@ def heartbeats(draw: st.DrawFn) -> Heartbeat:
 
 @st.composite
 def transfer_acks(draw: st.DrawFn) -> TransferAck:
-    return TransferAck(
-        request_id=draw(wire_ints),
-        sender=draw(refs),
-        payload=draw(deltas() | snapshots() | snapshot_parts()),
-        **draw(part_numbers()),
-    )
+    """A reply sent whole, or one part of a delta or a full state (a Snapshot is only whole)."""
+    payload = draw(deltas() | snapshots() | snapshot_parts())
+    numbers = {} if isinstance(payload, Snapshot) else draw(part_numbers())
+    return TransferAck(request_id=draw(wire_ints), sender=draw(refs), payload=payload, **numbers)
 
 
 transfer_requests = st.builds(TransferRequest, request_id=wire_ints, sender=refs, clock=contexts)

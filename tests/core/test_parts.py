@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -30,6 +30,7 @@ from presence_core import (
     RemoteProtocolError,
     ReplicaRef,
     ReplicaState,
+    Snapshot,
     SnapshotPart,
     TrackerConfig,
     TransferAck,
@@ -102,9 +103,36 @@ def snapshot_parts(source: ReplicaState, into: ReplicaState) -> list[TransferAck
     return parts  # type: ignore[return-value]
 
 
-def merge_all(into: ReplicaState, parts: list[TransferAck]) -> None:
-    for part in parts:
-        into.merge(part.payload)
+def payload_of(message: Message) -> Delta | Snapshot | SnapshotPart:
+    if isinstance(message, Heartbeat):
+        assert message.delta is not None
+        return message.delta
+    assert isinstance(message, TransferAck)
+    return message.payload
+
+
+def merge_all(into: ReplicaState, parts: Sequence[Message]) -> None:
+    """Merge each part as a receiver does (a message sent whole is merged whole)."""
+    for message in parts:
+        payload = payload_of(message)
+        if isinstance(payload, Snapshot):
+            into.merge(payload)
+        else:
+            into.merge_part(payload)
+
+
+def complete(into: ReplicaState, parts: Sequence[Message]) -> None:
+    """What the receiver does once every part is in: see the dots they covered."""
+    context: Mapping[ReplicaRef, int] = {}
+    clouds: dict[ReplicaRef, set[int]] = {}
+    for message in parts:
+        payload = payload_of(message)
+        assert not isinstance(payload, Snapshot)
+        if isinstance(payload, SnapshotPart):
+            context = payload.context
+        for owner, dots in payload.clouds.items():
+            clouds.setdefault(owner, set()).update(dots)
+    into.complete_parts(context, clouds)
 
 
 def assert_equal_states(left: ReplicaState, right: ReplicaState) -> None:
@@ -179,10 +207,10 @@ def test_a_heartbeat_delta_is_split_into_deltas_with_the_same_clock() -> None:
     whole = receiver(A)
     whole.merge(delta)
     pieces = receiver(A)
-    for part, _ in reversed(parts):
-        assert isinstance(part, Heartbeat)
-        assert part.delta is not None
-        pieces.merge(part.delta)
+    in_parts = [part for part, _ in reversed(parts)]
+    merge_all(pieces, in_parts)
+    assert rows(pieces) == rows(whole)
+    complete(pieces, in_parts)
     assert_equal_states(pieces, whole)
 
 
@@ -231,20 +259,50 @@ def test_messages_without_entries_are_never_split(message: Message) -> None:
         encode_parts(message, max_bytes=LIMIT)
 
 
-def test_owners_without_entries_ride_whole_with_the_first_part() -> None:
+def test_owners_with_only_a_context_ride_whole_with_the_first_part() -> None:
     source = sender_state(20)
     idle = ReplicaRef("idle", 1)
     source.replica_up(idle)
     source.merge(
-        Delta(replica=idle, values={}, clouds={idle: {1, 2, 5}}, start={idle: 0}, end={idle: 5})
+        Delta(replica=idle, values={}, clouds={idle: {1, 2}}, start={idle: 0}, end={idle: 2})
     )
     into = receiver(A, C, idle)
     parts = [p.payload for p in snapshot_parts(source, into)]
     first = parts[0]
     assert isinstance(first, SnapshotPart)
     assert first.ranges[idle] == (0, 2)
-    assert first.clouds[idle] == {5}
-    assert all(idle not in p.clouds for p in parts[1:] if isinstance(p, SnapshotPart))
+    assert all(idle not in p.ranges for p in parts[1:] if isinstance(p, SnapshotPart))
+
+
+def test_scattered_tombstones_are_cut_between_their_runs() -> None:
+    """A delta gossiping many removals of another owner's entries: dots, not entries, to cut."""
+    c = ReplicaState(C)
+    for i in range(400):
+        c.join(f"c{i}", "room", f"c{i}", {})
+    relay = ReplicaState(A)
+    relay.replica_up(C)
+    relay.merge(c.extract(A, relay.context))
+    relay.take_delta()
+    for i in range(0, 400, 2):  # every other one leaves: 200 runs of one dot
+        c.leave(f"c{i}", "room", f"c{i}")
+    relay.merge(c.take_delta())
+    relay.join("mine", "room", "me", PAD)
+    delta = relay.take_delta()
+    assert len(delta.clouds[C]) >= 200
+    message = Heartbeat(sender=A, clock=relay.clocks()[1], delta=delta)
+    assert len(encode_message(message)) > LIMIT
+    parts = encode_parts(message, max_bytes=LIMIT)
+    assert len(parts) > 1
+    assert all(len(data) <= LIMIT for _, data in parts)
+    whole = receiver(A, C)
+    whole.merge(c.extract(B, whole.context))
+    pieces = receiver(A, C)
+    pieces.merge(c.extract(B, pieces.context))
+    whole.merge(delta)
+    in_parts = [part for part, _ in parts]
+    merge_all(pieces, in_parts)
+    complete(pieces, in_parts)
+    assert_equal_states(pieces, whole)
 
 
 def test_entries_beyond_a_gap_travel_with_their_cloud_dots() -> None:
@@ -272,9 +330,7 @@ def test_entries_beyond_a_gap_travel_with_their_cloud_dots() -> None:
     later = [p.payload for p in parts[1:]]
     assert all(isinstance(p, SnapshotPart) and C not in p.ranges for p in later)
     merge_all(into, parts)
-    first = parts[0].payload
-    assert isinstance(first, SnapshotPart)
-    into.complete_snapshot(first.context)
+    complete(into, parts)
     whole = receiver(A, C)
     whole.merge(source.extract(None, whole.context))
     assert_equal_states(into, whole)
@@ -311,10 +367,9 @@ def test_parts_in_any_order_and_repeated_equal_the_whole(
     shuffled = parts + [order.choice(parts) for _ in range(repeats)]
     order.shuffle(shuffled)
     merge_all(pieces, shuffled)
-    first = parts[0].payload
-    if isinstance(first, SnapshotPart):
+    if isinstance(parts[0].payload, SnapshotPart):
         assert rows(pieces) == rows(whole)
-        pieces.complete_snapshot(first.context)
+        complete(pieces, parts)
     else:  # it fitted one message: a plain snapshot
         assert len(parts) == 1
     assert_equal_states(pieces, whole)
@@ -368,11 +423,42 @@ def _range_of(part: TransferAck, owner: ReplicaRef) -> range:
     return range(first + 1, last + 1)
 
 
-def test_completing_a_snapshot_skips_ourselves_and_unknown_replicas() -> None:
+def test_completing_parts_skips_ourselves_and_unknown_replicas() -> None:
     into = receiver(A)
     into.join("mine", "room", "me", {})
-    into.complete_snapshot({A: 9, B: 50, C: 4})
+    into.complete_parts({A: 9, B: 50, C: 4}, {A: [11, 12], B: [70], C: [1]})
     assert dict(into.context) == {A: 9, B: 1}
+    assert dict(into.clouds) == {A: {11, 12}}
+
+
+def test_a_remove_seen_before_its_tombstone_part_keeps_the_clock_behind() -> None:
+    """The ghost a careless part merge makes: a remove seen, the removed entry still held."""
+    sender = ReplicaState(A)
+    sender.join("x", "room", "x", PAD)
+    into = receiver(A)
+    into.merge(sender.take_delta())
+    for i in range(30):  # a big window: many adds, and the removal of x (dot 1)
+        sender.join(f"c{i}", "room", f"c{i}", PAD)
+    sender.leave("x", "room", "x")
+    delta = sender.take_delta()
+    message = Heartbeat(sender=A, clock={A: sender.clock}, delta=delta)
+    parts = [part for part, _ in encode_parts(message, max_bytes=LIMIT)]
+    holding_the_tombstone = [p for p in parts if 1 in payload_of(p).clouds.get(A, ())]
+    assert len(holding_the_tombstone) == 1
+    merge_all(into, [p for p in parts if p not in holding_the_tombstone])
+    assert into.get("x", "room", "x", owner=A) is not None  # its removal was in the lost part
+    assert into.context[A] < sender.clock  # so the clock stays behind: a transfer will come
+    into.merge(sender.extract(None, into.context))
+    assert into.get("x", "room", "x", owner=A) is None
+    assert into.context[A] == sender.clock
+
+
+def test_only_parts_go_to_merge_part() -> None:
+    state = receiver(A)
+    with pytest.raises(LocalProtocolError, match="a part goes to merge_part"):
+        state.merge(SnapshotPart(replica=A, context={}, ranges={}, clouds={}, values={}))  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="as a part, not Snapshot"):
+        state.merge_part(Snapshot(replica=A, context={}, clouds={}, values={}))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- SnapshotPart
@@ -651,3 +737,96 @@ def test_the_config_refuses_limits_where_one_presence_would_not_fit() -> None:
         TrackerConfig(max_key_bytes=0)
     defaults = TrackerConfig()
     assert defaults.max_presence_bytes <= 1024 * 1024 // 2  # NATS's default payload fits
+
+
+# ---------------------------------------------------------------------------- counting parts
+
+
+def heartbeat_in_parts(presences: int) -> tuple[Any, list[Heartbeat]]:
+    """A tracker ``a`` that tracked ``presences``, and its next heartbeat's parts."""
+    a = make_tracker("a", **SMALL)
+    for i in range(presences):
+        a.track(conn=f"c{i}", topic="room", key=f"u{i}", meta=PAD, now=0.0)
+    deadline = a.next_deadline()
+    assert deadline is not None
+    a.handle_timer(now=deadline)
+    parts = [o.message for o in a.messages_to_send()]
+    assert all(isinstance(p, Heartbeat) for p in parts)
+    assert len(parts) > 2
+    return a, parts  # type: ignore[return-value]
+
+
+def test_a_part_counted_twice_completes_its_message_once() -> None:
+    a, parts = heartbeat_in_parts(40)
+    b = make_tracker("b", **SMALL)
+    b.receive(parts[0], now=0.0)
+    b.receive(parts[0], now=0.0)
+    for part in parts[1:-1]:
+        b.receive(part, now=0.0)
+    assert b.state.context[a.replica] < a.state.clock  # one part short: not complete
+    b.receive(parts[-1], now=0.0)
+    b.receive(parts[-1], now=0.0)
+    assert b.state.context[a.replica] == a.state.clock
+    assert b.count("room") == 40
+
+
+def test_a_newer_heartbeat_in_parts_replaces_an_unfinished_one() -> None:
+    a, first = heartbeat_in_parts(40)
+    for i in range(40, 80):
+        a.track(conn=f"c{i}", topic="room", key=f"u{i}", meta=PAD, now=0.2)
+    a.handle_timer(now=0.2)
+    second = [o.message for o in a.messages_to_send()]
+    b = make_tracker("b", **SMALL)
+    for part in first[:-1] + second:  # the first window's last part is lost
+        b.receive(part, now=0.0)
+    assert b.count("room") < 80
+    assert b.state.context[a.replica] < a.state.clock  # the clock waits for a transfer
+
+
+def test_a_replica_that_goes_down_mid_message_is_not_waited_for() -> None:
+    a, parts = heartbeat_in_parts(40)
+    b = make_tracker("b", **SMALL)
+    b.receive(parts[0], now=0.0)
+    assert "a" in b._heartbeat_parts
+    b.handle_timer(now=0.0)
+    b.handle_timer(now=1.0)  # silent past the down period
+    assert b.replicas()["a"].status.name == "DOWN"
+    assert "a" not in b._heartbeat_parts
+
+
+def test_a_reply_to_an_older_request_is_merged_but_not_counted() -> None:
+    cluster = big_cluster(60)
+    a = cluster["a"]
+
+    def lose_replies(sender: str, message: Message) -> bool:
+        return isinstance(message, TransferAck)
+
+    cluster.lose = lose_replies
+    b = cluster.add("b")
+    while len(cluster.messages(TransferRequest, sender="b")) < 2:  # asked, quiet, asked again
+        cluster.advance(0.1)
+        assert cluster.now < 5.0
+    replies = [s.message for s in cluster.messages(TransferAck, sender="a")]
+    older = [m for m in replies if isinstance(m, TransferAck) and m.request_id == 1]
+    newer = [m for m in replies if isinstance(m, TransferAck) and m.request_id == 2]
+    assert len(older) > 1
+    assert len(newer) > 1
+    for message in older:  # the first reply arrives late, whole: merged, not counted
+        b.receive(message, now=cluster.now)
+    assert b.count("room") == live(60)
+    assert b._requests["a"].request_id == 2
+    assert b.state.context[a.replica] < a.state.clock
+    for message in newer:
+        b.receive(message, now=cluster.now)
+    assert "a" not in b._requests
+    assert b.state.context[a.replica] == a.state.clock
+
+
+def test_a_snapshot_never_comes_in_parts() -> None:
+    snapshot = Snapshot(replica=A, context={}, clouds={}, values={})
+    with pytest.raises(ValueError, match="a Snapshot is sent whole"):
+        TransferAck(request_id=1, sender=A, payload=snapshot, part=0, parts=2)
+    data = encode_message(TransferAck(request_id=1, sender=A, payload=snapshot))
+    forged = data.replace(b'"payload"', b'"part":[0,2],"payload"')
+    with pytest.raises(RemoteProtocolError, match="a snapshot is sent whole"):
+        decode_message(forged)

@@ -70,6 +70,45 @@ def test_seed_sweep(mix: str) -> None:
     assert not failures, f"{len(failures)} of {SEEDS} seeds failed; first:\n{failures[0]}"
 
 
+SMALL_MESSAGE_SEEDS = max(4, SEEDS // 5)
+"""Seeds per fault mix in the sweep with a small message limit."""
+
+
+@pytest.mark.parametrize("mix", ["none", "skew", "lossy", "partition", "crash", "pause", "all"])
+def test_transfers_in_parts_converge_under_every_fault_mix(mix: str) -> None:
+    """With 1 KiB messages most deltas and every transfer travel in parts, lost and reordered."""
+    failures = []
+    split = 0
+    for seed in range(1, SMALL_MESSAGE_SEEDS + 1):
+        params = SimParams(
+            seed=seed,
+            faults=mix,
+            nodes=3 + seed % 3,
+            duration=20.0,
+            rate=20.0,
+            max_message_bytes=1024,
+        )
+        result = Simulation(params.scenario(), stop_on_violation=True, keep_trace=True).run()
+        if not result.ok:
+            failures.append(f"{result.violations[0]}\n  replay: {params.replay_command()}")
+        split += sum(1 for line in result.trace if " part " in line)
+        assert result.metrics.largest_transfer <= 1024
+        assert result.metrics.unsendable == 0
+    assert not failures, f"{len(failures)} seeds failed; first:\n{failures[0]}"
+    assert split > 0  # messages did travel in parts
+
+
+def test_the_message_limit_is_a_replayable_flag() -> None:
+    params = SimParams(seed=2, max_message_bytes=2048)
+    assert params.cli_args() == ["--seed", "2", "--max-message-bytes", "2048"]
+    config = params.scenario().config
+    assert config.max_message_bytes == 2048
+    assert config.max_presence_bytes <= 1024
+    for bad in (1023, 0, 2048.0, "2048"):
+        with pytest.raises(ValueError, match="max_message_bytes must be an int >= 1024"):
+            SimParams(max_message_bytes=bad)  # type: ignore[arg-type]
+
+
 def test_the_default_run_converges() -> None:
     result = run()
     assert result.ok, result.violations

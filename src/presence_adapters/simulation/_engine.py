@@ -609,13 +609,22 @@ def _summary(message: Message) -> str:
     if isinstance(message, Heartbeat):
         clock = ",".join(f"{r.name}.{r.vsn}={c}" for r, c in sorted(message.clock.items()))
         kind = "delta" if message.delta is not None else "empty"
-        return f"heartbeat-{kind} {sender} [{clock}]"
+        return f"heartbeat-{kind} {sender} [{clock}]{_part(message.part, message.parts)}"
     if isinstance(message, TransferRequest):
         return f"transfer_req#{message.request_id} {sender}"
     if isinstance(message, TransferAck):
-        return f"transfer_ack#{message.request_id} {sender} {type(message.payload).__name__}"
+        payload = type(message.payload).__name__
+        return (
+            f"transfer_ack#{message.request_id} {sender} {payload}"
+            f"{_part(message.part, message.parts)}"
+        )
     assert isinstance(message, GracefulPermdown)
     return f"graceful_permdown {sender}"
+
+
+def _part(part: int, parts: int) -> str:
+    """`` part 2/5`` for the second of five parts; nothing for a message sent whole."""
+    return "" if parts == 1 else f" part {part + 1}/{parts}"
 
 
 def run(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -205,6 +205,25 @@ class Bounds:
         return cls(join=join, crash=crash, settle=join + crash)
 
 
+MIN_MESSAGE_BYTES = 1024
+"""The smallest ``SimParams.max_message_bytes``: the workload's presences must still fit."""
+
+
+def limits_for(max_message_bytes: int) -> dict[str, int]:
+    """TrackerConfig limits for a message limit: a meta of an eighth, identities of a 96th each.
+
+    One presence then takes at most ``5/16`` of a message plus the entry's overhead, within the
+    half that :class:`~presence_core.TrackerConfig` requires.
+    """
+    return {
+        "max_message_bytes": max_message_bytes,
+        "max_meta_bytes": max_message_bytes // 8,
+        "max_conn_bytes": max_message_bytes // 96,
+        "max_topic_bytes": max_message_bytes // 96,
+        "max_key_bytes": max_message_bytes // 96,
+    }
+
+
 @attrs.frozen(kw_only=True)
 class SimParams:
     """A scenario described by a few numbers: what ``presence simulate`` takes on its command line.
@@ -222,10 +241,21 @@ class SimParams:
     topics: int = 8
     keys: int = 20
     broadcast_period: float = 0.5
+    max_message_bytes: int | None = None
+    """A message limit for every node (``None``: the config's default). Deltas and transfers
+    larger than it travel in parts; the limits on one presence are scaled down to fit it (see
+    :func:`limits_for`)."""
 
     def __attrs_post_init__(self) -> None:
         if self.faults not in FAULT_MIXES:
             raise ValueError(f"unknown fault mix {self.faults!r}; one of {sorted(FAULT_MIXES)}")
+        if self.max_message_bytes is not None and (
+            type(self.max_message_bytes) is not int or self.max_message_bytes < MIN_MESSAGE_BYTES
+        ):
+            raise ValueError(
+                f"max_message_bytes must be an int >= {MIN_MESSAGE_BYTES}, "
+                f"not {self.max_message_bytes!r}"
+            )
         if not 1 <= self.nodes <= 1000:
             raise ValueError("nodes must be between 1 and 1000")
         if self.duration <= 0:
@@ -243,6 +273,7 @@ class SimParams:
             ("--topics", "topics"),
             ("--keys", "keys"),
             ("--broadcast-period", "broadcast_period"),
+            ("--max-message-bytes", "max_message_bytes"),
         ):
             value = getattr(self, name)
             if value != getattr(defaults, name):
@@ -265,6 +296,9 @@ class SimParams:
             max_silent_periods=SIM_CONFIG.max_silent_periods,
             permdown_period=max(SIM_CONFIG.permdown_period, period * 120),
         )
+        if self.max_message_bytes is not None:
+            limits: dict[str, Any] = limits_for(self.max_message_bytes)
+            config = attrs.evolve(config, **limits)
         down = config.effective_down_period
         network = FaultyNetwork(latency_min=0.001, latency_max=0.05, reorder=0.02)
         if mix == "lossy" or every:
