@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import random
 import sys
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
@@ -144,9 +144,7 @@ class _AsyncioNode(NodeLoops):
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_all(self._tasks)
         if goodbye:
             # Past the timeout the peers notice our silence instead.
             with contextlib.suppress(asyncio.TimeoutError):
@@ -155,6 +153,28 @@ class _AsyncioNode(NodeLoops):
             await asyncio.wait_for(self.close(), self.shutdown_timeout)
         except asyncio.TimeoutError:
             self.presence._close()
+
+
+CANCEL_REPEAT = 0.05
+"""Seconds between two cancellations of a loop that has not ended (see :func:`_cancel_all`)."""
+
+
+async def _cancel_all(tasks: Collection[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they have all ended.
+
+    A cancellation of an asyncio task is delivered once, and a library may swallow it (nats-py's
+    publish does, while it waits for its buffer to flush: the send loop then carried on, and the
+    node never stopped). So a task still running is cancelled again, every
+    :data:`CANCEL_REPEAT` seconds, as anyio's cancel scopes do at every await.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_REPEAT)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure was recorded by the task's done callback
 
 
 async def _to_completion(coro: Coroutine[Any, Any, None]) -> None:

@@ -317,6 +317,27 @@ class _HangingTransport(DelegatingTransport):
         await self.inner.aclose()
 
 
+class _SwallowingTransport(DelegatingTransport):
+    """A transport wrapper whose next broadcast, once armed, waits and swallows the cancellation
+    that ends the wait, then carries on: what nats-py's publish does while its buffer flushes."""
+
+    def __init__(self, inner: Transport) -> None:
+        super().__init__(inner)
+        self.armed = False
+        self.entered = anyio.Event()
+        self.swallowed = 0
+
+    async def broadcast(self, data: bytes) -> None:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            try:
+                await anyio.sleep(2 * DEADLINE)
+            except anyio.get_cancelled_exc_class():
+                self.swallowed += 1  # and carry on, as if nothing had happened
+        await self.inner.broadcast(data)
+
+
 class _JunkFirehose(DelegatingTransport):
     """A transport wrapper that, while a flood is on, returns junk from ``receive`` at once and
     without yielding, as a broker transport with a full socket buffer does."""
@@ -940,6 +961,27 @@ async def check_shutdown_is_bounded(open_node: NodeOpener) -> None:
 
 
 @_driver_check
+async def check_a_swallowed_cancellation_still_stops_the_node(open_node: NodeOpener) -> None:
+    """A transport that swallows the cancellation of a send (nats-py does) does not keep the
+    node running: it is cancelled again until it stops."""
+    hub = MemoryHub()
+    swallowing = _SwallowingTransport(hub.connect("a"))
+    with failing_after(DEADLINE, "a node whose transport swallowed a cancellation to stop"):
+        async with open_node(swallowing, config=FAST) as node:
+            swallowing.armed = True
+            node.track("conn", "room", "alice", {})  # the next tick broadcasts it
+            await swallowing.entered.wait()
+    if swallowing.swallowed != 1:
+        raise AssertionError(
+            "the send loop must have been cancelled inside the transport's broadcast "
+            f"(swallowed {swallowing.swallowed} cancellations)"
+        )
+    if not node.closed:
+        raise AssertionError("the node must be closed")
+    _all_closed(hub)
+
+
+@_driver_check
 async def check_default_name_and_incarnation(open_node: NodeOpener) -> None:
     """Every node has a default name; the incarnation comes from the wall clock (growing across
     restarts) unless given; invalid options are refused before anything starts."""
@@ -1008,6 +1050,7 @@ DRIVER_CHECKS: tuple[DriverCheck, ...] = (
     check_transport_failure_surfaces,
     check_leaving_node_refuses_commands,
     check_shutdown_is_bounded,
+    check_a_swallowed_cancellation_still_stops_the_node,
     check_default_name_and_incarnation,
 )
 """Every driver check, in the order :func:`check_driver` runs them."""
