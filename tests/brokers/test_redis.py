@@ -302,17 +302,20 @@ async def test_a_restarted_replica_hears_its_predecessor(redis_url: str) -> None
 
 @pytest.mark.anyio
 async def test_junk_on_our_channels_is_counted(redis_url: str) -> None:
-    # Someone else publishes on our channel: a message too short to carry an id is dropped and
-    # counted; a longer one loses its first 8 bytes (the node then drops it as malformed).
+    # Someone else writes to our inbox or our broadcast channel: a message too short to carry an
+    # id is dropped and counted; a longer one loses its first 8 bytes (the node then drops it as
+    # malformed).
     async with (
         members(redis_url, namespace("junk"), ["b"]) as (b,),
         redis_client(redis_url) as client,
     ):
-        await client.publish(b.channel_for("b"), b"short")
-        await client.publish(b.channel_for("b"), b"12345678junk")
+        await client.rpush(b.inbox_for("b"), [b"short", b"12345678junk"])
         assert await receive(b, "the junk, without its first 8 bytes") == b"junk"
-        assert b.stats.malformed == 1
-        assert b.stats.received == 1
+        await client.publish(b.broadcast_channel, b"short")
+        await client.publish(b.broadcast_channel, b"12345678more junk")
+        assert await receive(b, "the broadcast junk") == b"more junk"
+        assert b.stats.malformed == 2
+        assert b.stats.received == 2
 
 
 # ---------------------------------------------------------------------- addresses
@@ -347,7 +350,7 @@ async def test_hostile_names(redis_url: str) -> None:
         members(redis_url, ns, HOSTILE_NAMES) as crowd,
         members(redis_url, neighbour, ["a", "*"]) as outsiders,
     ):
-        channels = {member.channel_for(member.name) for member in crowd}
+        channels = {member.inbox_for(member.name) for member in crowd}
         assert len(channels) == len(HOSTILE_NAMES)
         for channel in channels | {crowd[0].broadcast_channel}:
             assert channel.isascii()
@@ -430,34 +433,53 @@ async def test_invalid_arguments() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_inbox_is_bounded_in_messages(redis_url: str) -> None:
+async def test_broadcasts_beyond_the_inbox_bound_are_dropped(redis_url: str) -> None:
     ns = namespace("inbox")
     async with (
         members(redis_url, ns, ["a"]) as (a,),
         members(redis_url, ns, ["b"], inbox_messages=5) as (b,),
     ):
         for index in range(20):
-            await a.send("b", f"{index}".encode())
-        await wait_until(lambda: b.stats.received == 20, "b heard all 20 messages")
+            await a.broadcast(f"{index}".encode())
+        await wait_until(lambda: b.stats.received == 20, "b heard all 20 broadcasts")
         assert b.stats.dropped_inbox_full == 15
         for index in range(5):
             assert await receive(b, "the first five") == f"{index}".encode()
-        await a.send("b", b"room again")
-        assert await receive(b, "a message once there is room") == b"room again"
+        await a.broadcast(b"room again")
+        assert await receive(b, "a broadcast once there is room") == b"room again"
 
 
 @pytest.mark.anyio
-async def test_the_inbox_is_bounded_in_bytes(redis_url: str) -> None:
+async def test_direct_messages_wait_in_redis_until_there_is_room(redis_url: str) -> None:
     ns = namespace("inbox-bytes")
-    async with members(redis_url, ns, ["a", "b"], max_payload=100, inbox_bytes=250) as (a, b):
-        for index in range(4):
+    async with (
+        members(redis_url, ns, ["a", "b"], max_payload=100, inbox_bytes=250) as (a, b),
+        redis_client(redis_url) as client,
+    ):
+        for index in range(6):
             await a.send("b", bytes([index]) * 100)
-        await wait_until(lambda: b.stats.received == 4, "b heard all four messages")
-        assert b.stats.dropped_inbox_full == 2  # 100 + 100 fit in 250 bytes; a third does not
-        assert await receive(b, "the first") == bytes([0]) * 100
-        assert await receive(b, "the second") == bytes([1]) * 100
-        await a.send("b", b"x" * 100)
-        assert await receive(b, "a message once there is room") == b"x" * 100
+        # b pops only while its inbox has room for one more message: two, the rest waits.
+        await wait_until(lambda: b.stats.received == 2, "b took in two messages")
+        assert await client.llen(b.inbox_for("b")) == 4  # b pops no more until there is room
+        for index in range(6):
+            assert await receive(b, f"message {index}") == bytes([index]) * 100
+        assert b.stats.dropped_inbox_full == 0
+        assert await client.llen(b.inbox_for("b")) == 0
+
+
+@pytest.mark.anyio
+async def test_an_inbox_keeps_its_newest_messages_and_expires(redis_url: str) -> None:
+    ns = namespace("inbox-trim")
+    async with (
+        members(redis_url, ns, ["a"], inbox_messages=5, direct_ttl=30.0) as (a,),
+        redis_client(redis_url) as client,
+    ):
+        for index in range(8):  # to a name nobody holds: nobody pops
+            await a.send("gone", f"{index}".encode())
+        inbox = a.inbox_for("gone")
+        kept = await client.lrange(inbox, 0, -1)
+        assert [item[8:] for item in kept] == [f"{index}".encode() for index in range(3, 8)]
+        assert 0 < await client.pttl(inbox) <= 30_000
 
 
 # ---------------------------------------------------------------------- connection trouble
@@ -645,24 +667,24 @@ async def test_a_frozen_broker_is_noticed(redis_server: RedisServer) -> None:
 @pytest.mark.anyio
 async def test_a_subscriber_redis_cuts_off_comes_back(redis_server: RedisServer) -> None:
     # Redis disconnects a subscriber whose output buffer passes the pubsub hard limit (by
-    # default 32 MiB; 256 KiB here). The transport reports it and reconnects; only the message
-    # that was too big is lost, and its sender stays connected throughout.
+    # default 32 MiB; 256 KiB here). The transport reports it and reconnects; only the broadcast
+    # that was too big is lost. (Its sender is a subscriber too, and is cut off as well.)
     (a, b), events = await outage_members(redis_server, namespace("cut-off"), ["a", "b"])
     try:
         async with redis_client(redis_server.url) as client:
             await client.config_set({"client-output-buffer-limit": "pubsub 256kb 128kb 60"})
-        await a.send("b", bytes(300 * 1024))
+        await a.broadcast(bytes(300 * 1024))
+        cut_off = [BrokerConnected, BrokerDisconnected, BrokerConnected]
         await wait_until(
-            lambda: (
-                [type(event) for event in events["b"]]
-                == [BrokerConnected, BrokerDisconnected, BrokerConnected]
-            ),
-            "b reports being cut off, then reconnected",
+            lambda: all([type(event) for event in events[n]] == cut_off for n in "ab"),
+            "a and b report being cut off, then reconnected",
         )
-        await a.send("b", b"after")
+        await a.broadcast(b"after")
         assert await receive(b, "the message after the one that was too big") == b"after"
-        assert [type(event) for event in events["a"]] == [BrokerConnected]
-        assert b.stats.received == 1
+        await a.send("b", bytes(300 * 1024))  # a direct message of the same size is no trouble
+        assert await receive(b, "a large direct message") == bytes(300 * 1024)
+        assert [type(event) for event in events["b"]] == cut_off
+        assert b.stats.received == 2
     finally:
         await a.aclose()
         await b.aclose()
@@ -673,13 +695,19 @@ async def test_a_refused_publish_is_raised(redis_server: RedisServer) -> None:
     # Not an outage: Redis answers, and says no. That is raised (the node then stops), instead
     # of being dropped like the messages of a lost connection.
     async with redis_client(redis_server.url) as client:
-        await client.acl_setuser("listener", "on", ">secret", "~*", "&*", "+@all", "-publish")
+        await client.acl_setuser(
+            "listener", "on", ">secret", "~*", "&*", "+@all", "-publish", "-rpush"
+        )
     url = f"redis://listener:secret@127.0.0.1:{redis_server.port}"
     async with members(url, namespace("acl"), ["a"]) as (a,):
         with pytest.raises(
-            TransportError, match=r"Redis refused to publish: AuthorizationError: .*permissions"
+            TransportError, match=r"Redis refused PUBLISH: AuthorizationError: .*permissions"
         ):
             await a.broadcast(b"forbidden")
+        with pytest.raises(
+            TransportError, match=r"Redis refused RPUSH: AuthorizationError: .*permissions"
+        ):
+            await a.send("b", b"forbidden")
         assert a.connected
         assert a.stats.dropped_while_disconnected == 0
 

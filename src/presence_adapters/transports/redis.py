@@ -9,22 +9,36 @@
 Addresses
 =========
 
-Each cluster (``namespace``) gets one *broadcast* channel, and each replica one *direct* channel::
+Each cluster (``namespace``) gets one *broadcast* channel (pub/sub), and each replica one
+*inbox*, a Redis list::
 
     {prefix}:{namespace}:broadcast
-    {prefix}:{namespace}:replica:{name}
+    {prefix}:{namespace}:inbox:{name}
 
 where every part went through :func:`~presence_adapters.transports.address_segment`
 (``[A-Za-z0-9_-]`` kept, anything else ``%XX``-escaped), so no part holds a ``:``: two different
-``(prefix, namespace, name)`` never share a channel, and a name cannot reach another cluster's
-channels nor pose as the broadcast channel. Several clusters share one Redis by namespace (and
+``(prefix, namespace, name)`` never share a channel or an inbox, and a name cannot reach another
+cluster's nor pose as the broadcast channel. Several clusters share one Redis by namespace (and
 several applications by prefix). Names must be unique within a namespace; Redis cannot enforce it
-(two replicas of one name both hear what is sent to it).
+(two replicas of one name share one inbox).
+
+Why direct messages go through a list
+=====================================
+
+Heartbeats are broadcast on pub/sub; what one replica sends another (transfer requests and
+replies) is pushed on the addressee's inbox, which the addressee pops one message at a time, only
+when its own inbox has room. That is flow control: a transfer reply of many parts (a 100,000
+presence state is about 68 MB) waits in Redis until the receiver has taken in the previous parts.
+On pub/sub, Redis would queue all of it in the receiver's output buffer at once, and its default
+``client-output-buffer-limit pubsub 32mb 8mb 60`` disconnects a subscriber whose buffer reaches
+32 MiB: the receiver would be cut off in the middle of every large transfer, for good. Each push
+also trims the inbox to ``inbox_messages`` messages and gives it ``direct_ttl`` seconds to live,
+so messages to a replica that is gone do not stay in Redis.
 
 Echo suppression
 ================
 
-Redis delivers a message to every subscriber of its channel, the publisher included, so a node
+Redis delivers a broadcast to every subscriber of its channel, the publisher included, so a node
 would hear its own broadcasts (and decode them for nothing: 0.13 s for a 13 MB state). Every
 payload goes out behind a random 8-byte id drawn for this transport instance; a message carrying
 our own id is dropped unread (counted in :attr:`RedisStats.ignored_own`), the others lose the id
@@ -34,14 +48,16 @@ new id, so it hears its predecessor's last messages like anyone else's.
 Outages
 =======
 
-One connection carries both directions (RESP3 lets a subscribed connection publish). It lives in a
-*host task* the transport starts in :meth:`RedisTransport.connect` and joins in
-:meth:`RedisTransport.aclose`: it connects, subscribes, reads into a bounded inbox, pings the
-server every ``ping_interval`` seconds (a silently dead link is noticed within two intervals), and
-when the connection is lost reconnects with :class:`~presence_adapters.Backoff`
-and subscribes again, for as long as the transport is open. Meanwhile sends are dropped and
-counted, :meth:`~RedisTransport.receive` waits, and every change is reported as a
-:data:`~presence_adapters.BrokerEvent`. Nothing about an outage is raised to
+Two connections serve a transport: one subscribes to the broadcast channel and carries every
+command the transport sends (RESP3 lets a subscribed connection publish and push), the other
+pops the inbox (a blocking ``BLPOP`` would hold up the first). They live in a *host task* the
+transport starts in :meth:`RedisTransport.connect` and joins in :meth:`RedisTransport.aclose`: it
+connects both, subscribes, reads into a bounded inbox, pings the server every ``ping_interval``
+seconds (a silently dead link is noticed within two intervals), and when a connection is lost
+reconnects both with :class:`~presence_adapters.Backoff` and subscribes again, for as long as the
+transport is open. Meanwhile sends are dropped and counted (what was already pushed to our inbox
+waits there, for ``direct_ttl`` seconds), :meth:`~RedisTransport.receive` waits, and every change
+is reported as a :data:`~presence_adapters.BrokerEvent`. Nothing about an outage is raised to
 the node: it keeps serving its local presences, and the replication protocol repairs what was
 lost once the broker is back, as it repairs any lost message.
 
@@ -104,9 +120,11 @@ if sys.version_info < (3, 11):  # pragma: no cover - depends on the interpreter
     from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
+    "DEFAULT_DIRECT_TTL",
     "DEFAULT_MAX_PAYLOAD",
     "ID_BYTES",
     "MAX_WIRE_MESSAGE",
+    "PULL_WAIT",
     "RedisStats",
     "RedisTransport",
 ]
@@ -117,22 +135,28 @@ ID_BYTES = 8
 """Length of the per-instance id every payload carries on the wire (for echo suppression)."""
 
 MAX_WIRE_MESSAGE = 8 * 1024 * 1024
-"""The largest message the transport publishes by default (id and payload), 8 MiB.
+"""The largest message the transport sends by default (id and payload), 8 MiB.
 
-Redis queues each message for each subscriber in that subscriber's output buffer, and by default
-(``client-output-buffer-limit pubsub 32mb 8mb 60``) disconnects a subscriber whose buffer reaches
-32 MiB at once, or stays above 8 MiB for 60 s. A message of 8 MiB stays at the soft limit on its
-own, and the hard limit still holds four of them waiting for a subscriber at once (several
-replicas answering one newcomer's transfer requests, or one replica's burst after a reconnection):
-a larger default would let ordinary bursts cut subscribers off (each disconnection loses whatever
-else was queued, and costs a reconnection). Raise ``max_payload`` for larger states only together
-with the server's pubsub limit (a message of 32 MiB or more disconnects every subscriber it is
-queued for, always).
+Redis queues each broadcast for each subscriber in that subscriber's output buffer, and by
+default (``client-output-buffer-limit pubsub 32mb 8mb 60``) disconnects a subscriber whose buffer
+reaches 32 MiB at once, or stays above 8 MiB for 60 s. A broadcast of 8 MiB stays at the soft
+limit on its own, and the hard limit still holds four of them waiting for a subscriber at once: a
+larger default would let a burst of heartbeat parts cut subscribers off. (Direct messages wait in
+the receiver's inbox list instead, at no subscriber's expense.) Raise ``max_payload`` only
+together with the server's pubsub limit (a message of 32 MiB or more disconnects every subscriber
+it is queued for, always).
 """
 
 DEFAULT_MAX_PAYLOAD = MAX_WIRE_MESSAGE - ID_BYTES
 """The default ``max_payload`` (8 MiB - 8 bytes), so that id and payload fit
 :data:`MAX_WIRE_MESSAGE`."""
+
+DEFAULT_DIRECT_TTL = 60.0
+"""Seconds an inbox lives in Redis after the last message pushed on it (see ``direct_ttl``)."""
+
+PULL_WAIT = 1.0
+"""Seconds one ``BLPOP`` of the inbox blocks before it is issued again (it returns at once when a
+message is there; the bound keeps the pulling connection from looking idle to proxies)."""
 
 _REDIS_MAX_BULK = 512 * 1024 * 1024
 """Redis's ``proto-max-bulk-len`` default: no single argument (our message) may be larger."""
@@ -239,6 +263,7 @@ class RedisTransport:
         max_payload: int,
         inbox_messages: int,
         inbox_bytes: int,
+        direct_ttl: float,
         backoff: Backoff,
         connect_timeout: float,
         command_timeout: float,
@@ -255,6 +280,7 @@ class RedisTransport:
         self._max_payload = max_payload
         self._inbox_messages = inbox_messages
         self._inbox_bytes_limit = inbox_bytes
+        self._direct_ttl_ms = max(1, round(direct_ttl * 1000))
         self._backoff = backoff
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
@@ -263,13 +289,14 @@ class RedisTransport:
         self._rng = rng
         self._id = os.urandom(ID_BYTES)  # never from rng: two seeded transports must differ
         prefix = f"{address_segment(channel_prefix)}:{address_segment(namespace)}"
-        self._replica_prefix = f"{prefix}:replica:"
+        self._inbox_prefix = f"{prefix}:inbox:"
         self._broadcast_channel = f"{prefix}:broadcast".encode()
-        self._direct_channel = self.channel_for(name).encode()
+        self._own_inbox = self.inbox_for(name).encode()
 
         self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0
         self._arrival: anyio.Event | None = None
+        self._room: anyio.Event | None = None
         self._connection: BaseConnection | None = None
         self._closed = False
         self._failure: BaseException | None = None
@@ -294,6 +321,7 @@ class RedisTransport:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         inbox_messages: int = 10_000,
         inbox_bytes: int = 64 * 1024 * 1024,
+        direct_ttl: float = DEFAULT_DIRECT_TTL,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen, so one shared default is fine
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
@@ -314,9 +342,13 @@ class RedisTransport:
             channel_prefix: the first part of every channel name.
             max_payload: the largest payload :meth:`broadcast` and :meth:`send` carry, in bytes
                 (the 8-byte id comes on top). See :data:`DEFAULT_MAX_PAYLOAD`.
-            inbox_messages: received messages held for :meth:`receive` at most; more are
-                dropped (and counted in :attr:`RedisStats.dropped_inbox_full`).
+            inbox_messages: received messages held for :meth:`receive` at most; more broadcasts
+                are dropped (and counted in :attr:`RedisStats.dropped_inbox_full`), while
+                direct messages wait in Redis. Also the most messages an inbox list in Redis
+                keeps (the oldest are trimmed).
             inbox_bytes: received bytes held at most (at least ``max_payload``).
+            direct_ttl: seconds an inbox list lives in Redis after the last push to it (what
+                is sent to a replica that is gone expires then).
             backoff: the delays between reconnection attempts.
             connect_timeout: seconds the first connection may take (attempts are repeated with
                 ``backoff`` until then), and then the bound of each reconnection attempt.
@@ -357,6 +389,7 @@ class RedisTransport:
             raise ValueError(
                 f"inbox_bytes ({inbox_bytes}) must be at least max_payload ({max_payload})"
             )
+        direct_ttl = _seconds("direct_ttl", direct_ttl)
         if not isinstance(backoff, Backoff):
             raise ValueError(f"backoff must be a Backoff, not {backoff!r}")
         if on_status is not None and not callable(on_status):
@@ -371,6 +404,7 @@ class RedisTransport:
             max_payload=max_payload,
             inbox_messages=inbox_messages,
             inbox_bytes=inbox_bytes,
+            direct_ttl=direct_ttl,
             backoff=backoff,
             connect_timeout=_seconds("connect_timeout", connect_timeout),
             command_timeout=_seconds("command_timeout", command_timeout),
@@ -457,13 +491,13 @@ class RedisTransport:
         """The Redis channel of this cluster's broadcasts."""
         return self._broadcast_channel.decode()
 
-    def channel_for(self, name: str) -> str:
-        """The Redis channel of the messages sent to replica ``name`` of this cluster.
+    def inbox_for(self, name: str) -> str:
+        """The Redis key of the list that holds the messages sent to replica ``name``.
 
         Raises:
             ValueError: ``name`` is not a non-empty str of valid Unicode.
         """
-        return f"{self._replica_prefix}{address_segment(name)}"
+        return f"{self._inbox_prefix}{address_segment(name)}"
 
     async def broadcast(self, data: bytes) -> None:
         """Send ``data`` to every other replica of the cluster (dropped while disconnected).
@@ -477,8 +511,8 @@ class RedisTransport:
         await self._publish(self._broadcast_channel, self._check(data))
 
     async def send(self, to: str, data: bytes) -> None:
-        """Send ``data`` to replica ``to`` (dropped silently if nobody holds that name, and while
-        disconnected).
+        """Send ``data`` to replica ``to``: push it on its inbox (dropped while disconnected; kept
+        for ``direct_ttl`` seconds if nobody holds that name, and never received).
 
         Raises:
             PayloadTooLarge: ``len(data) > max_payload``; nothing was sent.
@@ -489,11 +523,11 @@ class RedisTransport:
             raise TypeError(f"to must be a str, not {type(to).__name__}")
         data = self._check(data)
         try:
-            channel = self.channel_for(to).encode()
+            inbox = self.inbox_for(to).encode()
         except ValueError:  # nobody can hold a name that is not valid Unicode (or empty)
             await anyio.lowlevel.checkpoint()
             return
-        await self._publish(channel, data)
+        await self._push(inbox, data)
 
     async def receive(self) -> bytes:
         """The next message for this replica; waits (across outages) until one comes.
@@ -509,6 +543,9 @@ class RedisTransport:
             if self._inbox:
                 data = self._inbox.popleft()
                 self._inbox_bytes -= len(data)
+                if self._room is not None:
+                    self._room.set()
+                    self._room = None
                 return data
             if self._failure is not None:
                 raise TransportError(
@@ -530,6 +567,8 @@ class RedisTransport:
             self._inbox.clear()
             self._inbox_bytes = 0
             self._wake()
+            if self._room is not None:
+                self._room.set()
             self._scope.cancel()
         # The task ends as soon as it runs again (closing a socket takes no round trip); the bound
         # is only there so that a bug cannot hang the caller.
@@ -549,23 +588,39 @@ class RedisTransport:
         return data
 
     async def _publish(self, channel: bytes, data: bytes) -> None:
+        await self._commands([(b"PUBLISH", channel, self._id + data)])
+
+    async def _push(self, inbox: bytes, data: bytes) -> None:
+        # Push, keep the newest inbox_messages, and let an inbox nobody reads expire.
+        await self._commands(
+            [
+                (b"RPUSH", inbox, self._id + data),
+                (b"LTRIM", inbox, b"%d" % -self._inbox_messages, b"-1"),
+                (b"PEXPIRE", inbox, b"%d" % self._direct_ttl_ms),
+            ]
+        )
+
+    async def _commands(self, commands: Sequence[tuple[bytes, ...]]) -> None:
+        """Send one message as ``commands`` on the connection, counted as sent or dropped."""
         connection = self._connection
         if connection is None:
             self.stats.dropped_while_disconnected += 1
             await anyio.lowlevel.checkpoint()
             return
         try:
-            await connection.create_request(
-                b"PUBLISH", channel, self._id + data, decode=False, timeout=self._command_timeout
-            )
+            for command in commands:
+                await connection.create_request(
+                    *command, decode=False, timeout=self._command_timeout
+                )
         except Exception as exc:
+            verb = commands[0][0].decode()
             if not (isinstance(exc, _CONNECTION_ERRORS) or not connection.usable):
-                raise TransportError(f"Redis refused to publish: {_describe(exc)}") from exc
+                raise TransportError(f"Redis refused {verb}: {_describe(exc)}") from exc
             # Lost with the connection: the node carries on and the protocol repairs the loss.
             self.stats.dropped_while_disconnected += 1
             if isinstance(exc, TimeoutError) and connection is self._connection:
                 # No answer in time: whatever state this connection is in, it cannot be trusted.
-                connection.invalidate("PUBLISH timed out")
+                connection.invalidate(f"{verb} timed out")
             return
         self.stats.sent += 1
 
@@ -597,15 +652,39 @@ class RedisTransport:
             return
         self.stats.received += 1
         payload = data[ID_BYTES:]
-        if (
-            len(self._inbox) >= self._inbox_messages
-            or self._inbox_bytes + len(payload) > self._inbox_bytes_limit
-        ):
+        if not self._has_room(len(payload)):
             self.stats.dropped_inbox_full += 1
             return
         self._inbox.append(payload)
         self._inbox_bytes += len(payload)
         self._wake()
+
+    def _has_room(self, size: int) -> bool:
+        return (
+            len(self._inbox) < self._inbox_messages
+            and self._inbox_bytes + size <= self._inbox_bytes_limit
+        )
+
+    async def _pull(self, connection: BaseConnection) -> None:
+        """Pop our inbox list into the inbox, one message at a time, only while there is room
+        for the largest message (the rest waits in Redis: flow control for direct messages)."""
+        wait = b"%g" % PULL_WAIT
+        while True:
+            while not self._has_room(self._max_payload + ID_BYTES):
+                if self._room is None:
+                    self._room = anyio.Event()
+                await self._room.wait()
+            response = await connection.create_request(
+                b"BLPOP",
+                self._own_inbox,
+                wait,
+                decode=False,
+                timeout=PULL_WAIT + self._command_timeout,
+            )
+            if isinstance(response, (list, tuple)) and len(response) == 2:
+                data = response[1]
+                if isinstance(data, bytes):
+                    self._deliver(data)
 
     # ------------------------------------------------------------------ the host task
 
@@ -681,23 +760,26 @@ class RedisTransport:
             await anyio.sleep(delay)
 
     async def _session(self, bound: float, attempts: int, down_since: float | None) -> None:
-        """One connection: connect and subscribe within ``bound`` seconds, then read until the
-        connection is lost (raising what ended it)."""
+        """One session: connect both connections and subscribe within ``bound`` seconds, then
+        read and pull until a connection is lost (raising what ended it)."""
         connection = self._connection_factory()
+        puller = self._connection_factory()
         try:
             async with anyio.create_task_group() as group:
                 try:
                     deadline = anyio.current_time() + bound
                     with _within(bound, "connecting"):
                         await group.start(connection.run)
+                        await group.start(puller.run)
                     async with contextlib.aclosing(connection.push_messages) as messages:
-                        pending = {self._broadcast_channel, self._direct_channel}
+                        pending = {self._broadcast_channel}
                         connection.send_command(b"SUBSCRIBE", *sorted(pending))
                         with _within(max(0.0, deadline - anyio.current_time()), "subscribing"):
                             while pending:
                                 self._on_push(await messages.__anext__(), pending)
                         self._connected(connection, attempts, down_since)
                         group.start_soon(self._keepalive, connection)
+                        group.start_soon(self._pull, puller)
                         async for response in messages:
                             self._on_push(response, None)
                         raise RedisConnectionError("the connection ended")  # pragma: no cover
@@ -707,6 +789,7 @@ class RedisTransport:
                     group.cancel_scope.cancel()
         finally:
             _close_streams(connection)
+            _close_streams(puller)
 
     def _connected(
         self, connection: BaseConnection, attempts: int, down_since: float | None
