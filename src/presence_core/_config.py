@@ -107,8 +107,9 @@ class TrackerConfig:
         if self.max_presence_bytes > self.max_message_bytes // 2:
             raise ConfigurationError(
                 f"one presence may take {self.max_presence_bytes} bytes on the wire "
-                "(max_meta_bytes plus six times max_conn_bytes, max_topic_bytes and max_key_bytes, plus "
-                f"{ENTRY_OVERHEAD}), more than half of max_message_bytes={self.max_message_bytes}: "
+                "(max_meta_bytes plus six times max_conn_bytes, max_topic_bytes and "
+                f"max_key_bytes, plus {ENTRY_OVERHEAD}), more than half of "
+                f"max_message_bytes={self.max_message_bytes}: "
                 "lower those limits or raise max_message_bytes"
             )
         if self.down_period is not None:

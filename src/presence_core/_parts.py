@@ -153,7 +153,7 @@ class _Units:
     owner starts just after it, so a run is never cut and an entry travels with its dot.
     """
 
-    __slots__ = ("rows", "clouds", "units")
+    __slots__ = ("clouds", "rows", "units")
 
     def __init__(self, payload: Payload) -> None:
         self.rows = {owner: sorted(rows) for owner, rows in payload.values.items()}

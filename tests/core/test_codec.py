@@ -43,7 +43,6 @@ from presence_core._codec import (
     encode_message,
 )
 from presence_core._config import TrackerConfig
-from presence_core._parts import encode_parts
 from presence_core._messages import (
     GracefulPermdown,
     Heartbeat,
@@ -52,6 +51,7 @@ from presence_core._messages import (
     TransferRequest,
 )
 from presence_core._meta import MAX_DEPTH, copy_meta
+from presence_core._parts import encode_parts
 from presence_core._state import _trusted
 
 A = ReplicaRef("node-a", 1)

@@ -784,7 +784,7 @@ def test_a_newer_heartbeat_in_parts_replaces_an_unfinished_one() -> None:
 
 
 def test_a_replica_that_goes_down_mid_message_is_not_waited_for() -> None:
-    a, parts = heartbeat_in_parts(40)
+    _, parts = heartbeat_in_parts(40)
     b = make_tracker("b", **SMALL)
     b.receive(parts[0], now=0.0)
     assert "a" in b._heartbeat_parts
