@@ -61,6 +61,7 @@ __all__ = [
     "FAST",
     "DriverCheck",
     "NodeOpener",
+    "check_a_swallowed_cancellation_still_stops_the_node",
     "check_abandoned_node_goes_down_then_permdown",
     "check_body_exception_propagates",
     "check_cancellation_at_any_point",
