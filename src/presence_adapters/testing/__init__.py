@@ -17,6 +17,9 @@ Two suites, each a tuple of independent async checks plus a function that runs t
   converge, go down and permanently down, leave gracefully, clean up connection scopes, survive
   junk, surface a failed transport, leave nothing running), on the in-memory bus.
 
+:class:`NodeProcess` (:mod:`presence_adapters.testing.process`) runs a node in a child process on
+Redis or NATS, to test real multi-process deployments: crashes (kill -9), restarts, outages.
+
 Each check raises :class:`AssertionError` with a message saying what went wrong, and bounds every
 wait with :data:`DEADLINE`, so a broken implementation fails instead of hanging. Run one pytest
 test per check by parametrizing over :data:`TRANSPORT_CHECKS` or :data:`DRIVER_CHECKS`.
@@ -41,6 +44,14 @@ from .driver import DRIVER_CHECKS as DRIVER_CHECKS
 from .driver import DriverCheck as DriverCheck
 from .driver import NodeOpener as NodeOpener
 from .driver import check_driver as check_driver
+from .process import BrokerRecord as BrokerRecord
+from .process import DiffRecord as DiffRecord
+from .process import NodeProcess as NodeProcess
+from .process import NodeProcessError as NodeProcessError
+from .process import NodeStats as NodeStats
+from .process import ReplicaRecord as ReplicaRecord
+from .process import Reply as Reply
+from .process import SeenPresence as SeenPresence
 from .transport import TRANSPORT_CHECKS as TRANSPORT_CHECKS
 from .transport import TransportCheck as TransportCheck
 from .transport import TransportFactory as TransportFactory
@@ -51,8 +62,16 @@ __all__ = [
     "DRIVER_CHECKS",
     "QUIET_PERIOD",
     "TRANSPORT_CHECKS",
+    "BrokerRecord",
+    "DiffRecord",
     "DriverCheck",
     "NodeOpener",
+    "NodeProcess",
+    "NodeProcessError",
+    "NodeStats",
+    "ReplicaRecord",
+    "Reply",
+    "SeenPresence",
     "TransportCheck",
     "TransportFactory",
     "check_driver",
