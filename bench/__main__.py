@@ -3,17 +3,21 @@
 Full mode (the default) uses BENCH.md's sizes, takes a few minutes and writes
 ``performance_results.inc`` (included by ``docs/performance.rst``) and ``performance.png`` into
 ``--out`` (``docs/`` by default). ``--quick`` uses small sizes, checks every result, judges no
-target and writes nothing unless ``--out`` is given.
+target and writes nothing unless ``--out`` is given; it leaves out the broker section.
+``--brokers`` runs only the broker section (nodes in processes over Redis and NATS; with
+``--quick``, at small sizes) and prints it, writing nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._report import ROOT, Results, render_rst, render_text, write_plot
+from ._brokers import measure_brokers
+from ._report import ROOT, Results, render_broker_text, render_rst, render_text, write_plot
 from ._suite import FULL_PLAN, QUICK_PLAN, run_suite
 
 __all__ = ["main", "write_outputs"]
@@ -56,15 +60,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeat", type=int, default=None, help="repetitions per figure (default 5, quick 1)"
     )
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
+    parser.add_argument(
+        "--brokers",
+        action="store_true",
+        help="run only the broker section (Redis and NATS, nodes in processes); writes nothing",
+    )
+    parser.add_argument(
+        "--broker-presences",
+        type=int,
+        default=None,
+        metavar="N",
+        help="presences of the state that reaches a new node over a broker "
+        "(default 100,000; quick 1,000)",
+    )
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.broker_presences is not None and args.broker_presences < 1:
+        parser.error("--broker-presences must be at least 1")
 
     plan = QUICK_PLAN if args.quick else FULL_PLAN
+    if args.broker_presences is not None:
+        brokers = dataclasses.replace(plan.brokers, presences=args.broker_presences)
+        plan = dataclasses.replace(plan, brokers=brokers)
+    if args.brokers:
+        if args.out is not None:
+            parser.error("--brokers prints the broker section only; it writes no --out files")
+        print(render_broker_text(measure_brokers(plan.brokers, progress=_progress)))
+        return 0
     out: Path | None = args.out
     if out is None and not args.quick:
         out = ROOT / "docs"
-    results = run_suite(plan, quick=args.quick, repeat=args.repeat, progress=_progress)
+    results = run_suite(
+        plan, quick=args.quick, repeat=args.repeat, progress=_progress, brokers=not args.quick
+    )
     print(render_text(results))
     if out is not None:
         try:

@@ -16,6 +16,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._brokers import (
+    BrokerResult,
+    churn_header,
+    churn_rows,
+    latency_header,
+    latency_rows,
+    notes,
+    render_brokers,
+    transfer_failures,
+    transfer_header,
+    transfer_rows,
+)
 from ._convergence import ConvergenceResult
 from ._driver import IDLE_PERIOD, VARIANTS, DriverResult, median_ms, p99_ms
 from ._e2e import E2EResult
@@ -33,6 +45,7 @@ __all__ = [
     "Results",
     "Target",
     "machine",
+    "render_broker_text",
     "render_rst",
     "render_text",
     "targets",
@@ -110,6 +123,7 @@ class Results:
     drivers: DriverResult
     endpoint: EndpointResult
     seconds: float
+    brokers: BrokerResult | None = None
 
 
 @dataclass(frozen=True)
@@ -624,6 +638,14 @@ def _machine_lines(m: Machine) -> list[str]:
     ]
 
 
+NO_BROKERS = "not measured in this run (python -m bench --brokers measures only them)"
+
+
+def render_broker_text(found: BrokerResult) -> str:
+    """The broker section alone as plain text (``python -m bench --brokers``)."""
+    return render_brokers(found, _text_table)
+
+
 def render_text(results: Results) -> str:
     """The whole run as plain text, for the terminal."""
     mode = "QUICK (small sizes, correctness only)" if results.quick else "full (BENCH.md sizes)"
@@ -677,6 +699,10 @@ def render_text(results: Results) -> str:
         _text_table(["replicas", *OPERATIONS], _scaling_rows(results.replicas)),
         "",
     ]
+    if results.brokers is not None:
+        parts += [render_brokers(results.brokers, _text_table), ""]
+    else:
+        parts += [f"Brokers: {NO_BROKERS}", ""]
     if results.quick:
         parts.append("Targets: not judged in quick mode (sizes are small; only results checked).")
     else:
@@ -833,7 +859,11 @@ def render_rst(results: Results, *, image: str | None) -> str:
             f"Milliseconds by number of replicas ({results.replicas.note})",
         ),
         "",
+        "Brokers",
+        "^^^^^^^",
+        "",
     ]
+    parts += _rst_brokers(results.brokers)
     if image is not None:
         parts += [
             f".. image:: {image}",
@@ -842,6 +872,30 @@ def render_rst(results: Results, *, image: str | None) -> str:
             "",
         ]
     return "\n".join(parts)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _rst_brokers(found: BrokerResult | None) -> list[str]:
+    if found is None:
+        return [f"{_rst_text(_sentence(NO_BROKERS))}.", ""]
+    text = notes(found)
+    parts = [f"{_rst_text(_sentence(text['where']))}.", ""]
+    for key, title, header, rows in (
+        ("latency", "Track to visible", latency_header(), latency_rows(found)),
+        ("transfer", "A large state reaching a new node", transfer_header(), transfer_rows(found)),
+        ("churn", "Bytes per second under churn", churn_header(), churn_rows(found)),
+    ):
+        if rows:
+            parts += [_rst_table(header, rows, _rst_text(f"{title}: {text[key]}")), ""]
+        failures = transfer_failures(found) if key == "transfer" else []
+        if failures:
+            parts += ["The state did not reach the new node:", ""]
+            parts += [f"* {_rst_text(why)}" for why in failures] + [""]
+    parts += [f"Left out: {_rst_text(text['left out'])}.", ""]
+    return parts
 
 
 # ---------------------------------------------------------------------------- plot

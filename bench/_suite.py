@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._brokers import FULL_BROKERS, QUICK_BROKERS, BrokerPlan, measure_brokers
 from ._convergence import measure_convergence
 from ._driver import measure_drivers
 from ._e2e import measure_e2e
@@ -45,6 +46,7 @@ class Plan:
         endpoint_sockets: websockets per run of the endpoint's joins-per-second figure.
         endpoint_watchers: websockets of the topic a join is fanned out to.
         endpoint_rounds: fan-out rounds (one tracked join each).
+        brokers: the sizes of the broker section (nodes in processes over Redis and NATS).
     """
 
     workloads: Sizes
@@ -66,6 +68,7 @@ class Plan:
     endpoint_sockets: int
     endpoint_watchers: int
     endpoint_rounds: int
+    brokers: BrokerPlan
 
 
 FULL_PLAN = Plan(
@@ -88,6 +91,7 @@ FULL_PLAN = Plan(
     endpoint_sockets=1_000,
     endpoint_watchers=1_000,
     endpoint_rounds=100,
+    brokers=FULL_BROKERS,
 )
 
 QUICK_PLAN = Plan(
@@ -110,13 +114,22 @@ QUICK_PLAN = Plan(
     endpoint_sockets=20,
     endpoint_watchers=20,
     endpoint_rounds=5,
+    brokers=QUICK_BROKERS,
 )
 
 
 def run_suite(
-    plan: Plan, *, quick: bool, repeat: int | None = None, progress: Callable[[str], None]
+    plan: Plan,
+    *,
+    quick: bool,
+    repeat: int | None = None,
+    progress: Callable[[str], None],
+    brokers: bool = False,
 ) -> Results:
     """Measure and check everything; every figure is checked for correctness, never for speed.
+
+    The broker section (``plan.brokers``) runs only when ``brokers`` is true: it starts broker
+    servers and node processes.
 
     Raises:
         AssertionError: a workload or figure produced a wrong result (``CheckFailed`` for the
@@ -167,6 +180,7 @@ def run_suite(
         rounds=plan.endpoint_rounds,
         progress=progress,
     )
+    broker_result = measure_brokers(plan.brokers, progress=progress) if brokers else None
     return Results(
         quick=quick,
         repeat=repeat,
@@ -182,4 +196,5 @@ def run_suite(
         drivers=drivers,
         endpoint=endpoint,
         seconds=time.perf_counter() - start,
+        brokers=broker_result,
     )
