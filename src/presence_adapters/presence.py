@@ -49,6 +49,7 @@ from presence_core import (
     ReplicaRef,
     ReplicaUp,
     Tracker,
+    Unsendable,
     group,
 )
 
@@ -642,6 +643,8 @@ class Presence:
                 cell = _DiffCell(event)
                 for subscription in list(subscriptions):
                     subscription._push(cell, cell.weight)
+        elif isinstance(event, Unsendable):
+            pass  # counted in stats.unsendable and logged by the pump
         elif self._replica_subscriptions:
             for subscription in list(self._replica_subscriptions):
                 subscription._push(event, 1)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ from presence_adapters import (
 )
 from presence_adapters._runtime import AsyncEvent, AsyncLock, Runtime, current_runtime
 from presence_core import (
+    Heartbeat,
     JSONValue,
     LocalProtocolError,
     PresenceError,
@@ -282,6 +284,35 @@ def test_replica_events_are_buffered_by_count() -> None:
     pump.wake(now=pump.now(1.5 + CONFIG.effective_down_period + 0.01))
     down = read_now(events)
     assert isinstance(down, ReplicaDown)
+
+
+def test_unsendable_messages_are_counted_not_streamed() -> None:
+    """A message too large even in parts is a count and a log line, not a replica event."""
+    small = attrs.evolve(
+        CONFIG,
+        max_message_bytes=700,
+        max_meta_bytes=100,
+        max_conn_bytes=10,
+        max_topic_bytes=10,
+        max_key_bytes=10,
+    )
+    tracker = Tracker(config=small, replica=ReplicaRef("a", 1), rng=random.Random(0))
+    control = StubControl()
+    presence = Presence(tracker, ScriptedRuntime(), control)
+    control.presence = presence
+    events = presence.replica_events()
+    pump = presence.pump
+    for i in range(10):  # ten peers whose names alone outgrow a heartbeat's clock
+        peer = ReplicaRef(f"{'p' * 100}{i}", 1)
+        pump.receive(encode_message(Heartbeat(sender=peer, clock={peer: 0})), now=pump.now(0.0))
+    presence.track("conn", "room", "alice", {})
+    deadline = pump.deadline
+    assert deadline is not None
+    pump.wake(now=pump.now(deadline))
+    assert presence.stats.unsendable == 1
+    seen = [read_now(events) for _ in range(10)]
+    assert all(isinstance(event, ReplicaUp) for event in seen)
+    assert read_now(events) is BLOCKED
 
 
 @st.composite
