@@ -24,6 +24,7 @@ from ._config import TrackerConfig as TrackerConfig
 from ._deltas import DeltaGenerations as DeltaGenerations
 from ._errors import AlreadyTracked as AlreadyTracked
 from ._errors import ConfigurationError as ConfigurationError
+from ._errors import InvalidArgument as InvalidArgument
 from ._errors import LimitExceeded as LimitExceeded
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import NoPresence as NoPresence
@@ -87,6 +88,7 @@ __all__ = [
     "Event",
     "GracefulPermdown",
     "Heartbeat",
+    "InvalidArgument",
     "JSONValue",
     "Joined",
     "Left",

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, shown
 
 __all__ = ["TrackerConfig"]
 
@@ -24,21 +24,25 @@ def _sizes(value: Iterable[int]) -> tuple[int, ...]:
         return tuple(value)
     except TypeError:
         raise ConfigurationError(
-            f"max_delta_sizes must be a sequence of ints, not {value!r}"
+            f"max_delta_sizes must be a sequence of ints, not {shown(value)}"
         ) from None
 
 
 def _positive_number(what: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{what} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigurationError(f"{what} must be positive and finite, not {value!r}")
+        raise ConfigurationError(f"{what} must be a number of seconds, not {shown(value)}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or value <= 0:
+        raise ConfigurationError(f"{what} must be positive and finite, not {shown(value)}")
     return float(value)
 
 
 def _positive_int(what: str, value: object) -> int:
     if type(value) is not int or value < 1:
-        raise ConfigurationError(f"{what} must be an int >= 1, not {value!r}")
+        raise ConfigurationError(f"{what} must be an int >= 1, not {shown(value)}")
     return value
 
 
@@ -120,7 +124,7 @@ class TrackerConfig:
             type(size) is not int or size < 1 for size in self.max_delta_sizes
         ):
             raise ConfigurationError(
-                f"max_delta_sizes must be ints >= 1, not {self.max_delta_sizes!r}"
+                f"max_delta_sizes must be ints >= 1, not {shown(self.max_delta_sizes)}"
             )
         if down < 2 * broadcast:
             raise ConfigurationError(

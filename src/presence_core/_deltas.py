@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._errors import InvalidArgument, shown
 from ._state import Delta, ReplicaState, Snapshot, merge_deltas
 from ._vclock import Context, ReplicaRef, dominates, dominates_or_equal, filter_replicas
 
@@ -35,20 +36,25 @@ class DeltaGenerations:
             empty by default.
 
     Raises:
-        ValueError: ``max_sizes`` is empty or holds a value below 1, or ``generations`` does not
-            have one delta per size.
+        InvalidArgument: ``max_sizes`` is not a non-empty sequence of ints ``>= 1``, or
+            ``generations`` does not hold one :class:`Delta` per size (it is also a
+            ``ValueError``, what this raised before).
     """
 
     __slots__ = ("_generations", "max_sizes")
 
     def __init__(self, max_sizes: Sequence[int], generations: Sequence[Delta] = ()) -> None:
-        sizes = tuple(max_sizes)
+        try:
+            sizes = tuple(max_sizes)
+            generations = tuple(generations)
+        except TypeError:
+            raise InvalidArgument("max_sizes and generations must be sequences") from None
         if not sizes or any(type(size) is not int or size < 1 for size in sizes):
-            raise ValueError(f"max_sizes must be positive ints, got {sizes!r}")
+            raise InvalidArgument(f"max_sizes must be positive ints, got {shown(sizes)}")
         if generations and len(generations) != len(sizes):
-            raise ValueError(f"expected {len(sizes)} generations, got {len(generations)}")
+            raise InvalidArgument(f"expected {len(sizes)} generations, got {len(generations)}")
         if not all(isinstance(g, Delta) for g in generations):
-            raise ValueError("generations must be Delta instances")
+            raise InvalidArgument("generations must be Delta instances")
         self.max_sizes: tuple[int, ...] = sizes
         self._generations: list[Delta] = list(generations)
 
@@ -70,12 +76,16 @@ class DeltaGenerations:
                 yet, each one starts as a copy of it (it is only needed then).
 
         Raises:
-            ValueError: there are no generations yet and ``pending`` is missing.
+            InvalidArgument: ``delta`` (or ``pending``) is not a :class:`Delta`, or there are no
+                generations yet and ``pending`` is missing.
         """
+        given: tuple[object, object] = (delta, pending)  # as the caller may have passed them
+        if not isinstance(given[0], Delta) or not isinstance(given[1], (Delta, type(None))):
+            raise InvalidArgument("push takes a Delta, and pending must be a Delta or None")
         if self._generations:
             generations = self._generations
         elif pending is None:
-            raise ValueError("the first push needs the pending delta to start from")
+            raise InvalidArgument("the first push needs the pending delta to start from")
         else:
             generations = [pending] * len(self.max_sizes)
         previous = delta

@@ -3,7 +3,9 @@
 Every error the core raises is a :class:`PresenceError`. Two branches say whose fault it was:
 
 * :class:`LocalProtocolError`: the caller broke the contract (a wrong argument type, tracking the
-  same presence twice, time going backwards, ...). Fix the calling code.
+  same presence twice, time going backwards, ...). Fix the calling code. A value class built with
+  an argument it cannot hold (a :class:`~presence_core.ReplicaRef`, a message, a payload) raises
+  its subclass :class:`InvalidArgument`, which is also a ``ValueError`` and a ``TypeError``.
 * :class:`RemoteProtocolError`: another replica sent something no correct replica could send
   (garbage bytes, a field of the wrong type, an unknown wire version). Drop the message, keep going.
 
@@ -15,12 +17,34 @@ from __future__ import annotations
 __all__ = [
     "AlreadyTracked",
     "ConfigurationError",
+    "InvalidArgument",
     "LimitExceeded",
     "LocalProtocolError",
     "NoPresence",
     "PresenceError",
     "RemoteProtocolError",
 ]
+
+
+_LONG_INT_BITS = 1024
+"""Ints longer than this are described by their size in error messages."""
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, for any value a caller may pass.
+
+    Python refuses to print an int of more than 4300 digits (``ValueError``), and one of hundreds
+    of digits says nothing: an int longer than 1024 bits is described by its size instead, in a
+    tuple or a list too.
+    """
+    if type(value) is int and value.bit_length() > _LONG_INT_BITS:
+        return f"an int of {value.bit_length()} bits"
+    if type(value) is tuple or type(value) is list:
+        items = [shown(item) for item in value]
+        if type(value) is list:
+            return f"[{', '.join(items)}]"
+        return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+    return repr(value)
 
 
 class PresenceError(Exception):
@@ -39,6 +63,19 @@ class LocalProtocolError(PresenceError):
 
 class ConfigurationError(LocalProtocolError, ValueError):
     """A configuration value is invalid (for example ``down_period < 2 * broadcast_period``)."""
+
+
+class InvalidArgument(LocalProtocolError, ValueError, TypeError):
+    """An argument no call could accept: of the wrong type, or out of range.
+
+    Raised when a value is built from fields it cannot hold (:class:`~presence_core.ReplicaRef`,
+    the messages, :class:`~presence_core.Snapshot`, :class:`~presence_core.Delta`,
+    :class:`~presence_core.SnapshotPart`, :class:`~presence_core.DeltaGenerations`), and by
+    helpers given something that is not what they take. Nothing is created or changed.
+
+    It is also a ``ValueError`` and a ``TypeError``: what these constructors raised before, so
+    code that catches either keeps working.
+    """
 
 
 class _IdentityError(LocalProtocolError):

@@ -1,16 +1,19 @@
 """Messages replicas send each other (nouns), and where they go (SPEC §3.2).
 
 These are values: frozen, validated on construction, comparable. The codec (``_codec``) turns
-them into bytes and back.
+them into bytes and back. A field a message cannot hold raises
+:class:`~presence_core.InvalidArgument` (a :class:`~presence_core.LocalProtocolError` that is
+also a ``ValueError`` and a ``TypeError``) and no message is created.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union
+from typing import Any, Union
 
 import attrs
 
+from ._errors import InvalidArgument, shown
 from ._state import Delta, Snapshot, SnapshotPart
 from ._vclock import ReplicaRef
 
@@ -25,29 +28,49 @@ __all__ = [
 
 
 def _context(value: Mapping[ReplicaRef, int]) -> Mapping[ReplicaRef, int]:
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise InvalidArgument(
+            f"clock must be a mapping of ReplicaRef to int, not {type(value).__name__}"
+        )
     context = dict(value)
     for replica, clock in context.items():
         if not isinstance(replica, ReplicaRef):
-            raise TypeError(f"clock keys must be ReplicaRef, not {type(replica).__name__}")
+            raise InvalidArgument(f"clock keys must be ReplicaRef, not {type(replica).__name__}")
         if type(clock) is not int or clock < 0:
-            raise ValueError(f"clock[{replica!r}] must be an int >= 0, not {clock!r}")
+            raise InvalidArgument(f"clock[{replica!r}] must be an int >= 0, not {shown(clock)}")
     return context
 
 
 def _request_id(_instance: object, _attribute: object, value: int) -> None:
     if type(value) is not int or value < 0:
-        raise ValueError(f"request_id must be an int >= 0, not {value!r}")
+        raise InvalidArgument(f"request_id must be an int >= 0, not {shown(value)}")
 
 
-_ref = attrs.validators.instance_of(ReplicaRef)
+def _ref(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, ReplicaRef):
+        raise InvalidArgument(f"{attribute.name} must be a ReplicaRef, not {type(value).__name__}")
+
+
+def _delta(_instance: object, _attribute: object, value: Any) -> None:
+    if value is not None and not isinstance(value, Delta):
+        raise InvalidArgument(f"delta must be a Delta or None, not {type(value).__name__}")
+
+
+def _payload(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, (Delta, Snapshot, SnapshotPart)):
+        raise InvalidArgument(
+            f"payload must be a Delta, a Snapshot or a SnapshotPart, not {type(value).__name__}"
+        )
 
 
 def _part(instance: Heartbeat | TransferAck, _attribute: object, value: int) -> None:
     parts = instance.parts
     if type(parts) is not int or parts < 1:
-        raise ValueError(f"parts must be an int >= 1, not {parts!r}")
+        raise InvalidArgument(f"parts must be an int >= 1, not {shown(parts)}")
     if type(value) is not int or not 0 <= value < parts:
-        raise ValueError(f"part must be an int from 0 to parts - 1 = {parts - 1}, not {value!r}")
+        raise InvalidArgument(
+            f"part must be an int from 0 to parts - 1 = {parts - 1}, not {shown(value)}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -64,13 +87,16 @@ class Heartbeat:
             heartbeat.
         part: which part this is, from 0.
         parts: how many parts the delta was sent in (1: it was sent whole).
+
+    Raises:
+        InvalidArgument: ``sender`` is not a ReplicaRef, ``clock`` not a mapping of ReplicaRef to
+            int ``>= 0``, ``delta`` neither a Delta nor ``None``, or ``part`` / ``parts`` not
+            ints with ``0 <= part < parts``.
     """
 
     sender: ReplicaRef = attrs.field(validator=_ref)
     clock: Mapping[ReplicaRef, int] = attrs.field(converter=_context)
-    delta: Delta | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Delta))
-    )
+    delta: Delta | None = attrs.field(default=None, validator=_delta)
     part: int = attrs.field(default=0, validator=_part)
     parts: int = 1
 
@@ -83,6 +109,10 @@ class TransferRequest:
         request_id: correlation number, echoed by the reply.
         sender: the requesting replica.
         clock: the requester's context (without replicas it considers down).
+
+    Raises:
+        InvalidArgument: ``request_id`` is not an int ``>= 0``, ``sender`` not a ReplicaRef, or
+            ``clock`` not a mapping of ReplicaRef to int ``>= 0``.
     """
 
     request_id: int = attrs.field(validator=_request_id)
@@ -105,19 +135,22 @@ class TransferAck:
             :class:`~presence_core.SnapshotPart`.
         part: which part this is, from 0.
         parts: how many parts the reply was sent in (1: it was sent whole).
+
+    Raises:
+        InvalidArgument: ``request_id`` is not an int ``>= 0``, ``sender`` not a ReplicaRef,
+            ``payload`` not a Delta, Snapshot or SnapshotPart, ``part`` / ``parts`` not ints with
+            ``0 <= part < parts``, or a Snapshot comes in more than one part.
     """
 
     request_id: int = attrs.field(validator=_request_id)
     sender: ReplicaRef = attrs.field(validator=_ref)
-    payload: Delta | Snapshot | SnapshotPart = attrs.field(
-        validator=attrs.validators.instance_of((Delta, Snapshot, SnapshotPart))
-    )
+    payload: Delta | Snapshot | SnapshotPart = attrs.field(validator=_payload)
     part: int = attrs.field(default=0, validator=_part)
     parts: int = 1
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.payload, Snapshot) and self.parts != 1:
-            raise ValueError("a Snapshot is sent whole; its parts are SnapshotParts")
+            raise InvalidArgument("a Snapshot is sent whole; its parts are SnapshotParts")
 
 
 @attrs.frozen(kw_only=True)
@@ -126,6 +159,9 @@ class GracefulPermdown:
 
     Attributes:
         sender: the departing replica.
+
+    Raises:
+        InvalidArgument: ``sender`` is not a ReplicaRef.
     """
 
     sender: ReplicaRef = attrs.field(validator=_ref)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Mapping
 
+from ._errors import InvalidArgument
 from ._events import PresenceDiff
 from ._meta import JSONValue
 from ._state import Entry
@@ -48,5 +49,11 @@ def group(entries: Iterable[Entry]) -> PresenceMap:
 
 
 def presence_diff_payload(diff: PresenceDiff) -> dict[str, PresenceMap]:
-    """The payload of a ``presence_diff`` push: ``{"joins": {...}, "leaves": {...}}``."""
+    """The payload of a ``presence_diff`` push: ``{"joins": {...}, "leaves": {...}}``.
+
+    Raises:
+        InvalidArgument: ``diff`` is not a :class:`~presence_core.PresenceDiff`.
+    """
+    if not isinstance(diff, PresenceDiff):
+        raise InvalidArgument(f"diff must be a PresenceDiff, not {type(diff).__name__}")
     return {"joins": group(diff.joins), "leaves": group(diff.leaves)}

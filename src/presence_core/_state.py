@@ -50,11 +50,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import attrs
 
-from ._errors import AlreadyTracked, LocalProtocolError, NoPresence
+from ._errors import AlreadyTracked, InvalidArgument, LocalProtocolError, NoPresence, shown
 from ._meta import JSONValue, Meta, copy_meta
 from ._vclock import Context, ReplicaRef, compact_cloud, dominates_or_equal, lowerbound, upperbound
 
@@ -100,40 +100,55 @@ Values = Mapping[ReplicaRef, Mapping[int, Entry]]
 Clouds = Mapping[ReplicaRef, frozenset[int]]
 
 
+def _mapping(value: object, what: str) -> Mapping[Any, Any]:
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise InvalidArgument(f"{what} must be a mapping, not {type(value).__name__}")
+    return value
+
+
 def _frozen_clouds(clouds: Mapping[ReplicaRef, Iterable[int]]) -> dict[ReplicaRef, frozenset[int]]:
-    return {replica: frozenset(dots) for replica, dots in clouds.items()}
+    result: dict[ReplicaRef, frozenset[int]] = {}
+    for replica, dots in _mapping(clouds, "clouds").items():
+        try:
+            result[replica] = frozenset(dots)
+        except TypeError:  # not iterable, or holding something unhashable
+            raise InvalidArgument(f"clouds[{replica!r}] must be a set of ints >= 1") from None
+    return result
 
 
 def _copied_values(values: Values) -> dict[ReplicaRef, dict[int, Entry]]:
-    return {owner: dict(rows) for owner, rows in values.items()}
+    result: dict[ReplicaRef, dict[int, Entry]] = {}
+    for owner, rows in _mapping(values, "values").items():
+        result[owner] = dict(_mapping(rows, f"values[{owner!r}]"))
+    return result
 
 
 def _copied_context(context: Context) -> dict[ReplicaRef, int]:
-    return dict(context)
+    return dict(_mapping(context, "a context"))
 
 
 def _check_context(context: Context, what: str) -> None:
     for replica, clock in context.items():
         if not isinstance(replica, ReplicaRef):
-            raise TypeError(f"{what} keys must be ReplicaRef, not {type(replica).__name__}")
+            raise InvalidArgument(f"{what} keys must be ReplicaRef, not {type(replica).__name__}")
         if type(clock) is not int or clock < 0:
-            raise ValueError(f"{what}[{replica!r}] must be an int >= 0, not {clock!r}")
+            raise InvalidArgument(f"{what}[{replica!r}] must be an int >= 0, not {shown(clock)}")
 
 
 def _check_payload(replica: object, values: Values, clouds: Clouds) -> None:
     if not isinstance(replica, ReplicaRef):
-        raise TypeError(f"replica must be a ReplicaRef, not {type(replica).__name__}")
+        raise InvalidArgument(f"replica must be a ReplicaRef, not {type(replica).__name__}")
     for owner, dots in clouds.items():
         if not isinstance(owner, ReplicaRef):
-            raise TypeError(f"clouds keys must be ReplicaRef, not {type(owner).__name__}")
+            raise InvalidArgument(f"clouds keys must be ReplicaRef, not {type(owner).__name__}")
         if any(type(dot) is not int or dot < 1 for dot in dots):
-            raise ValueError(f"clouds[{owner!r}] must hold ints >= 1")
+            raise InvalidArgument(f"clouds[{owner!r}] must hold ints >= 1")
     for owner, rows in values.items():
         for clock, entry in rows.items():
             if not isinstance(entry, Entry):
-                raise TypeError(f"values must hold Entry, not {type(entry).__name__}")
+                raise InvalidArgument(f"values must hold Entry, not {type(entry).__name__}")
             if entry.owner != owner or entry.clock != clock:
-                raise ValueError(f"entry {entry!r} is filed under dot ({owner!r}, {clock})")
+                raise InvalidArgument(f"entry {entry!r} is filed under dot ({owner!r}, {clock})")
 
 
 _Payload = TypeVar("_Payload", "Snapshot", "SnapshotPart", "Delta")
@@ -184,7 +199,11 @@ class Snapshot:
 
 def _ranges(value: Mapping[ReplicaRef, tuple[int, int]]) -> dict[ReplicaRef, tuple[int, int]]:
     ranges: dict[ReplicaRef, tuple[int, int]] = {}
-    for owner, span in value.items():
+    for owner, span in _mapping(value, "ranges").items():
+        if not isinstance(span, (tuple, list)) or len(span) != 2:
+            raise InvalidArgument(
+                f"ranges[{owner!r}] must be a pair (first, last), not {shown(span)}"
+            )
         first, last = span
         ranges[owner] = (first, last)
     return ranges
@@ -226,18 +245,20 @@ class SnapshotPart:
         for owner, (first, last) in self.ranges.items():
             upto = self.context.get(owner)
             if upto is None:
-                raise ValueError(f"ranges[{owner!r}]: the owner is not in the context")
+                raise InvalidArgument(f"ranges[{owner!r}]: the owner is not in the context")
             if type(first) is not int or type(last) is not int or not 0 <= first < last <= upto:
-                raise ValueError(
+                raise InvalidArgument(
                     f"ranges[{owner!r}] must be ints 0 <= first < last <= {upto}, "
-                    f"not ({first!r}, {last!r})"
+                    f"not ({shown(first)}, {shown(last)})"
                 )
         for owner, rows in self.values.items():
             first, last = self.ranges.get(owner, (0, 0))
             cloud = self.clouds.get(owner, frozenset())
             for clock in rows:
                 if not (first < clock <= last or clock in cloud):
-                    raise ValueError(f"values[{owner!r}][{clock}] is outside what the part covers")
+                    raise InvalidArgument(
+                        f"values[{owner!r}][{clock}] is outside what the part covers"
+                    )
 
     def entries(self) -> Iterator[Entry]:
         """Every entry carried, owner by owner."""
@@ -407,7 +428,8 @@ class ReplicaState:
         replica: this replica's identity.
 
     Raises:
-        LocalProtocolError: ``replica`` is not a :class:`ReplicaRef`.
+        LocalProtocolError: ``replica`` is not a :class:`ReplicaRef`, or its name is not valid
+            Unicode (a lone surrogate): no message could carry it.
     """
 
     __slots__ = (
@@ -428,6 +450,15 @@ class ReplicaState:
 
     def __init__(self, replica: ReplicaRef) -> None:
         self.replica: ReplicaRef = _check_ref(replica, "replica")
+        name = self.replica.name
+        if not name.isascii():
+            try:
+                name.encode()
+            except UnicodeEncodeError:
+                raise LocalProtocolError(
+                    "replica.name is not valid Unicode (a lone surrogate): "
+                    "no message could carry it"
+                ) from None
         # Our own clock lives in ``_clock``; ``_context`` holds the other replicas only.
         self._clock = 0
         self._context: dict[ReplicaRef, int] = {}
@@ -909,10 +940,15 @@ class ReplicaState:
         requester's delta generations forget its own live entries.
 
         Raises:
-            LocalProtocolError: ``remote_ref`` is not a ReplicaRef.
+            LocalProtocolError: ``remote_ref`` is not a ReplicaRef, or ``remote_context`` is not
+                a mapping.
         """
         if remote_ref is not None:
             _check_ref(remote_ref, "remote_ref")
+        if type(remote_context) is not dict and not isinstance(remote_context, Mapping):
+            raise LocalProtocolError(
+                f"remote_context must be a mapping, not {type(remote_context).__name__}"
+            )
         me = self.replica
         context = self.context
         known = [r for r in remote_context if r in context]

@@ -31,10 +31,10 @@ import random
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from ._codec import decode_message
+from ._codec import MAX_WIRE_INT, decode_message
 from ._config import TrackerConfig
 from ._deltas import DeltaGenerations
-from ._errors import LimitExceeded, LocalProtocolError, NoPresence
+from ._errors import LimitExceeded, LocalProtocolError, NoPresence, shown
 from ._events import Event, PresenceDiff, ReplicaDown, ReplicaPermdown, ReplicaUp, Unsendable
 from ._liveness import LivenessAction, LivenessInput, ReplicaStatus, transition
 from ._messages import (
@@ -89,7 +89,10 @@ def _is_time(value: object) -> bool:
     # Subclasses of float (numpy.float64) are fine; bool is an int subclass but not a time.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    return math.isfinite(value)
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float: no clock reads that
+        return False
 
 
 class _Assembly:
@@ -183,7 +186,9 @@ class Tracker:
             ``random.Random()`` in production and a seeded one in tests.
 
     Raises:
-        LocalProtocolError: an argument has the wrong type.
+        LocalProtocolError: an argument has the wrong type, or ``replica`` cannot be sent: its
+            name is not valid Unicode (a lone surrogate) or its ``vsn`` is above the wire's
+            ``2**63 - 1``.
     """
 
     def __init__(self, *, config: TrackerConfig, replica: ReplicaRef, rng: random.Random) -> None:
@@ -191,6 +196,14 @@ class Tracker:
             raise LocalProtocolError(f"config must be a TrackerConfig, not {type(config).__name__}")
         if not isinstance(replica, ReplicaRef):
             raise LocalProtocolError(f"replica must be a ReplicaRef, not {type(replica).__name__}")
+        # Every message carries the replica: refuse one that no message could carry.
+        if not replica.name.isascii():
+            _check_unicode(replica.name, "replica.name")
+        if replica.vsn > MAX_WIRE_INT:
+            raise LocalProtocolError(
+                f"replica.vsn is {shown(replica.vsn)}, above 2**63 - 1, "
+                "the largest the wire carries"
+            )
         if not isinstance(rng, random.Random):
             raise LocalProtocolError(f"rng must be a random.Random, not {type(rng).__name__}")
         self.config = config
@@ -223,7 +236,7 @@ class Tracker:
 
     def _check_now(self, now: float) -> float:
         if not _is_time(now):
-            raise LocalProtocolError(f"now must be a finite number of seconds, not {now!r}")
+            raise LocalProtocolError(f"now must be a finite number of seconds, not {shown(now)}")
         if self._last_now is not None and now < self._last_now:
             raise LocalProtocolError(
                 f"time went backwards: now={now!r} after now={self._last_now!r}"
@@ -352,7 +365,10 @@ class Tracker:
         stored["phx_ref"] = ref
         if prev is not None:
             stored["phx_ref_prev"] = prev
-        text = json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+        try:
+            text = json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+        except ValueError as exc:  # an int over Python's int-to-str digit limit
+            raise LocalProtocolError(f"meta cannot be written as JSON: {exc}") from None
         size = len(_check_unicode(text, "meta"))
         if size > self.config.max_meta_bytes:
             raise LimitExceeded(

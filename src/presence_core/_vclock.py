@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, overload
 
+from ._errors import InvalidArgument, shown
+
 __all__ = [
     "Clock",
     "Context",
@@ -47,21 +49,21 @@ class ReplicaRef(_ReplicaRefFields):
     Python.
 
     Raises:
-        TypeError: if ``name`` is not a ``str`` or ``vsn`` is not an ``int``.
-        ValueError: if ``name`` is empty or ``vsn`` is negative.
+        InvalidArgument: ``name`` is not a non-empty ``str``, or ``vsn`` is not an ``int >= 0``
+            (it is also a ``TypeError`` and a ``ValueError``, what this raised before).
     """
 
     __slots__ = ()
 
     def __new__(cls, name: str, vsn: int) -> ReplicaRef:
         if not isinstance(name, str):
-            raise TypeError(f"ReplicaRef.name must be a str, not {type(name).__name__}")
+            raise InvalidArgument(f"ReplicaRef.name must be a str, not {type(name).__name__}")
         if type(vsn) is not int:
-            raise TypeError(f"ReplicaRef.vsn must be an int, not {type(vsn).__name__}")
+            raise InvalidArgument(f"ReplicaRef.vsn must be an int, not {type(vsn).__name__}")
         if not name:
-            raise ValueError("ReplicaRef.name must not be empty")
+            raise InvalidArgument("ReplicaRef.name must not be empty")
         if vsn < 0:
-            raise ValueError(f"ReplicaRef.vsn must be >= 0, not {vsn}")
+            raise InvalidArgument(f"ReplicaRef.vsn must be >= 0, not {shown(vsn)}")
         return super().__new__(cls, name, vsn)
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from presence_core import Delta, ReplicaRef, ReplicaState, Snapshot
+from presence_core import Delta, InvalidArgument, ReplicaRef, ReplicaState, Snapshot
 from presence_core._deltas import DeltaGenerations
 
 SIZES = (2, 5, 6)
@@ -202,11 +202,11 @@ def test_full_transfer_clears_generations() -> None:
 
 @pytest.mark.parametrize("sizes", [(), (0,), (10, -1), (1.5,)])
 def test_bad_sizes_are_refused(sizes: tuple[int, ...]) -> None:
-    with pytest.raises(ValueError, match="max_sizes"):
+    with pytest.raises(InvalidArgument, match="max_sizes"):
         DeltaGenerations(sizes)
 
 
 def test_generations_must_match_sizes() -> None:
     delta = state("s1").pending_delta
-    with pytest.raises(ValueError, match="expected 2 generations"):
+    with pytest.raises(InvalidArgument, match="expected 2 generations"):
         DeltaGenerations((1, 2), [delta])

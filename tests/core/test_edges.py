@@ -12,6 +12,7 @@ from presence_core import (
     DeltaGenerations,
     GracefulPermdown,
     Heartbeat,
+    InvalidArgument,
     LocalProtocolError,
     Outbound,
     PresenceError,
@@ -36,14 +37,14 @@ def test_presence_error_is_abstract() -> None:
 
 
 def test_generations_refuse_what_is_not_a_delta() -> None:
-    with pytest.raises(ValueError, match="Delta instances"):
+    with pytest.raises(InvalidArgument, match="Delta instances"):
         DeltaGenerations((1,), [NOT_A_DELTA])
 
 
 def test_the_first_push_needs_the_pending_delta() -> None:
     state = ReplicaState(A)
     state.join("c", "t", "k", {})
-    with pytest.raises(ValueError, match="pending delta"):
+    with pytest.raises(InvalidArgument, match="pending delta"):
         DeltaGenerations((10,)).push(state.take_delta())
 
 
@@ -73,7 +74,7 @@ def test_ref_generator_counts_and_peeks_without_advancing() -> None:
 
 
 def test_delta_refuses_a_context_key_that_is_not_a_replica() -> None:
-    with pytest.raises(TypeError, match="start keys"):
+    with pytest.raises(InvalidArgument, match="start keys"):
         Delta(replica=A, values={}, clouds={}, start={NOT_A_DELTA: 0}, end={})
 
 

@@ -24,6 +24,7 @@ from presence_core import (
     Delta,
     GracefulPermdown,
     Heartbeat,
+    InvalidArgument,
     LimitExceeded,
     LocalProtocolError,
     Message,
@@ -470,13 +471,13 @@ def test_snapshot_part_checks_its_ranges_and_what_it_carries() -> None:
         replica=A, context={A: 5}, ranges={A: (0, 3)}, clouds={}, values={A: {1: entry}}
     )
     assert list(fine.entries()) == [entry]
-    with pytest.raises(ValueError, match="not in the context"):
+    with pytest.raises(InvalidArgument, match="not in the context"):
         SnapshotPart(replica=A, context={}, ranges={A: (0, 3)}, clouds={}, values={})
-    with pytest.raises(ValueError, match="first < last"):
+    with pytest.raises(InvalidArgument, match="first < last"):
         SnapshotPart(replica=A, context={A: 5}, ranges={A: (3, 3)}, clouds={}, values={})
-    with pytest.raises(ValueError, match="first < last"):
+    with pytest.raises(InvalidArgument, match="first < last"):
         SnapshotPart(replica=A, context={A: 5}, ranges={A: (0, 6)}, clouds={}, values={})
-    with pytest.raises(ValueError, match="outside what the part covers"):
+    with pytest.raises(InvalidArgument, match="outside what the part covers"):
         SnapshotPart(
             replica=A, context={A: 5}, ranges={A: (1, 3)}, clouds={}, values={A: {1: entry}}
         )
@@ -549,9 +550,9 @@ def test_only_heartbeats_and_transfer_acks_come_in_parts() -> None:
 
 
 def test_a_part_number_must_be_below_the_count() -> None:
-    with pytest.raises(ValueError, match="part must be an int from 0 to parts - 1"):
+    with pytest.raises(InvalidArgument, match="part must be an int from 0 to parts - 1"):
         Heartbeat(sender=A, clock={}, part=2, parts=2)
-    with pytest.raises(ValueError, match="parts must be an int >= 1"):
+    with pytest.raises(InvalidArgument, match="parts must be an int >= 1"):
         Heartbeat(sender=A, clock={}, part=0, parts=0)
 
 
@@ -824,7 +825,7 @@ def test_a_reply_to_an_older_request_is_merged_but_not_counted() -> None:
 
 def test_a_snapshot_never_comes_in_parts() -> None:
     snapshot = Snapshot(replica=A, context={}, clouds={}, values={})
-    with pytest.raises(ValueError, match="a Snapshot is sent whole"):
+    with pytest.raises(InvalidArgument, match="a Snapshot is sent whole"):
         TransferAck(request_id=1, sender=A, payload=snapshot, part=0, parts=2)
     data = encode_message(TransferAck(request_id=1, sender=A, payload=snapshot))
     forged = data.replace(b'"payload"', b'"part":[0,2],"payload"')

@@ -22,6 +22,7 @@ from presence_core import (
     AlreadyTracked,
     Delta,
     Entry,
+    InvalidArgument,
     LocalProtocolError,
     MergeResult,
     NoPresence,
@@ -914,9 +915,9 @@ def test_replica_status_calls_reject_ourselves_and_non_refs() -> None:
 
 def test_payloads_refuse_entries_filed_under_the_wrong_dot() -> None:
     entry = Entry("lobby", "u1", "c1", {}, A, 3)
-    with pytest.raises(ValueError, match="filed under"):
+    with pytest.raises(InvalidArgument, match="filed under"):
         Snapshot(replica=A, context={A: 3}, clouds={}, values={A: {2: entry}})
-    with pytest.raises(ValueError, match="filed under"):
+    with pytest.raises(InvalidArgument, match="filed under"):
         Delta(replica=A, values={B: {3: entry}}, clouds={}, start={}, end={})
 
 

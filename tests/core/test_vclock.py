@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import pytest
 
+from presence_core import InvalidArgument
 from presence_core._vclock import (
     Clock,
     Context,
@@ -305,11 +306,11 @@ def test_replica_ref_accepts_vsn_zero() -> None:
     ],
 )
 def test_replica_ref_rejects_wrong_types(name: object, vsn: object) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgument):
         ReplicaRef(name, vsn)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("name", "vsn"), [("", 1), ("a", -1)])
 def test_replica_ref_rejects_bad_values(name: str, vsn: int) -> None:
-    with pytest.raises(ValueError, match=r"name|vsn"):
+    with pytest.raises(InvalidArgument, match=r"name|vsn"):
         ReplicaRef(name, vsn)

@@ -25,6 +25,7 @@ from presence_adapters.phoenix import (
 )
 from presence_core import (
     Entry,
+    InvalidArgument,
     JSONValue,
     PresenceDiff,
     ReplicaRef,
@@ -179,3 +180,64 @@ def test_frames_from_a_tracker_list() -> None:
         f'[null,null,"room:lobby","presence_diff",'
         f'{{"joins":{{"alice":{{"metas":[{{"online_at":"1","phx_ref":"{ref}"}}]}}}},"leaves":{{}}}}]'
     )
+
+
+# ---------------------------------------------------------------------------- bad arguments
+
+NOT_A_SERIALIZER: Any = "2.0.0"
+NOT_A_DIFF: Any = None
+NOT_A_TOPIC: Any = None
+
+
+def _deep(levels: int) -> object:
+    value: object = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: presence_diff_payload(NOT_A_DIFF), "diff must be a PresenceDiff, not NoneType"),
+        (
+            lambda: broadcast_text(NOT_A_SERIALIZER, TOPIC, "presence_diff", {}),
+            "serializer must be a Serializer, not str",
+        ),
+        (
+            lambda: broadcast_text(Serializer.V2, NOT_A_TOPIC, "presence_diff", {}),
+            "topic must be a non-empty str, not None",
+        ),
+        (lambda: broadcast_text(Serializer.V2, TOPIC, "", {}), "event must be a non-empty str"),
+        (
+            lambda: broadcast_text(Serializer.V2, TOPIC, "presence_diff", {"f": float("nan")}),
+            "JSON cannot carry the message",
+        ),
+        (
+            lambda: broadcast_text(Serializer.V1, TOPIC, "presence_diff", {"b": b"bytes"}),
+            "JSON cannot carry the message",
+        ),
+        (
+            lambda: broadcast_text(Serializer.V2, TOPIC, "presence_diff", _deep(100_000)),
+            "JSON cannot carry the message",
+        ),
+    ],
+    ids=["payload of None", "serializer", "topic", "event", "NaN", "bytes", "too deep"],
+)
+def test_building_a_presence_diff_frame_refuses_bad_arguments(build: Any, match: str) -> None:
+    # Before: AttributeError (None), a frame with a null topic, ValueError, TypeError or
+    # RecursionError. Now InvalidArgument, which is also a ValueError and a TypeError.
+    with pytest.raises(InvalidArgument, match=match) as info:
+        build()
+    assert type(info.value) is InvalidArgument
+
+
+def test_a_push_json_cannot_carry_is_an_invalid_argument_and_joins_nothing() -> None:
+    connection = ChannelConnection(Serializer.V2)
+    join = Message(join_ref="1", ref="1", topic=TOPIC, event="phx_join", payload={})
+    with pytest.raises(InvalidArgument, match="JSON cannot carry"):
+        connection.accept_join(JoinRequested(message=join), {"n": float("inf")})
+    assert connection.channels == {}
+    connection.accept_join(JoinRequested(message=join))
+    with pytest.raises(InvalidArgument, match="JSON cannot carry"):
+        connection.push(TOPIC, "presence_state", {"s": {1, 2}})

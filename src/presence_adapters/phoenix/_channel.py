@@ -48,7 +48,7 @@ from typing import Any, Union
 
 import attrs
 
-from presence_core import LocalProtocolError, RemoteProtocolError
+from presence_core import InvalidArgument, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "ChannelClosed",
@@ -105,7 +105,13 @@ class Serializer(enum.Enum):
     """Arrays ``[join_ref, ref, topic, event, payload]`` (phoenix.js)."""
 
     def encode(self, message: Message) -> str:
-        """The JSON text of ``message``, compact with sorted keys, as Phoenix's Jason writes it."""
+        """The JSON text of ``message``, compact with sorted keys, as Phoenix's Jason writes it.
+
+        Raises:
+            InvalidArgument: JSON cannot carry the message (its payload holds NaN, bytes, an
+                object, keys that are not strings, or nests too deep); it is also a
+                ``TypeError`` and a ``ValueError``, what this raised before.
+        """
         if self is Serializer.V1:
             frame: object = {
                 "event": message.event,
@@ -116,10 +122,13 @@ class Serializer(enum.Enum):
         else:
             frame = [message.join_ref, message.ref, message.topic, message.event, message.payload]
         # allow_nan=False: NaN is not JSON (phoenix.js's JSON.parse would fail on the frame);
-        # what cannot be encoded raises here (ValueError, TypeError) instead of going out.
-        return json.dumps(
-            frame, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
-        )
+        # what cannot be encoded raises here instead of going out.
+        try:
+            return json.dumps(
+                frame, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+            )
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidArgument(f"JSON cannot carry the message: {exc}") from None
 
     def decode(self, text: str) -> Message:
         """Parse one frame.
@@ -387,7 +396,7 @@ class ChannelConnection:
 
         Raises:
             LocalProtocolError: the topic was joined meanwhile.
-            TypeError, ValueError: JSON cannot carry ``response`` (nothing was joined).
+            InvalidArgument: JSON cannot carry ``response`` (nothing was joined).
         """
         message = request.message
         if message.topic in self.channels:
@@ -418,7 +427,7 @@ class ChannelConnection:
         It carries the channel's join ref, as a Phoenix channel's replies do.
 
         Raises:
-            TypeError, ValueError: JSON cannot carry ``response``.
+            InvalidArgument: JSON cannot carry ``response``.
         """
         if message.ref is None:
             return None
@@ -439,7 +448,7 @@ class ChannelConnection:
 
         Raises:
             LocalProtocolError: the topic is not joined.
-            TypeError, ValueError: JSON cannot carry ``payload``.
+            InvalidArgument: JSON cannot carry ``payload``.
         """
         if topic not in self.channels:
             raise LocalProtocolError(f"{topic!r} is not joined")
@@ -457,7 +466,11 @@ class ChannelConnection:
 
     def broadcast(self, topic: str, event: str, payload: object) -> str:
         """A broadcast frame (``presence_diff``): null join_ref and ref, as Phoenix's fastlane
-        sends it; the same text serves every socket with this serializer."""
+        sends it; the same text serves every socket with this serializer.
+
+        Raises:
+            InvalidArgument: as :func:`broadcast_text`.
+        """
         return broadcast_text(self.serializer, topic, event, payload)
 
     def _forget(self, topic: str) -> Ref:
@@ -473,7 +486,18 @@ class ChannelConnection:
 
 
 def broadcast_text(serializer: Serializer, topic: str, event: str, payload: object) -> str:
-    """The frame of a broadcast (null join_ref and ref) for one serializer."""
+    """The frame of a broadcast (null join_ref and ref) for one serializer: a ``presence_diff``
+    is ``broadcast_text(serializer, diff.topic, "presence_diff", diff.payload)``.
+
+    Raises:
+        InvalidArgument: ``serializer`` is not a :class:`Serializer`, ``topic`` or ``event`` is
+            not a non-empty ``str``, or JSON cannot carry ``payload``.
+    """
+    if not isinstance(serializer, Serializer):
+        raise InvalidArgument(f"serializer must be a Serializer, not {type(serializer).__name__}")
+    for what, value in (("topic", topic), ("event", event)):
+        if type(value) is not str or not value:
+            raise InvalidArgument(f"{what} must be a non-empty str, not {value!r}")
     return serializer.encode(
         Message(join_ref=None, ref=None, topic=topic, event=event, payload=payload)
     )
