@@ -6,7 +6,13 @@ it cost. With no arguments it runs the representative scenario: 5 nodes, client 
 partition that heals, a crash and a restart.
 
 Exit status: 0 when every invariant held, 1 when one broke (the replay command is printed), 2 on
-a usage error.
+a usage error (a value out of range is refused before anything runs). ``presence --version``
+prints the version.
+
+Writing into a pipe that was closed early (``presence simulate | head -1``) ends the command
+quietly, with no traceback, and with exit status 141: what the shell reports for a tool killed
+by ``SIGPIPE`` (``128 + 13``), so a pipeline under ``set -o pipefail`` sees that the output was
+cut short, as it would with ``cat`` or ``yes``.
 
 ``presence serve`` serves phoenix.js clients and the presence page (who is online in a room,
 live) from one presence node: ``presence serve --port 4000``, then open http://127.0.0.1:4000/.
@@ -19,12 +25,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from presence_adapters.simulation import FAULT_MIXES, SimParams, SimResult, Simulation
+from presence_adapters.simulation import (
+    FAULT_MIXES,
+    MAX_RATE,
+    MIN_PERIOD,
+    SimParams,
+    SimResult,
+    Simulation,
+)
+from presence_core import __version__
 
 if TYPE_CHECKING:
     from presence_adapters import Presence, Transport
@@ -35,11 +50,16 @@ __all__ = ["main"]
 MAX_USER_CHARS = 64
 """The longest user name ``presence serve`` tracks."""
 
+EXIT_BROKEN_PIPE = 141
+"""The exit status when standard output was closed early: ``128 + SIGPIPE``, as the shell reports
+a tool killed by that signal."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="presence", description="Phoenix Presence for Python: tools."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = commands.add_parser(
         "simulate",
@@ -53,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="fault mixes:\n"
         + "\n".join(f"  {name:<10} {text}" for name, text in FAULT_MIXES.items()),
     )
+    sim.set_defaults(command_parser=sim)  # usage errors show this command's usage
     defaults = SimParams()
     sim.add_argument(
         "--nodes", type=int, default=defaults.nodes, help="replicas (default %(default)s)"
@@ -64,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         "--duration",
         type=float,
         default=defaults.duration,
-        help="virtual seconds of workload and faults before the settle (default %(default)s)",
+        help="virtual seconds of workload and faults before the settle: positive and finite "
+        "(default %(default)s)",
     )
     sim.add_argument(
         "--faults",
@@ -76,19 +98,20 @@ def _parser() -> argparse.ArgumentParser:
         "--rate",
         type=float,
         default=defaults.rate,
-        help="client operations per virtual second (default %(default)s)",
+        help=f"client operations per virtual second, cluster-wide, from 0 (no workload: faults "
+        f"and heartbeats only) to {MAX_RATE:g} (default %(default)s)",
     )
     sim.add_argument(
-        "--topics", type=int, default=defaults.topics, help="topics (default %(default)s)"
+        "--topics", type=int, default=defaults.topics, help="topics, >= 1 (default %(default)s)"
     )
     sim.add_argument(
-        "--keys", type=int, default=defaults.keys, help="presence keys (default %(default)s)"
+        "--keys", type=int, default=defaults.keys, help="presence keys, >= 1 (default %(default)s)"
     )
     sim.add_argument(
         "--broadcast-period",
         type=float,
         default=defaults.broadcast_period,
-        help="tracker broadcast period in seconds (default %(default)s)",
+        help=f"tracker broadcast period in seconds, at least {MIN_PERIOD:g} (default %(default)s)",
     )
     sim.add_argument(
         "--max-message-bytes",
@@ -130,11 +153,41 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``presence`` console script."""
+    """Entry point of the ``presence`` console script.
+
+    Returns the exit status; a usage error (argparse's) raises :exc:`SystemExit` with status 2.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Write out what is buffered now, so that a reader gone away shows up here, and not
+            # as an "Exception ignored" message when the interpreter flushes on its way out.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    # The reader is gone: point the stdout descriptor at /dev/null, so that the interpreter's
+    # last flush of the unwritten rest succeeds silently (the recipe of Python's signal docs).
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout replaced by an object without one
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "simulate":
-        return _simulate(args, parser)
+        return _simulate(args, args.command_parser)
     if args.command == "serve":
         return _serve(args)
     parser.print_help()
@@ -254,6 +307,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"simulating {len(scenario.nodes)} nodes, seed {params.seed}, fault mix "
         f"{params.faults!r}, {params.duration:g} virtual seconds + settle",
         file=out if show else sys.stderr,
+        flush=True,  # before the run: a reader already gone is noticed before the work
     )
     if show:
         for fault in scenario.faults:

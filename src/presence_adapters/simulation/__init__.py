@@ -17,14 +17,17 @@ The pieces, one module each:
 * ``_scenario``: :class:`Scenario` (frozen): nodes, seed, duration, the :class:`TrackerConfig`, a
   :class:`NetworkModel`, a :class:`Workload` and a schedule of :class:`Fault` events. Build one by
   hand, or from a few numbers with :class:`SimParams` (what the ``presence simulate`` command
-  does). :class:`Bounds` derives the invariants' time limits from it.
+  does). :class:`Bounds` derives the invariants' time limits from it. Each validates its fields
+  when built (``ValueError``): nothing NaN or infinite, a rate from 0 (no workload) to
+  :data:`MAX_RATE`, a tick and a check interval of at least :data:`MIN_PERIOD`, so a run that
+  starts also ends.
 * ``_network``: :class:`NetworkModel` decides the fate of each message (a list of delivery delays:
   empty means lost, two means duplicated). :class:`FaultyNetwork` is the stock model (latency,
   loss, duplication, reordering); subclass :class:`NetworkModel` to plug your own. Partitions
   (including one-way ones) are faults, applied by the simulation before the model is asked.
-* ``_engine``: :class:`Simulation` runs a scenario, driving every node through its pump, and
-  returns a :class:`SimResult`; :func:`run` is the shortcut. A :data:`TrackerFactory` builds each
-  node's tracker, so your own subclass or wrapper can be simulated.
+* ``_engine``: :class:`Simulation` runs a scenario once, driving every node through its pump,
+  and returns a :class:`SimResult`; :func:`run` is the shortcut. A :data:`TrackerFactory` builds
+  each node's tracker, so your own subclass or wrapper can be simulated.
 * ``_invariants``: the checks below, and the client-side view they replay diffs into.
 * ``_results``: :class:`SimResult` with the invariant :class:`Violation` list, the
   :class:`Metrics` and the trace digest.
@@ -62,6 +65,8 @@ from ._results import Metrics as Metrics
 from ._results import SimResult as SimResult
 from ._results import Violation as Violation
 from ._scenario import FAULT_MIXES as FAULT_MIXES
+from ._scenario import MAX_RATE as MAX_RATE
+from ._scenario import MIN_PERIOD as MIN_PERIOD
 from ._scenario import SIM_CONFIG as SIM_CONFIG
 from ._scenario import Bounds as Bounds
 from ._scenario import Fault as Fault
@@ -71,6 +76,8 @@ from ._scenario import Workload as Workload
 
 __all__ = [
     "FAULT_MIXES",
+    "MAX_RATE",
+    "MIN_PERIOD",
     "SIM_CONFIG",
     "Bounds",
     "ConvergenceSample",

@@ -99,7 +99,7 @@ class _Stop(Exception):
 
 
 class Simulation:
-    """Runs one :class:`Scenario`.
+    """Runs one :class:`Scenario`, once: :meth:`run` may be called a single time.
 
     Args:
         scenario: what to run.
@@ -111,6 +111,9 @@ class Simulation:
         on_progress: called as ``on_progress(virtual_now, virtual_end)`` every few virtual seconds.
         stop_on_violation: stop at the first violation instead of collecting them all.
         max_violations: stop after this many.
+
+    Raises:
+        TypeError: ``scenario`` is not a :class:`Scenario`.
     """
 
     def __init__(
@@ -124,8 +127,11 @@ class Simulation:
         stop_on_violation: bool = False,
         max_violations: int = 50,
     ) -> None:
+        if not isinstance(scenario, Scenario):
+            raise TypeError(f"scenario must be a Scenario, not {type(scenario).__name__}")
         self.scenario = scenario
         self.bounds = scenario.bounds()
+        self._ran = False
         self._factory = tracker_factory or _default_factory
         self._keep_trace = keep_trace
         self._on_progress = on_progress
@@ -198,7 +204,20 @@ class Simulation:
     # ------------------------------------------------------------------ run
 
     def run(self) -> SimResult:
-        """Run the scenario to its end and return the result."""
+        """Run the scenario to its end and return the result.
+
+        Raises:
+            RuntimeError: this simulation already ran. A run consumes its random streams and
+                leaves its nodes where the run ended, so a second one would not replay the
+                first: build a new :class:`Simulation` of the same scenario, which gives the same
+                run (the same trace digest).
+        """
+        if self._ran:
+            raise RuntimeError(
+                "this Simulation already ran; a Simulation runs once: build a new "
+                "Simulation(scenario) to run the scenario again (it gives the same run)"
+            )
+        self._ran = True
         scenario = self.scenario
         for fault in scenario.faults:
             self._push(fault.at, "fault", fault)

@@ -10,6 +10,7 @@ write trace lines.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 
@@ -18,6 +19,23 @@ import attrs
 from presence_core import Message, encode_message
 
 __all__ = ["FaultyNetwork", "NetworkModel", "message_size"]
+
+
+def finite(what: str, value: object) -> float:
+    """``value`` as a float when it is a finite real number (not a bool).
+
+    Raises:
+        ValueError: it is not (NaN, an infinity, an int beyond the float range, a str...).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, not {value!r}")
+    return number
 
 
 def message_size(message: Message) -> int:
@@ -74,6 +92,11 @@ class FaultyNetwork(NetworkModel):
         reorder: probability that a message is held back by up to ``reorder_delay`` (so later
             messages overtake it).
         reorder_delay: the largest extra delay of a reordered message.
+
+    Raises:
+        ValueError: a field is not a finite number, the latencies are not
+            ``0 <= latency_min <= latency_max``, a probability is outside ``[0, 1]``, or
+            ``reorder_delay`` is negative.
     """
 
     latency_min: float = 0.001
@@ -84,6 +107,8 @@ class FaultyNetwork(NetworkModel):
     reorder_delay: float = 0.2
 
     def __attrs_post_init__(self) -> None:
+        for name in ("latency_min", "latency_max", "loss", "duplicate", "reorder", "reorder_delay"):
+            finite(name, getattr(self, name))
         if not 0 <= self.latency_min <= self.latency_max:
             raise ValueError("need 0 <= latency_min <= latency_max")
         for name in ("loss", "duplicate", "reorder"):

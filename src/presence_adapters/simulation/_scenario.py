@@ -4,6 +4,11 @@ A :class:`Scenario` is frozen and complete: the same scenario always gives the s
 :class:`SimParams` expands a few numbers (what ``presence simulate`` takes) into one, drawing the
 fault schedule and the clock rates from its seed. :class:`Bounds` derives the invariants' time
 limits from the scenario.
+
+Every class here validates its fields on construction and raises ``ValueError`` naming the field:
+a value that would make a run meaningless (NaN, a negative rate) or endless (an infinite duration,
+a tick or check interval below :data:`MIN_PERIOD`, a rate above :data:`MAX_RATE`) is refused
+before anything runs.
 """
 
 from __future__ import annotations
@@ -11,16 +16,18 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 
 from presence_core import TrackerConfig
 
-from ._network import FaultyNetwork, NetworkModel
+from ._network import FaultyNetwork, NetworkModel, finite
 
 __all__ = [
     "FAULT_MIXES",
+    "MAX_RATE",
+    "MIN_PERIOD",
     "SIM_CONFIG",
     "Bounds",
     "Fault",
@@ -51,6 +58,54 @@ FAULT_MIXES: Mapping[str, str] = {
 }
 """The fault mixes :class:`SimParams` knows, with what each contains."""
 
+MIN_PERIOD = 0.001
+"""The shortest broadcast period and check interval a scenario may have, in virtual seconds.
+
+A run takes one step per tick of every node and one per check, so its cost grows as the inverse
+of these intervals: at 1 ms the representative 5-node, 60-second run takes some 600,000 steps and
+half a minute of real time (200 times the default 0.5 s period's), and much below it a run would
+practically never end. 1 ms is also far below the simulated network's latency (up to 50 ms), so
+no meaningful tick is refused.
+"""
+
+MAX_RATE = 10_000.0
+"""The highest workload rate, in client operations per virtual second, cluster-wide.
+
+The simulator runs some 15,000 operations per real second, so the representative 60-second run
+takes half a minute at this rate, and one at a rate far above it would practically never end. The
+workload holds at most :attr:`Workload.max_presences` presences (200), so a higher rate would
+only churn the same ones faster.
+"""
+
+_FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
+
+
+def _at_least(what: str, value: object, low: int) -> int:
+    if type(value) is not int or value < low:
+        raise ValueError(f"{what} must be an int >= {low}, not {value!r}")
+    return value
+
+
+def _duration(value: object) -> None:
+    if finite("duration", value) <= 0:
+        raise ValueError(f"duration must be a positive number of virtual seconds, not {value!r}")
+
+
+def _interval(what: str, value: object) -> None:
+    if finite(what, value) < MIN_PERIOD:
+        raise ValueError(
+            f"{what} must be at least {MIN_PERIOD:g} virtual seconds (a shorter one makes the run "
+            f"take practically forever), not {value!r}"
+        )
+
+
+def _rate(value: object) -> None:
+    if not 0 <= finite("rate", value) <= MAX_RATE:
+        raise ValueError(
+            f"rate must be from 0 (no workload) to {MAX_RATE:g} operations per virtual second, "
+            f"not {value!r}"
+        )
+
 
 def _names(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
@@ -69,16 +124,22 @@ class Workload:
     topics; up to ``conns_per_key`` connections share a key (one user, several tabs).
 
     Attributes:
-        rate: operations per virtual second, cluster-wide.
+        rate: operations per virtual second, cluster-wide, from 0 to :data:`MAX_RATE`; 0 means
+            no workload at all (a run of faults and heartbeats only).
         join / update / leave / disconnect: relative weights of track, update, untrack and
-            untrack_conn (a disconnect removes every presence of one connection).
-        topics: number of topics; the first ``hot_topics`` get ``hot_share`` of the joins.
-        keys: number of distinct presence keys (users).
-        conns_per_key: connections per key per node.
-        max_presences: joins turn into leaves above this many live presences.
+            untrack_conn (a disconnect removes every presence of one connection); finite,
+            ``>= 0``, not all 0.
+        topics: number of topics (at least 1); the first ``hot_topics`` get ``hot_share`` of the
+            joins.
+        keys: number of distinct presence keys (users), at least 1.
+        conns_per_key: connections per key per node, at least 1.
+        max_presences: joins turn into leaves above this many live presences (at least 1).
         unique_conns: prefix connection ids with the node name, so no two nodes ever use the
             same ``conn`` (by default they do, as independent servers numbering their sockets
             would; entries are identified by owner, conn, topic and key, so this must work).
+
+    Raises:
+        ValueError: a field is out of its range, or of the wrong type.
     """
 
     rate: float = 4.0
@@ -93,6 +154,25 @@ class Workload:
     conns_per_key: int = 3
     max_presences: int = 200
     unique_conns: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _rate(self.rate)
+        weights = [self.join, self.update, self.leave, self.disconnect]
+        names = ("join", "update", "leave", "disconnect")
+        for name, weight in zip(names, weights, strict=True):
+            if finite(name, weight) < 0:
+                raise ValueError(f"{name} must be a weight >= 0, not {weight!r}")
+        if not any(weights):
+            raise ValueError("at least one of join, update, leave and disconnect must weigh > 0")
+        _at_least("topics", self.topics, 1)
+        _at_least("hot_topics", self.hot_topics, 0)
+        if not 0 <= finite("hot_share", self.hot_share) <= 1:
+            raise ValueError(f"hot_share must be a share from 0 to 1, not {self.hot_share!r}")
+        _at_least("keys", self.keys, 1)
+        _at_least("conns_per_key", self.conns_per_key, 1)
+        _at_least("max_presences", self.max_presences, 1)
+        if type(self.unique_conns) is not bool:
+            raise ValueError(f"unique_conns must be a bool, not {self.unique_conns!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -109,6 +189,9 @@ class Fault:
         nodes: the nodes concerned.
         others: the other side of a partition.
         one_way: a partition that only blocks ``nodes -> others``.
+
+    Raises:
+        ValueError: ``at`` is not a finite number ``>= 0``, or ``kind`` is not a fault kind.
     """
 
     at: float
@@ -116,6 +199,12 @@ class Fault:
     nodes: tuple[str, ...] = attrs.field(default=(), converter=_names)
     others: tuple[str, ...] = attrs.field(default=(), converter=_names)
     one_way: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if finite("at", self.at) < 0:
+            raise ValueError(f"a fault's time must be >= 0, not {self.at!r}")
+        if self.kind not in _FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {list(_FAULT_KINDS)}")
 
     def describe(self) -> str:
         """A one-line description."""
@@ -140,6 +229,13 @@ class Scenario:
         clock_rates: each node's clock rate (1.0 = true time); missing nodes run at 1.0.
         check_interval: virtual seconds between invariant checks.
         params: the :class:`SimParams` the scenario was generated from, if any (for replay).
+
+    Raises:
+        ValueError: no nodes or two with one name; a fault naming an unknown node; a clock rate
+            outside ``[0.5, 2.0]``; a ``duration`` that is not positive and finite; a
+            ``check_interval`` or a ``config.broadcast_period`` that is not finite or is below
+            :data:`MIN_PERIOD`; a network whose ``max_latency`` is not finite and ``>= 0``.
+        TypeError: ``config``, ``network`` or ``workload`` is not of its class.
     """
 
     nodes: tuple[str, ...] = attrs.field(converter=_names)
@@ -156,13 +252,25 @@ class Scenario:
     def __attrs_post_init__(self) -> None:
         if not self.nodes or len(set(self.nodes)) != len(self.nodes):
             raise ValueError("need at least one node, with distinct names")
+        for what, value, cls in (
+            ("config", self.config, TrackerConfig),
+            ("network", self.network, NetworkModel),
+            ("workload", self.workload, Workload),
+        ):
+            if not isinstance(value, cls):
+                raise TypeError(f"{what} must be a {cls.__name__}, not {type(value).__name__}")
+        _duration(self.duration)
+        _interval("check_interval", self.check_interval)
+        _interval("config.broadcast_period", self.config.broadcast_period)
+        if finite("network.max_latency", self.network.max_latency) < 0:
+            raise ValueError(f"network.max_latency must be >= 0, not {self.network.max_latency!r}")
         known = set(self.nodes)
         for fault in self.faults:
             unknown = sorted(set(fault.nodes + fault.others) - known)
             if unknown:
                 raise ValueError(f"fault {fault!r} names unknown nodes {unknown}")
         for rate in self.clock_rates.values():
-            if not 0.5 <= rate <= 2.0:
+            if not 0.5 <= finite("a clock rate", rate) <= 2.0:
                 raise ValueError(f"clock rates must be within [0.5, 2.0], not {rate!r}")
 
     def bounds(self) -> Bounds:
@@ -231,6 +339,20 @@ class SimParams:
     :meth:`scenario` expands them into a full :class:`Scenario` deterministically (the fault
     schedule and clock rates are drawn from ``seed``), and :meth:`cli_args` gives the flags that
     replay it.
+
+    Attributes:
+        seed: the master seed (an int).
+        nodes: replicas, from 1 to 1000.
+        duration: virtual seconds of workload and faults (positive, finite); the settle phase
+            follows.
+        faults: a fault mix, one of :data:`FAULT_MIXES`.
+        rate: client operations per virtual second, from 0 (no workload) to :data:`MAX_RATE`.
+        topics: topics of the workload, at least 1.
+        keys: presence keys of the workload, at least 1.
+        broadcast_period: every tracker's tick, at least :data:`MIN_PERIOD` seconds.
+
+    Raises:
+        ValueError: a field is out of its range, or of the wrong type.
     """
 
     seed: int = 1
@@ -256,10 +378,15 @@ class SimParams:
                 f"max_message_bytes must be an int >= {MIN_MESSAGE_BYTES}, "
                 f"not {self.max_message_bytes!r}"
             )
-        if not 1 <= self.nodes <= 1000:
-            raise ValueError("nodes must be between 1 and 1000")
-        if self.duration <= 0:
-            raise ValueError("duration must be positive")
+        if type(self.seed) is not int:
+            raise ValueError(f"seed must be an int, not {self.seed!r}")
+        if type(self.nodes) is not int or not 1 <= self.nodes <= 1000:
+            raise ValueError(f"nodes must be an int from 1 to 1000, not {self.nodes!r}")
+        _duration(self.duration)
+        _rate(self.rate)
+        _at_least("topics", self.topics, 1)
+        _at_least("keys", self.keys, 1)
+        _interval("broadcast_period", self.broadcast_period)
 
     def cli_args(self) -> list[str]:
         """The ``presence simulate`` flags that rebuild this scenario."""
