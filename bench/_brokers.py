@@ -34,11 +34,10 @@ node heartbeats every 0.2 s (with the default config a newcomer may wait up to 1
 cluster's first heartbeat, which would measure nothing but that), and a node busy encoding or
 decoding a large message for seconds is not taken for dead. Also shown: the bytes the holder sent
 meanwhile, and both processes' CPU time over the span (the joiner's includes writing the
-presences to the parent, keys and refs only). A state whose messages do not fit the broker's
-payload limit cannot reach the newcomer: the holder's pump drops them (counted in its
-``unsendable``), and the figure says so instead of waiting out its deadline; so it does when the
-broker cuts the joiner's connection again and again during the transfer (Redis closes a
-subscriber whose pending output passes its ``client-output-buffer-limit``).
+presences to the parent, keys and refs only). The state crosses in parts that each fit the
+broker's payload limit. If the holder still drops a message as unsendable (its ``unsendable``
+count), or the broker cuts the joiner's connection again and again during the transfer, the
+figure says so instead of waiting out its deadline.
 
 **(c) Churn.** Three processes with the default TrackerConfig (a tick every 1.5 s), each holding
 ``churn_presences`` presences with BENCH.md's meta; once all three list all of them, each node
@@ -441,7 +440,7 @@ async def _latency(url: str, plan: BrokerPlan) -> LatencyFigure:
     )
 
 
-async def _transfer(broker: str, url: str, plan: BrokerPlan) -> TransferFigure:
+async def _transfer(url: str, plan: BrokerPlan) -> TransferFigure:
     ns = _namespace("transfer")
     n = plan.presences
     async with NodeProcess(url, name="holder", namespace=ns, config=TRANSFER_CONFIG) as holder:
@@ -451,7 +450,7 @@ async def _transfer(broker: str, url: str, plan: BrokerPlan) -> TransferFigure:
             url, name="joiner", namespace=ns, config=TRANSFER_CONFIG, watch=[TOPIC], metas=False
         )
         async with joiner:
-            return await _join(broker, holder, joiner, settled, plan)
+            return await _join(holder, joiner, settled, plan)
 
 
 async def _settle(holder: NodeProcess) -> NodeStats:
@@ -477,7 +476,7 @@ def _disconnections(node: NodeProcess) -> list[str]:
 
 
 async def _join(
-    broker: str, holder: NodeProcess, joiner: NodeProcess, before: NodeStats, plan: BrokerPlan
+    holder: NodeProcess, joiner: NodeProcess, before: NodeStats, plan: BrokerPlan
 ) -> TransferFigure:
     n = plan.presences
     assert joiner.started_at is not None
@@ -497,18 +496,13 @@ async def _join(
             if dropped:
                 failure = (
                     f"the holder dropped {dropped} message(s) larger than its transport's "
-                    f"max_payload ({now.max_payload:,} B): the state does not fit one message"
+                    f"max_payload ({now.max_payload:,} B), even in parts"
                 )
             elif len(lost := _disconnections(joiner)) >= MAX_DISCONNECTIONS:
                 failure = (
                     f"the broker cut the joiner off {len(lost)} times during the transfer "
                     f"(last: {lost[-1]})"
                 )
-                if broker == "Redis":
-                    failure += (
-                        "; Redis closes a subscriber whose pending output passes "
-                        "client-output-buffer-limit pubsub (32 MiB by default)"
-                    )
             elif time.monotonic() > deadline:
                 failure = f"not all there after {plan.transfer_timeout:g} s"
             if failure is not None:
@@ -603,7 +597,7 @@ async def _measure(
         f"median {statistics.median(latency.samples) * 1e3:.1f} ms, "
         f"p99 {percentile(latency.samples, 99) * 1e3:.1f} ms from a track to another process"
     )
-    transfer = await _transfer(broker, url, plan)
+    transfer = await _transfer(url, plan)
     if transfer.failure is None:
         assert transfer.total is not None
         say(f"{transfer.presences:,} presences reached a new node in {transfer.total:.2f} s")

@@ -63,9 +63,9 @@ class Unsendable:
 
     It was dropped, and nothing else was: the state is unchanged, and the normal rules repair
     what the message would have carried where they can (a lost delta by a transfer; a heartbeat
-    is not repaired, so peers will mark this replica down). The configuration's limits are made
-    so that it cannot happen to a heartbeat or a transfer; seeing one means a limit was raised
-    past what the transport carries.
+    is not repaired, so peers will mark this replica down). The configuration's limits make one
+    presence always fit; what is left to overflow is what every part repeats: the clocks, which
+    grow with the number of replicas and the length of their names.
 
     Attributes:
         message: the message that was dropped.
