@@ -16,20 +16,38 @@ Decoding trusts nothing. Each step has its own guard, and every failure is a
 :class:`RemoteProtocolError` whose message starts with the path of the offending field
 (``heartbeat.clock[2].vsn: expected a non-negative int, got 'x'``):
 
-1. size, before anything else is looked at (``max_bytes``);
-2. strict UTF-8, then JSON with the non-standard constants (``NaN``, ``Infinity``), non-finite
-   numbers (``1e400``), duplicate object keys, nesting too deep for the parser and integers too
-   long for Python's conversion limit all refused;
-3. the envelope: the version first (an unknown ``v`` is refused, never guessed at), then the
+1. size, before anything else is looked at (``max_bytes``: 1 MiB by default, since larger deltas
+   and transfers travel in parts);
+2. strict UTF-8;
+3. nesting, before the text reaches the JSON parser: arrays and objects nested deeper than
+   :data:`MAX_NESTING` are refused by a linear scan of the bytes (:func:`_nests_too_deep`). The
+   parser recurses in C once per level; left to it, a deep document raises ``RecursionError`` at
+   best, and crashes the process when the recursion limit was raised or the thread's stack is
+   small;
+4. JSON, with the non-standard constants (``NaN``, ``Infinity``), non-finite numbers (``1e400``),
+   duplicate object keys and integers too long for Python's conversion limit all refused;
+5. the envelope: the version first (an unknown ``v`` is refused, never guessed at), then the
    type, then the sender (so later errors can name the replica that sent them);
-4. every field, with no field missing and no unknown field, ints that are ints (``true`` is not
+6. every field, with no field missing and no unknown field, ints that are ints (``true`` is not
    ``1`` here) in range, no duplicate replica or dot, dots as ascending disjoint runs whose
    expansion stays under ``max_dots`` (a DoS guard: ``[[1,9000000000000000000]]`` is 25 bytes),
-   metas that are JSON objects within :func:`~presence_core._meta.copy_meta`'s rules, and every
-   entry inside what its payload claims to have seen.
+   metas that are JSON objects within :func:`~presence_core._meta.copy_meta`'s rules, every entry
+   inside what its payload claims to have seen, and the :class:`DecodeLimits`: a peer cannot
+   send what ``Tracker.track`` would refuse here (a meta over ``max_meta_bytes`` as compact JSON,
+   an identity string or a replica name too long, more replicas in one list than
+   ``max_replicas``).
 
 Entries are the bulk of a full-state transfer, so their loop checks the common case with one
 combined condition and only on failure calls the slow path that works out which field is wrong.
+The limits keep that loop cheap: one scan of the message bounds every string, number and literal
+in it (:func:`_scalar_bounds`), so that a meta is measured as JSON, and an identity string in
+UTF-8 bytes (when more characters than a quarter of its limit), only when that bound cannot rule
+it out (:meth:`_Reader.entry_bounds`).
+
+What a hostile message can cost before it is refused is bounded by ``max_bytes``: the scans are
+linear, the parser never recurses past :data:`MAX_NESTING`, and the memory the parser builds is a
+small multiple of the message (``tests/core/test_codec.py`` holds the worst inputs found to a
+stated multiple).
 """
 
 from __future__ import annotations
@@ -39,20 +57,30 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from itertools import chain
+from itertools import accumulate, chain
 from typing import Any, Final, NoReturn, Union
 
-from ._errors import LimitExceeded, LocalProtocolError, RemoteProtocolError
+import attrs
+
+from ._errors import (
+    ConfigurationError,
+    LimitExceeded,
+    LocalProtocolError,
+    RemoteProtocolError,
+    shown,
+)
 from ._messages import GracefulPermdown, Heartbeat, Message, TransferAck, TransferRequest
-from ._meta import copy_meta
+from ._meta import FrozenDict, copy_meta
 from ._state import Delta, Entry, Snapshot, SnapshotPart
 from ._vclock import ReplicaRef
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DOTS",
+    "MAX_NESTING",
     "MAX_WIRE_INT",
     "WIRE_VERSION",
+    "DecodeLimits",
     "decode_message",
     "encode_message",
 ]
@@ -60,11 +88,18 @@ __all__ = [
 WIRE_VERSION: Final = 1
 """The envelope version this codec writes and the only one it reads."""
 
-DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
-"""Largest message encoded or decoded by default (``TrackerConfig.max_message_bytes``'s default)."""
+DEFAULT_MAX_BYTES: Final = 1024 * 1024
+"""Largest message encoded or decoded by default: 1 MiB, NATS's default ``max_payload``
+(``TrackerConfig.max_message_bytes``'s default). Larger deltas and transfers travel in parts."""
 
-DEFAULT_MAX_DOTS: Final = 1_000_000
-"""Most dots a decoded message may hold once its runs are expanded."""
+DEFAULT_MAX_DOTS: Final = 65_536
+"""Most dots a decoded message may hold once its runs are expanded (their sets take about 4 MB);
+:func:`~presence_core.encode_parts` cuts a message that holds more into parts that do not."""
+
+MAX_NESTING: Final = 64
+"""Deepest nesting of arrays and objects a decoded message may have. The envelope puts a meta 6
+levels down and a meta may nest ``MAX_DEPTH`` (32) levels, so a valid message nests at most 38
+deep; 64 leaves room for a meta a few levels too deep to be refused by its path."""
 
 MAX_WIRE_INT: Final = 2**63 - 1
 """Largest vsn, clock, dot or request id on the wire (a signed 64-bit int, for other languages)."""
@@ -101,6 +136,53 @@ _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 # finite, so a flat one already satisfies copy_meta and is kept as it is; only a nested one can
 # break a rule (the depth limit) and goes through copy_meta.
 _CONTAINERS: Final = frozenset({dict, list})
+
+
+# ---------------------------------------------------------------------------------- limits
+
+
+def _at_least_one(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise ConfigurationError(f"{attribute.name} must be an int >= 1, not {shown(value)}")
+
+
+@attrs.frozen(kw_only=True)
+class DecodeLimits:
+    """What :func:`decode_message` accepts from another replica, beyond the wire's own rules.
+
+    The same limits a :class:`~presence_core.Tracker` applies to its own presences
+    (:class:`~presence_core.TrackerConfig`), so that a peer cannot make this replica store, and
+    pass on in its transfers, what it would refuse to track itself. The defaults are
+    ``TrackerConfig``'s. A message over a limit is a :class:`RemoteProtocolError` naming the
+    field, like every other decoding error.
+
+    Raises:
+        ConfigurationError: a field is not an int >= 1.
+    """
+
+    max_meta_bytes: int = attrs.field(default=16384, validator=_at_least_one)
+    """Largest meta, as compact JSON in UTF-8 (``phx_ref`` included), measured as
+    ``Tracker.track`` measures it."""
+
+    max_conn_bytes: int = attrs.field(default=1024, validator=_at_least_one)
+    """Longest connection id of an entry, in UTF-8 bytes."""
+
+    max_topic_bytes: int = attrs.field(default=1024, validator=_at_least_one)
+    """Longest topic of an entry, in UTF-8 bytes."""
+
+    max_key_bytes: int = attrs.field(default=1024, validator=_at_least_one)
+    """Longest presence key of an entry, in UTF-8 bytes."""
+
+    max_name_bytes: int = attrs.field(default=255, validator=_at_least_one)
+    """Longest replica name anywhere in the message (sender, clocks, contexts, clouds, owners of
+    values, ranges), in UTF-8 bytes."""
+
+    max_replicas: int = attrs.field(default=1024, validator=_at_least_one)
+    """Most replicas in any one list of the message: a clock (a heartbeat's without its sender,
+    which travels apart), a context, clouds, the owners of values, ranges."""
+
+
+_DEFAULT_LIMITS: Final = DecodeLimits()
 
 
 # ---------------------------------------------------------------------------------- encoding
@@ -411,12 +493,168 @@ _DECODER: Final = json.JSONDecoder(
     parse_float=_finite_float, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
 )
 
+# The scans of the raw bytes below work with quotes and brackets only. Bytes of UTF-8 above
+# ASCII never look like ASCII, so no multi-byte character can pass for one.
+_BRACKETS: Final = bytes.maketrans(b"[{]}", b"(())")
+_NOT_MARKS: Final = bytes(sorted(set(range(256)).difference(b'"[]{}')))
+_STRINGS: Final = re.compile(rb'"[^"]*"')
+_STEPS: Final = bytes.maketrans(b"()", b"\x01\xff")
+"""``(`` as +1 and ``)`` as -1, read as signed bytes."""
+_PASSES: Final = 8
+"""Removals of ``()`` pairs before the depth left is summed: enough for every valid message
+without a nested meta (7 levels deep), and few enough to stay cheap on a hostile one."""
+_ALL_BUT_QUOTES: Final = bytes(byte if byte == ord('"') else ord("a") for byte in range(256))
+_SLICE: Final = 1 << 16
+"""The bytes :func:`_long_runs` translates at a time."""
+_RUN_STEPS: Final = (64, 256, 1024, 4096)
+"""The run lengths :func:`_scalar_bounds` tries, shortest first."""
+_LONG_RUN: Final = re.compile(rb'"[^"]{%d,}' % _RUN_STEPS[0])
+"""A quote, then a run of the shortest step or more bytes without one."""
+_LONG_RUNS: Final = 64
+"""The most runs of the shortest step or more that :func:`_long_runs` lists one by one."""
+_LONGEST_FLOAT: Final = 24
+"""The longest ``repr`` of a float (``-2.2250738585072014e-308``)."""
+_FLOAT_GROWTH: Final = 4
+"""How much longer a meta can grow when written as compact JSON: a float written short, like
+``1e15,`` (5 bytes), comes back as ``1000000000000000.0,`` (19 bytes); nothing else grows."""
+
+
+def _neutral(data: bytes) -> bytes:
+    """``data`` with every escaped backslash and escaped quote turned into ``aa``.
+
+    Inside a string a backslash escapes the next character: pairs of backslashes first, then a
+    backslash before a quote. Every quote left then starts or ends a string, and every string
+    keeps its length. A backslash outside a string is not JSON, and the parser stops there.
+    """
+    if b"\\" not in data:
+        return data
+    return data.replace(b"\\\\", b"aa").replace(b'\\"', b"aa")
+
+
+def _nests_too_deep(neutral: bytes) -> bool:
+    """True if the arrays and objects of the text nest deeper than :data:`MAX_NESTING`.
+
+    ``neutral`` is the message as :func:`_neutral` leaves it. A few passes over the bytes, at C
+    speed and with no recursion, whatever the input. A document whose brackets past that depth
+    do not pair up may be refused here too: it is not JSON either way.
+
+    Why it is sound: with every opening bracket ``(``, every closing one ``)`` and strings taken
+    out, the parser's depth at any point is the count of ``(`` minus ``)`` before it, up to the
+    first ``)`` too many (where it stops). Close what is still open at the end, and every point
+    of greatest depth sits inside an adjacent ``()`` pair; removing every such pair lowers the
+    greatest depth by exactly one. A few such removals settle every usual message (a pass that
+    removes nothing means nothing is left open); past them, the greatest depth left is the
+    greatest running sum of +1 and -1.
+    """
+    marks = neutral.translate(_BRACKETS, _NOT_MARKS)
+    if marks.count(b"(") <= MAX_NESTING:
+        return False
+    if b'"' in marks:
+        # Strings out. Two quotes side by side are a string without brackets, or the end of one
+        # string and the start of the next: removing them leaves every other quote as it was.
+        if marks.count(b'""') * 2 == marks.count(b'"'):  # no string holds a bracket (usual)
+            marks = marks.translate(None, b'"')
+        else:
+            marks = marks.replace(b'""', b"")
+            marks = _STRINGS.sub(b"", marks)
+            unterminated = marks.find(b'"')  # the parser stops there
+            if unterminated >= 0:
+                marks = marks[:unterminated]
+    if b"(" * (MAX_NESTING + 1) in marks:
+        return True
+    marks += b")" * (marks.count(b"(") - marks.count(b")"))
+    for _ in range(_PASSES):
+        shorter = marks.replace(b"()", b"")
+        if len(shorter) == len(marks):
+            return False
+        marks = shorter
+    # Deeper than the passes went (a deep meta, or a hostile message): the greatest depth left,
+    # in one sweep, rather than up to MAX_NESTING passes over what may still be most of the text.
+    steps = memoryview(marks.translate(_STEPS)).cast("b")
+    return max(accumulate(steps), default=0) > MAX_NESTING - _PASSES
+
+
+def _scalar_bounds(neutral: bytes, limit: int) -> tuple[int, int | None]:
+    """How many items a flat meta may have and be known to fit ``limit``, and the longest scalar.
+
+    The first is ``-1`` if no flat meta is known to fit; the second, a bound on the compact JSON
+    bytes of every string, number and literal of the message, is ``None`` if some are longer
+    than every step. ``neutral`` is the message as :func:`_neutral` leaves it: every string's
+    characters are one run of bytes between two quotes, and every number or literal lies in a
+    run outside strings. Written as compact JSON, a string is never longer than in the text plus
+    its quotes (escapes only shrink, or stay), an int never longer, a float at most
+    :data:`_LONGEST_FLOAT`: so every scalar in a run shorter than ``step`` is at most ``bound``
+    bytes. The few runs of ``step`` or more (:func:`_long_runs`) hold scalars of ``extra`` bytes
+    in all. A flat meta of ``n`` items (``{``, ``n`` keys and values with a colon each,
+    ``n - 1`` commas, ``}``) is then at most ``1 + n * (2 * bound + 2) + extra`` bytes.
+    """
+    runs = _long_runs(neutral)
+    if runs is None:
+        return -1, None
+    items, longest = -1, None
+    for step in _RUN_STEPS:
+        longer = [(length, inside) for length, inside in runs if length >= step]
+        # A run in a string is the string (and two quotes); one outside strings holds numbers
+        # and literals, at most _FLOAT_GROWTH times its bytes.
+        extra = sum(length + 2 if inside else _FLOAT_GROWTH * length for length, inside in longer)
+        bound = max(step + 1, _LONGEST_FLOAT)  # step - 1 bytes, and two quotes
+        if limit >= 2:  # not even "{}" fits a limit of 1
+            items = max(items, (limit - 1 - extra) // (2 * bound + 2))
+        if not longer:  # no scalar is longer: longer steps can only allow fewer items
+            longest = bound
+            break
+    return items, longest
+
+
+def _long_runs(neutral: bytes) -> list[tuple[int, bool]] | None:
+    """Every run of the shortest step (64) or more bytes without a quote: its length, and
+    whether it is inside a string. ``None`` if there are more than :data:`_LONG_RUNS`.
+
+    Most messages have none, and a translated copy says so fastest; it is made a slice at a
+    time (slices overlapping by a step), since one copy of a whole large message costs more in
+    fresh memory than the scan itself. Where there are some, a search from quote to quote
+    measures them.
+    """
+    step = _RUN_STEPS[0]
+    needle = b"a" * step
+    if not any(
+        needle in neutral[start : start + _SLICE + step].translate(_ALL_BUT_QUOTES)
+        for start in range(0, len(neutral), _SLICE)
+    ):
+        return []
+    first = neutral.find(b'"')  # the run before it, if any, is outside strings
+    first = len(neutral) if first < 0 else first
+    runs = [(first, False)] if first >= step else []
+    quotes = counted = 0  # quotes: how many before `counted`
+    for run in _LONG_RUN.finditer(neutral, first):
+        if len(runs) == _LONG_RUNS:
+            return None
+        start = run.start()  # the quote that opens the run
+        quotes += neutral.count(b'"', counted, start + 1)
+        counted = start + 1
+        runs.append((run.end() - counted, quotes % 2 == 1))
+    return runs
+
+
+def _json_size(meta: dict[str, Any]) -> int:
+    """The bytes of ``meta`` as compact JSON in UTF-8, as ``Tracker.track`` measures a meta."""
+    text = _COMPACT.encode(meta)
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
 
 def decode_message(
     data: bytes | bytearray | memoryview,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_dots: int = DEFAULT_MAX_DOTS,
+    limits: DecodeLimits | None = None,
 ) -> Message:
     """Decode and validate bytes from another replica.
 
@@ -424,16 +662,19 @@ def decode_message(
         data: the bytes received.
         max_bytes: bytes longer than this are refused before being parsed.
         max_dots: the most dots the message may hold once its runs are expanded.
+        limits: the sizes of metas, identity strings and replica names, and the replicas per
+            list, accepted from a peer; ``None`` means ``DecodeLimits()``, the defaults.
 
     Returns:
         The message: a :class:`Heartbeat`, :class:`TransferRequest`, :class:`TransferAck` or
         :class:`GracefulPermdown`, equal to the one that was encoded.
 
     Raises:
-        RemoteProtocolError: the bytes are not a valid message of this wire version. The message
-            names the offending field; ``.replica`` is the sender's name when it could be read.
-        LocalProtocolError: ``data`` is not bytes-like, or a limit is not an int (>= 1 for
-            ``max_bytes``, >= 0 for ``max_dots``).
+        RemoteProtocolError: the bytes are not a valid message of this wire version, or break a
+            limit. The message names the offending field; ``.replica`` is the sender's name when
+            it could be read.
+        LocalProtocolError: ``data`` is not bytes-like, a limit is not an int (>= 1 for
+            ``max_bytes``, >= 0 for ``max_dots``), or ``limits`` is not a :class:`DecodeLimits`.
     """
     if isinstance(data, (bytes, bytearray)):
         size = len(data)
@@ -448,6 +689,10 @@ def decode_message(
         )
     _check_limit("max_bytes", max_bytes, 1)
     _check_limit("max_dots", max_dots, 0)
+    if limits is None:
+        limits = _DEFAULT_LIMITS
+    elif not isinstance(limits, DecodeLimits):
+        raise LocalProtocolError(f"limits must be a DecodeLimits, not {type(limits).__name__}")
     if size > max_bytes:
         raise RemoteProtocolError(f"message: {size} bytes, over max_bytes={max_bytes}")
     raw = data if isinstance(data, bytes) else bytes(data)
@@ -457,15 +702,21 @@ def decode_message(
         raise RemoteProtocolError(
             f"message: not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
+    neutral = _neutral(raw)
+    if _nests_too_deep(neutral):
+        raise RemoteProtocolError(
+            f"message: not valid JSON: it nests deeper than {MAX_NESTING} levels"
+        )
     try:
         document = _DECODER.decode(text)
     except _BadJSON as exc:
         raise RemoteProtocolError(f"message: not valid JSON: {exc}") from exc
-    except RecursionError as exc:
+    except RecursionError as exc:  # only under a recursion limit set very low
         raise RemoteProtocolError("message: not valid JSON: it nests too deeply") from exc
     except ValueError as exc:  # json.JSONDecodeError, and ints over Python's digit limit
         raise RemoteProtocolError(f"message: not valid JSON: {exc}") from exc
-    return _Reader(max_dots, _SURROGATE_ESCAPE.search(text) is not None).message(document)
+    check_text = _SURROGATE_ESCAPE.search(text) is not None
+    return _Reader(max_dots, check_text, limits, neutral).message(document)
 
 
 def _seen_text(span: tuple[int, int]) -> str:
@@ -518,13 +769,59 @@ def _is_text(value: str) -> bool:
 class _Reader:
     """The validation of one decoded JSON document (one per message: it counts dots)."""
 
-    __slots__ = ("check_text", "dots_left", "max_dots", "replica")
+    __slots__ = (
+        "check_text",
+        "dots_left",
+        "identity_chars",
+        "limits",
+        "max_dots",
+        "name_chars",
+        "neutral",
+        "replica",
+    )
 
-    def __init__(self, max_dots: int, check_text: bool) -> None:
+    def __init__(
+        self, max_dots: int, check_text: bool, limits: DecodeLimits, neutral: bytes
+    ) -> None:
         self.max_dots = max_dots
         self.dots_left = max_dots
         self.check_text = check_text
+        self.limits = limits
+        self.neutral = neutral
         self.replica: str | None = None
+        # A string of at most a quarter as many characters as a limit's bytes is within it
+        # (UTF-8 takes at most 4 bytes a character); only a longer one is measured.
+        self.name_chars = limits.max_name_bytes // 4
+        self.identity_chars = (
+            limits.max_conn_bytes // 4,
+            limits.max_topic_bytes // 4,
+            limits.max_key_bytes // 4,
+        )
+
+    def entry_bounds(self) -> tuple[int, bool]:
+        """What the entries of this message can be taken with, unmeasured.
+
+        How many items a flat meta (one of scalars only) may have and be known to fit
+        ``max_meta_bytes`` (``-1``: measure every meta), and whether every string of the message
+        is known to fit the limits of ``conn``, ``topic`` and ``key`` (:func:`_scalar_bounds`).
+        Computed when the entries are read: a message has at most one payload, so at most once
+        per message. A whole message of at most a quarter of ``max_meta_bytes`` cannot hold a
+        meta over it at all (:data:`_FLOAT_GROWTH`): then no meta is measured, flat or nested
+        (:meth:`meta`), and identities are measured by their characters, entry by entry (there
+        are few).
+        """
+        limits = self.limits
+        if self.small():
+            # More items than a meta within the limit can hold.
+            return limits.max_meta_bytes, False
+        items, longest = _scalar_bounds(self.neutral, limits.max_meta_bytes)
+        shortest = min(limits.max_conn_bytes, limits.max_topic_bytes, limits.max_key_bytes)
+        # A string's compact JSON is its UTF-8 bytes (or more: escapes) and two quotes.
+        return items, longest is not None and longest - 2 <= shortest
+
+    def small(self) -> bool:
+        """True if the message is too small to hold a meta over ``max_meta_bytes``."""
+        return len(self.neutral) * _FLOAT_GROWTH <= self.limits.max_meta_bytes
 
     def error(self, path: str, problem: str) -> RemoteProtocolError:
         return RemoteProtocolError(f"{path}: {problem}", replica=self.replica)
@@ -683,7 +980,18 @@ class _Reader:
             self.expected(path, "a non-empty string", value)
         if self.check_text and not _is_text(value):
             self.fail(path, "a string holds a lone surrogate: it is not valid Unicode")
+        if len(value) > self.name_chars:
+            size = _utf8_size(value)
+            if size > self.limits.max_name_bytes:
+                self.fail(
+                    path, f"{size} bytes of UTF-8, over max_name_bytes={self.limits.max_name_bytes}"
+                )
         return value
+
+    def replicas(self, value: list[Any], path: str) -> None:
+        """Fail if the list ``value`` names more replicas than ``max_replicas``."""
+        if len(value) > self.limits.max_replicas:
+            self.fail(path, f"{len(value)} replicas, over max_replicas={self.limits.max_replicas}")
 
     def ref(self, value: object, path: str) -> ReplicaRef:
         if type(value) is not list or len(value) != 2:
@@ -696,6 +1004,7 @@ class _Reader:
     def items(self, value: object, path: str, shape: str) -> list[Any]:
         if type(value) is not list:
             self.expected(path, "an array", value)
+        self.replicas(value, path)
         for i, item in enumerate(value):
             if type(item) is not list or len(item) != 3:
                 self.expected(f"{path}[{i}]", shape, item)
@@ -777,7 +1086,10 @@ class _Reader:
         result: dict[ReplicaRef, dict[int, Entry]] = {}
         empty: frozenset[int] = frozenset()
         new_entry = tuple.__new__  # Entry's own __new__ does just this, one call slower
-        for i, (name, vsn, entries) in enumerate(self.items(value, path, "[name, vsn, entries]")):
+        groups = self.items(value, path, "[name, vsn, entries]")
+        conn_chars, topic_chars, key_chars = self.identity_chars
+        flat_items, identities_fit = self.entry_bounds() if groups else (0, False)
+        for i, (name, vsn, entries) in enumerate(groups):
             where = f"{path}[{i}]"
             owner = self.ref_of(name, vsn, where)
             if owner in result:
@@ -793,44 +1105,53 @@ class _Reader:
                 self.expected(f"{where}.entries", "an array", entries)
             rows: dict[int, Entry] = {}
             for j, item in enumerate(entries):
+                if type(item) is not list or len(item) != 5:
+                    self.expected(f"{where}.entries[{j}]", "[clock, conn, topic, key, meta]", item)
+                clock, conn, topic, key, meta = item
                 # The hot path: one test of everything, the diagnosis only when it fails.
-                if type(item) is list and len(item) == 5:
-                    clock, conn, topic, key, meta = item
-                    if (
-                        type(clock) is int
-                        and 0 < clock <= MAX_WIRE_INT
-                        and (first < clock <= upto or clock in cloud)
-                        and clock not in rows
-                        and type(conn) is str
-                        and type(topic) is str
-                        and type(key) is str
-                        and type(meta) is dict
-                    ):
-                        if not _CONTAINERS.isdisjoint(map(type, meta.values())):
-                            try:
-                                meta = copy_meta(meta)
-                            except LocalProtocolError as exc:
-                                problem = exc.message
-                                if len(problem) > 200:  # the path of a deep meta
-                                    problem = f"{problem[:100]}...{problem[-100:]}"
-                                raise self.error(f"{where}.entries[{j}].meta", problem) from exc
-                        rows[clock] = new_entry(Entry, (topic, key, conn, meta, owner, clock))
-                        continue
-                self.bad_entry(item, f"{where}.entries[{j}]", owner, (first, upto), cloud, rows)
+                if not (
+                    type(clock) is int
+                    and 0 < clock <= MAX_WIRE_INT
+                    and (first < clock <= upto or clock in cloud)
+                    and clock not in rows
+                    and type(conn) is str
+                    and type(topic) is str
+                    and type(key) is str
+                    and type(meta) is dict
+                    and (
+                        identities_fit
+                        or (
+                            len(conn) <= conn_chars
+                            and len(topic) <= topic_chars
+                            and len(key) <= key_chars
+                        )
+                    )
+                ):
+                    self.check_entry(
+                        item, f"{where}.entries[{j}]", owner, (first, upto), cloud, rows
+                    )
+                if len(meta) > flat_items or not _CONTAINERS.isdisjoint(map(type, meta.values())):
+                    meta = self.meta(meta, f"{where}.entries[{j}].meta")
+                else:
+                    meta = FrozenDict(meta)
+                rows[clock] = new_entry(Entry, (topic, key, conn, meta, owner, clock))
             result[owner] = rows
         return result
 
-    def bad_entry(
+    def check_entry(
         self,
-        item: object,
+        item: list[Any],
         path: str,
         owner: ReplicaRef,
         span: tuple[int, int],
         cloud: frozenset[int],
         rows: dict[int, Entry],
-    ) -> NoReturn:
-        if type(item) is not list or len(item) != 5:
-            self.expected(path, "[clock, conn, topic, key, meta]", item)
+    ) -> None:
+        """Fail on what is wrong with an entry the hot path held back.
+
+        Returns only if nothing is: its identity strings had enough characters to need measuring
+        in UTF-8 bytes, and are within their limits.
+        """
         clock = self.number(item[0], f"{path}.clock", 1)
         if clock in rows:
             self.fail(f"{path}.clock", f"duplicate dot {clock} of {_ref_text(owner)}")
@@ -839,11 +1160,47 @@ class _Reader:
                 self.expected(f"{path}.{field}", "a string", item[index])
         if type(item[4]) is not dict:
             self.expected(f"{path}.meta", "an object", item[4])
-        self.fail(
-            f"{path}.clock",
-            f"dot {clock} of {_ref_text(owner)} is outside what the payload has seen "
-            f"({_seen_text(span)}, clouds {'without it' if cloud else 'empty'})",
-        )
+        first, upto = span
+        if not (first < clock <= upto or clock in cloud):
+            self.fail(
+                f"{path}.clock",
+                f"dot {clock} of {_ref_text(owner)} is outside what the payload has seen "
+                f"({_seen_text(span)}, clouds {'without it' if cloud else 'empty'})",
+            )
+        limits = self.limits
+        for index, field, limit in (
+            (1, "conn", limits.max_conn_bytes),
+            (2, "topic", limits.max_topic_bytes),
+            (3, "key", limits.max_key_bytes),
+        ):
+            size = _utf8_size(item[index])
+            if size > limit:
+                self.fail(
+                    f"{path}.{field}", f"{size} bytes of UTF-8, over max_{field}_bytes={limit}"
+                )
+
+    def meta(self, meta: dict[str, Any], path: str) -> FrozenDict:
+        """A meta the hot path could not take as it is: nested, or with many items.
+
+        A nested meta goes through :func:`copy_meta` (its depth); either is measured as compact
+        JSON unless the message is too :meth:`small` to hold a meta over the limit.
+        """
+        if _CONTAINERS.isdisjoint(map(type, meta.values())):
+            frozen = FrozenDict(meta)
+        else:
+            try:
+                frozen = copy_meta(meta)
+            except LocalProtocolError as exc:
+                problem = exc.message
+                if len(problem) > 200:  # the path of a deep meta
+                    problem = f"{problem[:100]}...{problem[-100:]}"
+                raise self.error(path, problem) from exc
+        if not self.small():
+            limit = self.limits.max_meta_bytes
+            size = _json_size(meta)  # the parsed plain dict: the encoder's fast path, same JSON
+            if size > limit:
+                self.fail(path, f"{size} bytes as compact JSON, over max_meta_bytes={limit}")
+        return frozen
 
     # -------------------------------------------------------------- payloads
 
@@ -885,6 +1242,7 @@ class _Reader:
     ) -> dict[ReplicaRef, tuple[int, int]]:
         if type(value) is not list:
             self.expected(path, "an array", value)
+        self.replicas(value, path)
         result: dict[ReplicaRef, tuple[int, int]] = {}
         for i, item in enumerate(value):
             where = f"{path}[{i}]"

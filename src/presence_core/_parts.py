@@ -28,14 +28,22 @@ Sizes are measured, not guessed: the whole message is encoded first (most messag
 is their only encoding). One that does not is cut into as many even runs as its size asks for,
 with a margin; a part that still does not fit (entries of uneven size) is cut in two until it
 does, and only then are the parts numbered, so that ``part`` and ``parts`` are final.
+
+Dots count too: a decoder refuses a message whose clouds expand to more than ``max_dots`` dots
+(:func:`~presence_core.decode_message`), and a window of many joins and leaves can hold far more
+dots than bytes (one run ``[[1,200000]]`` is 200,000 dots in 12 bytes). So a message fits when
+both its encoding and its dots do; a run of cloud dots longer than ``max_dots`` is cut into runs
+of at most ``max_dots`` (each its own unit), and a part is cut further before a unit that would
+take its dots over ``max_dots``.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
-from ._codec import encode_unlimited
+from ._codec import DEFAULT_MAX_DOTS, encode_unlimited
 from ._errors import LimitExceeded, LocalProtocolError
 from ._messages import Heartbeat, Message, TransferAck
 from ._state import Delta, Entry, Snapshot, SnapshotPart, _trusted
@@ -57,12 +65,18 @@ Cover = dict[ReplicaRef, tuple[int, int]]
 """Per owner, the dots ``(after, upto]`` one part covers."""
 
 
-def encode_parts(message: Message, *, max_bytes: int) -> list[tuple[Message, bytes]]:
-    """Encode ``message`` as one message or, if it does not fit ``max_bytes``, as parts that do.
+def encode_parts(
+    message: Message, *, max_bytes: int, max_dots: int = DEFAULT_MAX_DOTS
+) -> list[tuple[Message, bytes]]:
+    """Encode ``message`` as one message or, if it does not fit, as parts that do.
+
+    A message fits when its encoding is at most ``max_bytes`` and its clouds hold at most
+    ``max_dots`` dots: what :func:`~presence_core.decode_message` accepts with the same limits.
 
     Args:
         message: the message.
         max_bytes: the largest encoding allowed for each part.
+        max_dots: the most cloud dots each part may hold (the receivers' ``max_dots``).
 
     Returns:
         ``(message, data)`` pairs, in order: the message itself when it fits, else its parts
@@ -72,32 +86,44 @@ def encode_parts(message: Message, *, max_bytes: int) -> list[tuple[Message, byt
         LimitExceeded: the message cannot be split to fit (it carries no payload, or one entry
             or dot run with the fields every part repeats is larger than ``max_bytes``).
         LocalProtocolError: as :func:`~presence_core.encode_message` raises it, or
-            ``max_bytes`` is not an int >= 1.
+            ``max_bytes`` or ``max_dots`` is not an int >= 1.
     """
     if type(max_bytes) is not int or max_bytes < 1:
         raise LocalProtocolError(f"max_bytes must be an int >= 1, not {max_bytes!r}")
+    if type(max_dots) is not int or max_dots < 1:
+        raise LocalProtocolError(f"max_dots must be an int >= 1, not {max_dots!r}")
     data = encode_unlimited(message)
-    if len(data) <= max_bytes:
-        return [(message, data)]
     payload = _payload(message)
-    if payload is None or _unit_count(payload) < 2:
+    dots = 0 if payload is None else _dot_count(payload)
+    if len(data) <= max_bytes and dots <= max_dots:
+        return [(message, data)]
+    # A payload holding more dots than max_dots has at least two units (runs are cut at
+    # max_dots), so a message that cannot be cut is always one too large in bytes.
+    if payload is None or _unit_count(payload, max_dots) < 2:
         raise _too_large(message, len(data), max_bytes)
-    pieces = _split(payload, -(-len(data) // int(max_bytes * _FILL)))
+    count = max(
+        -(-len(data) // max(1, int(max_bytes * _FILL))), -(-dots // max(1, int(max_dots * _FILL)))
+    )
+    pieces = _split(payload, count, max_dots)
     encoded = [_numbered(message, piece, i, len(pieces)) for i, piece in enumerate(pieces)]
-    if all(len(data) <= max_bytes for _, data in encoded):
+    if all(
+        len(data) <= max_bytes and _dot_count(piece) <= max_dots
+        for piece, (_, data) in zip(pieces, encoded, strict=True)
+    ):
         return encoded
-    # Entries of uneven size: cut what does not fit in two until everything does, then number.
+    # Entries of uneven size, or dots unevenly spread: cut what does not fit in two until
+    # everything does, then number.
     fitting: list[Payload] = []
     pending = list(reversed(pieces))
     while pending:
         piece = pending.pop()
         size = len(encode_unlimited(_wrap(message, piece, _WIDEST_NUMBER - 1, _WIDEST_NUMBER)))
-        if size <= max_bytes:
+        if size <= max_bytes and _dot_count(piece) <= max_dots:
             fitting.append(piece)
-        elif _unit_count(piece) < 2:
+        elif _unit_count(piece, max_dots) < 2:  # one unit holds at most max_dots dots
             raise _too_large(message, size, max_bytes)
         else:
-            pending.extend(reversed(_split(piece, 2)))
+            pending.extend(reversed(_split(piece, 2, max_dots)))
     return [_numbered(message, piece, i, len(fitting)) for i, piece in enumerate(fitting)]
 
 
@@ -138,8 +164,13 @@ def _numbered(message: Message, payload: Payload, part: int, parts: int) -> tupl
     return numbered, encode_unlimited(numbered)
 
 
-def _unit_count(payload: Payload) -> int:
-    return len(_Units(payload).units)
+def _unit_count(payload: Payload, run_cap: int) -> int:
+    return len(_Units(payload, run_cap).units)
+
+
+def _dot_count(payload: Payload) -> int:
+    """The dots of ``payload``'s clouds: what a decoder counts against its ``max_dots``."""
+    return sum(map(len, payload.clouds.values()))
 
 
 # ---------------------------------------------------------------------------------- cutting
@@ -150,36 +181,60 @@ class _Units:
 
     A unit sits at a dot (an entry at its clock, a run at its last dot), and units are ordered
     by owner, then dot. A cut after a unit ends an interval there; the next interval of that
-    owner starts just after it, so a run is never cut and an entry travels with its dot.
+    owner starts just after it, so a unit is never cut and an entry travels with its dot. A run
+    longer than ``run_cap`` dots is several units of at most ``run_cap`` dots each.
+
+    ``weights`` are the cloud dots each unit brings to a part: a run its length, an entry 1 if
+    its dot is in the clouds (a delta's always is), else 0.
     """
 
-    __slots__ = ("clouds", "rows", "units")
+    __slots__ = ("clouds", "rows", "units", "weights")
 
-    def __init__(self, payload: Payload) -> None:
+    def __init__(self, payload: Payload, run_cap: int) -> None:
         self.rows = {owner: sorted(rows) for owner, rows in payload.values.items()}
         self.clouds = {owner: sorted(dots) for owner, dots in payload.clouds.items()}
-        positions: dict[ReplicaRef, list[int]] = {}
+        positions: dict[ReplicaRef, list[tuple[int, int]]] = {}
         for owner, clocks in self.rows.items():
-            positions[owner] = list(clocks)
+            cloud = payload.clouds.get(owner, frozenset())
+            positions[owner] = [(clock, 1 if clock in cloud else 0) for clock in clocks]
         for owner, dots in self.clouds.items():
             held = payload.values.get(owner, {})
             run_ends = positions.setdefault(owner, [])
+            run = 0  # the dots of the current run so far
             for index, dot in enumerate(dots):
                 if dot in held:
                     continue
+                run += 1
                 following = dots[index + 1] if index + 1 < len(dots) else None
-                if following != dot + 1 or following in held:
-                    run_ends.append(dot)
+                if run == run_cap or following != dot + 1 or following in held:
+                    run_ends.append((dot, run))
+                    run = 0
             run_ends.sort()
-        self.units = [(owner, dot) for owner in sorted(positions) for dot in positions[owner]]
+        ordered = [(owner, unit) for owner in sorted(positions) for unit in positions[owner]]
+        self.units = [(owner, dot) for owner, (dot, _) in ordered]
+        self.weights = [weight for _, (_, weight) in ordered]
 
 
-def _split(payload: Payload, pieces: int) -> list[Payload]:
-    """``payload`` cut into at most ``pieces`` parts of about as many units each."""
-    cut = _Units(payload)
-    units = cut.units
+def _split(payload: Payload, pieces: int, max_dots: int) -> list[Payload]:
+    """``payload`` cut into at least ``pieces`` parts of about as many units each.
+
+    A part holding more than ``max_dots`` dots is cut further, before a unit that would take it
+    over, so there may be more parts than ``pieces``, but none holds too many dots.
+    """
+    cut = _Units(payload, max_dots)
+    units, weights = cut.units, cut.weights
     count = max(1, min(pieces, len(units)))
-    bounds = [len(units) * i // count for i in range(count + 1)]
+    even = [len(units) * i // count for i in range(count + 1)]
+    bounds = [0]
+    for start, end in pairwise(even):
+        dots = 0
+        for index in range(start, end):
+            if dots + weights[index] > max_dots:
+                bounds.append(index)
+                dots = 0
+            dots += weights[index]
+        bounds.append(end)
+    count = len(bounds) - 1
     last_chunk: dict[ReplicaRef, int] = {}  # the last chunk holding units of each owner
     for chunk in range(count):
         for owner, _ in units[bounds[chunk] : bounds[chunk + 1]]:

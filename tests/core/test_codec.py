@@ -12,17 +12,24 @@ Three layers:
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import re
+import subprocess
+import sys
+import tracemalloc
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import make_tracker
 from presence_core import (
+    ConfigurationError,
     Delta,
     Entry,
     JSONValue,
@@ -35,10 +42,15 @@ from presence_core import (
     SnapshotPart,
 )
 from presence_core._codec import (
+    _LONG_RUNS,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DOTS,
+    MAX_NESTING,
     MAX_WIRE_INT,
     WIRE_VERSION,
+    DecodeLimits,
+    _neutral,
+    _scalar_bounds,
     decode_message,
     encode_message,
 )
@@ -50,7 +62,7 @@ from presence_core._messages import (
     TransferAck,
     TransferRequest,
 )
-from presence_core._meta import MAX_DEPTH, copy_meta
+from presence_core._meta import MAX_DEPTH, FrozenDict, copy_meta
 from presence_core._parts import encode_parts
 from presence_core._state import _trusted
 
@@ -94,6 +106,11 @@ def unchecked(cls: type[M], **fields: object) -> M:
     for name, value in fields.items():
         object.__setattr__(message, name, value)
     return message
+
+
+def unchecked_entry(*fields: Any) -> Entry:
+    """An entry built past its constructor's checks (as the state and the codec build them)."""
+    return tuple.__new__(Entry, fields)
 
 
 @st.composite
@@ -299,7 +316,9 @@ def check_real_classes(message: Message) -> None:
         )
         for owner, rows in payload.values.items():
             assert type(owner) is ReplicaRef
-            assert all(type(entry) is Entry and type(entry.meta) is dict for entry in rows.values())
+            assert all(
+                type(entry) is Entry and type(entry.meta) is FrozenDict for entry in rows.values()
+            )
 
 
 def decodes_or_rejects(data: bytes) -> Message | None:
@@ -711,14 +730,20 @@ def entry_delta(
             ),
             r"transfer_ack\.payload\.clouds: dots are ints from 1",
         ),
-        (entry_delta(Entry("t", "k", "c", {}, A, 0), {A: frozenset({1})}), "cannot be sent"),
+        (
+            entry_delta(unchecked_entry("t", "k", "c", {}, A, 0), {A: frozenset({1})}),
+            "cannot be sent",
+        ),
         (
             entry_delta(Entry("t", "k", "c", {}, A, 2), {A: frozenset({1})}),
             "must have seen its dot",
         ),
-        (entry_delta(Entry("t", 5, "c", {}, A, 1)), "conn, topic and key are str"),  # type: ignore[arg-type]
-        (entry_delta(Entry("t", "k", "c", {"x": float("nan")}, A, 1)), "not JSON-compatible"),
-        (entry_delta(Entry("t", "k", "c", {"x": {1, 2}}, A, 1)), "not JSON-compatible"),  # type: ignore[dict-item]
+        (entry_delta(unchecked_entry("t", 5, "c", {}, A, 1)), "conn, topic and key are str"),
+        (
+            entry_delta(unchecked_entry("t", "k", "c", {"x": float("nan")}, A, 1)),
+            "not JSON-compatible",
+        ),
+        (entry_delta(unchecked_entry("t", "k", "c", {"x": {1, 2}}, A, 1)), "not JSON-compatible"),
         (entry_delta(Entry("t", "\ud800", "c", {}, A, 1)), "not valid Unicode"),
         (entry_delta(Entry("t", "k", "c", {"\udfff": 1}, A, 1)), "not valid Unicode"),
         (
@@ -812,9 +837,9 @@ def test_duplicate_object_keys() -> None:
 
 def test_deep_nesting() -> None:
     data = b"[" * 100_000 + b"]" * 100_000
-    assert rejected(data).message == "message: not valid JSON: it nests too deeply"
+    assert rejected(data).message == DEEP
     data = b'{"v":1,"a":' * 50_000 + b"1" + b"}" * 50_000
-    assert rejected(data).message == "message: not valid JSON: it nests too deeply"
+    assert rejected(data).message == DEEP
 
 
 def test_huge_integers() -> None:
@@ -1242,7 +1267,7 @@ def test_max_dots() -> None:
     document["delta"]["clouds"][0][2] = [[1, 9_000_000_000_000_000_000]]
     error = rejected(document)
     assert error.message == (
-        "heartbeat.delta.clouds[0].runs[0]: the message holds more than max_dots=1000000 dots"
+        "heartbeat.delta.clouds[0].runs[0]: the message holds more than max_dots=65536 dots"
     )
     assert error.replica == "node-a"
     # The limit is on the whole message, summed over runs and replicas.
@@ -1462,3 +1487,735 @@ def test_error_messages_stay_short() -> None:
     document = heartbeat_doc()
     document["zzz" * 10_000] = 1
     assert len(rejected(document).message) < 200
+
+
+# ------------------------------------------------------------------------------------ nesting
+
+DEEP = f"message: not valid JSON: it nests deeper than {MAX_NESTING} levels"
+
+QUOTE, BACKSLASH = ord('"'), ord("\\")
+
+
+def parser_depth(data: bytes) -> int:
+    """The deepest a JSON parser can get in ``data`` before it must stop: an upper bound.
+
+    Brackets outside strings, as a parser lexes them (a backslash in a string escapes the next
+    byte), up to where no JSON parser goes on: a backslash outside a string, or a bracket that
+    closes nothing.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == BACKSLASH:
+                escaped = True
+            elif byte == QUOTE:
+                in_string = False
+        elif byte == QUOTE:
+            in_string = True
+        elif byte == BACKSLASH:
+            break
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            if depth == 0:
+                break
+            depth -= 1
+    return deepest
+
+
+def json_depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(json_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(json_depth, value), default=0)
+    return 0
+
+
+def too_deep(data: bytes) -> bool:
+    """Whether decoding ``data`` stops at the nesting scan, before the parser."""
+    try:
+        decode_message(data)
+    except RemoteProtocolError as exc:
+        return exc.message == DEEP
+    return False
+
+
+@pytest.mark.parametrize("levels", [1, MAX_NESTING - 1, MAX_NESTING])
+@pytest.mark.parametrize(("open_", "close"), [("[", "]"), ('{"a":', "}")])
+def test_nesting_up_to_the_limit_reaches_the_parser(levels: int, open_: str, close: str) -> None:
+    inner = "[]" if open_ == "[" else "{}"
+    data = (open_ * (levels - 1) + inner + close * (levels - 1)).encode()
+    assert json_depth(json.loads(data)) == levels
+    assert not too_deep(data)
+    assert rejected(data).message != DEEP
+    deeper = open_.encode() + data + close.encode()
+    assert json_depth(json.loads(deeper)) == levels + 1
+    assert too_deep(deeper) is (levels + 1 > MAX_NESTING)
+
+
+def stack_depth() -> int:
+    frame, depth = sys._getframe(), 1
+    while frame.f_back is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="from 3.12 the C parser has a recursion limit of its own"
+)
+def test_a_caller_deep_in_its_stack_gets_a_remote_protocol_error() -> None:
+    """Up to 3.11 the parser's levels count against the Python recursion limit: a document that
+    passes the nesting scan can still exhaust what is left of it."""
+    data = b"[" * (MAX_NESTING - 4) + b"]" * (MAX_NESTING - 4)
+    assert not too_deep(data)
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(stack_depth() + 30)
+    try:
+        with pytest.raises(RemoteProtocolError) as info:
+            decode_message(data)
+    finally:
+        sys.setrecursionlimit(old)
+    assert info.value.message == "message: not valid JSON: it nests too deeply"
+    assert isinstance(info.value.__cause__, RecursionError)
+
+
+def test_a_recursion_error_in_the_parser_is_a_remote_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same on every version (from 3.12, no document the nesting scan lets through gets the
+    parser anywhere near its own limit, so the parser is made to raise)."""
+
+    class Exhausted:
+        def decode(self, text: str) -> object:
+            raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr("presence_core._codec._DECODER", Exhausted())
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_message(b"[[]]")
+    assert info.value.message == "message: not valid JSON: it nests too deeply"
+    assert isinstance(info.value.__cause__, RecursionError)
+
+
+def test_a_valid_message_nests_well_within_the_limit() -> None:
+    # The envelope puts a meta 6 levels down; a meta nests MAX_DEPTH levels at most.
+    document = heartbeat_doc()
+    document["delta"]["values"][0][2][0][4] = nested(MAX_DEPTH)
+    assert json_depth(document) == 6 + MAX_DEPTH < MAX_NESTING
+    assert isinstance(decode_message(raw(document)), Heartbeat)
+    # A meta a few levels too deep is still refused by its path, not by the nesting scan.
+    document["delta"]["values"][0][2][0][4] = nested(MAX_NESTING - 6)
+    assert "entries[0].meta: meta['level']" in rejected(document).message
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        ('["' + "[" * 1000 + '"]', False),  # brackets in a string are text
+        ('{"' + "{" * 1000 + '":1}', False),  # in a key too
+        ('["\\"' + "[" * 1000 + '"]', False),  # an escaped quote does not end the string
+        ('["\\\\\\"' + "[" * 1000 + '"]', False),  # nor one after an escaped backslash
+        ('["\\\\",' + "[" * 100 + "]" * 100 + "]", True),  # an escaped backslash does not escape
+        ('["\\u005c",' + "[" * 100 + "]" * 100 + "]", True),  # nor does \u005c (a backslash)
+        ("[" * 40 + '"' + "[" * 100, False),  # unterminated: the rest is in the string
+        ("[" * 100 + "}" * 100, True),  # wrong closing brackets past the limit: refused anyway
+        ("]" * 100 + "[" * 65, True),  # a closing bracket first: not JSON, refused anyway
+        ("[[]" * 100 + "]" * 100, True),  # no run of 65 "[", but 101 levels
+        ("[" + "[]," * 100_000 + "[]]", False),  # wide, not deep
+        ('["[",' * 100 + "0" + "]" * 100, True),  # strings with brackets between real ones
+        ('["]",' * 100 + "0" + "]" * 100, True),
+        ('{"":' * 65 + "0" + "}" * 65, True),
+    ],
+)
+def test_the_nesting_scan_reads_strings_as_the_parser_does(text: str, deep: bool) -> None:
+    data = text.encode()
+    assert too_deep(data) is deep
+    if not deep:
+        assert parser_depth(data) <= MAX_NESTING
+
+
+scan_pieces = st.sampled_from(
+    ["[", "]", "{", "}", '"', "\\", "\\\\", '\\"', "a", ",", "[" * 30, "]" * 30, '"[[[["', "]]]]"]
+)
+
+
+@given(st.lists(scan_pieces, max_size=60).map("".join))
+def test_the_nesting_scan_never_lets_a_deep_text_through(text: str) -> None:
+    data = text.encode()
+    if not too_deep(data):
+        assert parser_depth(data) <= MAX_NESTING
+
+
+json_texts = st.text(st.sampled_from([*'[]{}"\\/ab', "\n", "é", "\u2028", "😀"]), max_size=6)
+shallow_json: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.integers() | json_texts,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(json_texts, children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def deep_json(draw: st.DrawFn) -> Any:
+    """A JSON value wrapped in about MAX_NESTING levels of arrays and objects."""
+    value = draw(shallow_json)
+    for _ in range(draw(st.integers(MAX_NESTING - 8, MAX_NESTING + 2))):
+        if draw(st.booleans()):
+            value = [draw(shallow_json), value] if draw(st.booleans()) else [value]
+        else:
+            value = {draw(json_texts): value}
+    return value
+
+
+@given(deep_json(), st.booleans(), st.sampled_from([None, 1]))
+def test_the_nesting_scan_is_exact_on_json(
+    value: Any, ascii_only: bool, indent: int | None
+) -> None:
+    data = json.dumps(value, ensure_ascii=ascii_only, indent=indent).encode()
+    assert too_deep(data) is (json_depth(value) > MAX_NESTING)
+
+
+CHILD = """
+import resource, sys, threading
+from presence_core import RemoteProtocolError, decode_message
+
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+sys.setrecursionlimit(10**6)
+threading.stack_size(256 * 1024)
+half = 512 * 1024
+documents = [
+    b"[" * half + b"]" * half,
+    b"[" * (2 * half),
+    b'{"a":' * (2 * half // 5),
+    (b'["x",{"k":' * (2 * half // 10))[: 2 * half],
+]
+outcomes = []
+
+
+def decode_all():
+    for data in documents:
+        assert len(data) <= 2 * half
+        try:
+            decode_message(data)
+        except RemoteProtocolError as exc:
+            outcomes.append(exc.message)
+
+
+thread = threading.Thread(target=decode_all)
+thread.start()
+thread.join()
+print("\\n".join(outcomes))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the resource module is Unix only")
+def test_deep_nesting_cannot_crash_the_process() -> None:
+    """With the recursion limit raised and a small stack, the JSON parser alone segfaults."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [DEEP] * 4
+
+
+# ---------------------------------------------------------------------------- rejection cost
+
+COST_MULTIPLE = 50
+"""Refusing a message never takes more traced memory than this many times its size."""
+
+
+def _filled(head: bytes, item: bytes, tail: bytes) -> bytes:
+    """``head``, ``item`` repeated (with commas) and ``tail``, up to DEFAULT_MAX_BYTES."""
+    count = (DEFAULT_MAX_BYTES - len(head) - len(tail) + 1) // (len(item) + 1)
+    return head + b",".join([item] * count) + tail
+
+
+def _refused_delta(clouds: bytes, values: bytes = b"") -> bytes:
+    """A heartbeat with these clouds and values, refused at its last entry (a topic of 0)."""
+    bad = b'["b",1,[[1,"c",0,"k",{}]]]'
+    return (
+        b'{"v":1,"type":"heartbeat","sender":["a",1],"own":1,"clock":[],"delta":{'
+        b'"replica":["a",1],"start":[],"end":[],"clouds":'
+        + clouds
+        + b',"values":['
+        + (values + b"," if values else b"")
+        + bad
+        + b"]}}"
+    )
+
+
+def _entries(count: int) -> bytes:
+    return (
+        b'["a",1,['
+        + b",".join(
+            b'[%d,"c%d","room","k%d",{"phx_ref":"F%d","n":1}]' % (i, i, i, i)
+            for i in range(1, count + 1)
+        )
+        + b"]]"
+    )
+
+
+def _one_dot_runs(count: int) -> bytes:
+    return b'[["a",1,[' + b",".join(b"[%d,%d]" % (i, i) for i in range(1, 2 * count, 2)) + b"]]]"
+
+
+WORST: dict[str, Callable[[], bytes]] = {
+    "deep brackets": lambda: b"[" * (DEFAULT_MAX_BYTES // 2) + b"]" * (DEFAULT_MAX_BYTES // 2),
+    "deep, interleaved": lambda: (
+        b"[[]" * (DEFAULT_MAX_BYTES // 4) + b"]" * (DEFAULT_MAX_BYTES // 4)
+    ),
+    "as deep as allowed": lambda: _filled(
+        b"[", b"[" * (MAX_NESTING - 1) + b"]" * (MAX_NESTING - 1), b"]"
+    ),
+    "tiny arrays": lambda: _filled(b"[", b"[]", b"]"),
+    "tiny objects": lambda: _filled(b"[", b"{}", b"]"),
+    "small nested arrays": lambda: _filled(b"[", b"[[[[]]]]", b"]"),
+    "objects of one key": lambda: _filled(b"[", b'{"a":0}', b"]"),
+    "short strings": lambda: _filled(b"[", b'"ab"', b"]"),
+    "floats": lambda: _filled(b"[", b"1.5", b"]"),
+    "ints near the digit limit": lambda: _filled(b"[", b"9" * 4300, b"]"),
+    "distinct keys": lambda: (
+        b"{" + b",".join(b'"k%d":0' % i for i in range(DEFAULT_MAX_BYTES // 12)) + b"}"
+    ),
+    "duplicate keys": lambda: _filled(b"{", b'"a":1', b"}"),
+    "escapes": lambda: b'["' + b"\\u0041" * ((DEFAULT_MAX_BYTES - 4) // 6) + b'"]',
+    "escaped backslashes": lambda: b'["' + b"\\\\" * ((DEFAULT_MAX_BYTES - 4) // 2) + b'"]',
+    "lone surrogates": lambda: b'["' + b"\\ud800" * ((DEFAULT_MAX_BYTES - 4) // 6) + b'"]',
+    "max_dots in one run": lambda: _refused_delta(b'[["a",1,[[1,%d]]]]' % DEFAULT_MAX_DOTS),
+    "max_dots in runs of one": lambda: _refused_delta(_one_dot_runs(DEFAULT_MAX_DOTS)),
+    "runs past max_dots": lambda: _refused_delta(_one_dot_runs(70_000)),
+    "replicas past max_replicas": lambda: (
+        b'{"v":1,"type":"transfer_request","request_id":1,"sender":["a",1],"clock":['
+        + b",".join(b'["n%d",0,0]' % i for i in range(60_000))
+        + b"]}"
+    ),
+    "entries, the last one wrong": lambda: _refused_delta(
+        b'[["a",1,[[1,15000]]]]', _entries(15_000)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WORST))
+def test_refusing_the_worst_inputs_costs_a_bounded_multiple_of_their_size(name: str) -> None:
+    data = WORST[name]()
+    assert len(data) <= DEFAULT_MAX_BYTES
+    # Whitespace after the document is JSON: every input is exactly as large as allowed.
+    data += b" " * (DEFAULT_MAX_BYTES - len(data))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        with pytest.raises(RemoteProtocolError):
+            decode_message(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < COST_MULTIPLE * len(data), f"{name}: {peak / len(data):.1f} times its size"
+
+
+# ------------------------------------------------------------------------------ remote limits
+
+
+def compact_size(meta: Mapping[str, Any]) -> int:
+    """A meta's size as ``Tracker.track`` measures it."""
+    return len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def test_decode_limits_are_the_trackers_own() -> None:
+    limits, config = DecodeLimits(), TrackerConfig()
+    assert limits.max_meta_bytes == config.max_meta_bytes
+    assert limits.max_conn_bytes == config.max_conn_bytes
+    assert limits.max_topic_bytes == config.max_topic_bytes
+    assert limits.max_key_bytes == config.max_key_bytes
+
+
+@pytest.mark.parametrize("field", [field.name for field in attrs.fields(DecodeLimits)])
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "3", None])
+def test_decode_limits_are_ints_of_at_least_one(field: str, bad: object) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{field} must be an int >= 1, not "):
+        DecodeLimits(**{field: bad})  # type: ignore[arg-type]
+    assert getattr(DecodeLimits(**{field: 1}), field) == 1
+
+
+def test_limits_must_be_decode_limits() -> None:
+    with pytest.raises(LocalProtocolError, match="limits must be a DecodeLimits, not dict"):
+        decode_message(b"{}", limits={"max_meta_bytes": 1})  # type: ignore[arg-type]
+
+
+def entries_heartbeat(*metas: str, topic: str = "t") -> bytes:
+    """A heartbeat whose delta holds one entry per meta, each written as the JSON text given."""
+    entries = ",".join(
+        f'[{i},"c{i}",{json.dumps(topic)},"k",{meta}]' for i, meta in enumerate(metas, 1)
+    )
+    return (
+        '{"v":1,"type":"heartbeat","sender":["a",1],"own":null,"clock":[],"delta":{'
+        f'"replica":["a",1],"start":[],"end":[],"clouds":[["a",1,[[1,{len(metas)}]]]],'
+        f'"values":[["a",1,[{entries}]]]}}}}'
+    ).encode()
+
+
+def meta_text(size: int) -> str:
+    """A flat meta that is ``size`` bytes as compact JSON."""
+    text = '{"phx_ref":"F1","pad":"' + "x" * (size - 25) + '"}'
+    assert compact_size(json.loads(text)) == size
+    return text
+
+
+@pytest.mark.parametrize("limit", [30, 100, 1000, DecodeLimits().max_meta_bytes])
+@pytest.mark.parametrize("others", [0, 1, 300])
+def test_a_meta_over_max_meta_bytes_is_refused(limit: int, others: int) -> None:
+    """At the limit is fine and one byte over is not, in small messages and in large ones."""
+    limits = DecodeLimits(max_meta_bytes=limit)
+    small = ['{"phx_ref":"F1"}'] * others
+    message = decode_message(entries_heartbeat(*small, meta_text(limit)), limits=limits)
+    assert isinstance(message, Heartbeat)
+    assert message.delta is not None
+    assert compact_size(message.delta.values[ReplicaRef("a", 1)][others + 1].meta) == limit
+    error = rejected_with(entries_heartbeat(*small, meta_text(limit + 1)), limits)
+    assert error.message == (
+        f"heartbeat.delta.values[0].entries[{others}].meta: {limit + 1} bytes as compact JSON, "
+        f"over max_meta_bytes={limit}"
+    )
+
+
+def test_past_so_many_long_strings_every_meta_and_identity_is_measured() -> None:
+    """Over _LONG_RUNS strings of 64 bytes or more, the scan stops listing them and bounds
+    nothing: no meta is taken unmeasured, no identity string cleared at once."""
+    limit = 300
+    limits = DecodeLimits(max_meta_bytes=limit)
+    long_metas = [meta_text(100)] * _LONG_RUNS  # a string of 75 bytes each
+    data = entries_heartbeat(*long_metas, meta_text(limit))
+    assert len(data) * 4 > limit  # too large to skip the scan
+    assert _scalar_bounds(_neutral(data), limit) == (-1, None)
+    message = decode_message(data, limits=limits)
+    assert isinstance(message, Heartbeat)
+    assert message.delta is not None
+    metas = [entry.meta for entry in message.delta.values[ReplicaRef("a", 1)].values()]
+    assert [compact_size(meta) for meta in metas] == [100] * _LONG_RUNS + [limit]
+    error = rejected_with(entries_heartbeat(*long_metas, meta_text(limit + 1)), limits)
+    assert error.message == (
+        f"heartbeat.delta.values[0].entries[{_LONG_RUNS}].meta: {limit + 1} bytes as compact "
+        f"JSON, over max_meta_bytes={limit}"
+    )
+    error = rejected_with(entries_heartbeat(*long_metas, topic="t" * 1025), DecodeLimits())
+    assert error.message == (
+        "heartbeat.delta.values[0].entries[0].topic: 1025 bytes of UTF-8, over max_topic_bytes=1024"
+    )
+
+
+def rejected_with(data: bytes, limits: DecodeLimits) -> RemoteProtocolError:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_message(data, limits=limits)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"f":[' + ",".join(["1e15"] * 60) + "]}",  # nested: always measured
+        "{" + ",".join(f'"k{i}":1e15' for i in range(50)) + "}",  # flat, with many items
+    ],
+)
+def test_a_meta_growing_as_compact_json_is_measured(text: str) -> None:
+    """Floats written short come back long: ``1e15,`` is 5 bytes, and 19 as compact JSON."""
+    meta = json.loads(text)
+    assert len(text) < 1000 < compact_size(meta)
+    error = rejected_with(entries_heartbeat(text), DecodeLimits(max_meta_bytes=1000))
+    assert error.message.endswith(
+        f"{compact_size(meta)} bytes as compact JSON, over max_meta_bytes=1000"
+    )
+
+
+short_floats = st.sampled_from([1e15, -1e15, 1.5e15, 1e16, 1e22, 1e-7, 0.5, 1e300, 1234.5])
+meta_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | short_floats
+    | st.text(st.sampled_from([*'ab"\\/', "\n", "\x01", "é", "😀", "\u2028"]), max_size=12)
+)
+meta_values = st.recursive(
+    meta_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+metas_to_spell = st.dictionaries(st.text(max_size=4), meta_values, max_size=6)
+
+
+def spelled(value: Any, draw: st.DrawFn) -> str:
+    """``value`` as JSON, written one of several ways: floats short, strings escaped or not."""
+    space = draw(st.sampled_from(["", " ", "\n  "]))
+    if isinstance(value, dict):
+        items = [
+            f"{spelled(key, draw)}:{space}{spelled(item, draw)}" for key, item in value.items()
+        ]
+        return "{" + f",{space}".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + f",{space}".join(spelled(item, draw) for item in value) + "]"
+    if isinstance(value, float):
+        short = f"{value:g}".replace("e+", "e")
+        return short if float(short) == value and draw(st.booleans()) else repr(value)
+    return json.dumps(value, ensure_ascii=draw(st.booleans()))
+
+
+@st.composite
+def spelled_metas(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    meta = draw(metas_to_spell)
+    return meta, spelled(meta, draw)
+
+
+@given(
+    st.lists(spelled_metas(), min_size=1, max_size=4),
+    st.integers(0, 3),
+    st.integers(-2, 2),
+    st.sampled_from([1, 100, 300, 2000, 5000]),
+)
+def test_metas_are_refused_exactly_when_over_max_meta_bytes(
+    metas: list[tuple[dict[str, Any], str]], pick: int, delta: int, topic: int
+) -> None:
+    """Whatever the spelling: the cheap bounds never let an oversized meta through."""
+    sizes = [compact_size(meta) for meta, _ in metas]
+    limit = max(1, sizes[pick % len(sizes)] + delta)
+    limits = DecodeLimits(max_meta_bytes=limit, max_topic_bytes=10_000)
+    data = entries_heartbeat(*(text for _, text in metas), topic="t" * topic)
+    over = [i for i, size in enumerate(sizes) if size > limit]
+    outcome = decoded_or_refused(data, limits)
+    if over:
+        assert isinstance(outcome, RemoteProtocolError)
+        assert outcome.message == (
+            f"heartbeat.delta.values[0].entries[{over[0]}].meta: {sizes[over[0]]} bytes as "
+            f"compact JSON, over max_meta_bytes={limit}"
+        )
+    else:
+        assert isinstance(outcome, Heartbeat), outcome
+
+
+def decoded_or_refused(data: bytes, limits: DecodeLimits) -> Message | RemoteProtocolError:
+    try:
+        return decode_message(data, limits=limits)
+    except RemoteProtocolError as exc:
+        return exc
+
+
+@given(st.lists(spelled_metas(), min_size=1, max_size=3))
+def test_a_meta_grows_at_most_four_times_as_compact_json(
+    metas: list[tuple[dict[str, Any], str]],
+) -> None:
+    """Why a message of a quarter of max_meta_bytes is never measured."""
+    for meta, text in metas:
+        assert compact_size(meta) <= 4 * len(text.encode())
+
+
+IDENTITY = ["conn", "topic", "key"]
+
+
+@pytest.mark.parametrize("field", IDENTITY)
+@pytest.mark.parametrize(
+    ("value", "fits"),
+    [
+        ("x" * 256, True),  # a quarter of the limit in characters: never measured
+        ("x" * 1024, True),
+        ("x" * 1025, False),
+        ("é" * 512, True),
+        ("é" * 512 + "x", False),
+        ("😀" * 256, True),
+        ("😀" * 256 + "x", False),
+        ("é" * 1000, False),
+    ],
+)
+@pytest.mark.parametrize("others", [0, 200])
+def test_identity_strings_are_limited_in_utf8_bytes(
+    field: str, value: str, fits: bool, others: int
+) -> None:
+    """In small messages, and in large ones (where one scan may clear every string at once)."""
+    document = heartbeat_doc()
+    document["delta"]["values"][0][2][0][1 + IDENTITY.index(field)] = value
+    document["delta"]["values"].append(["node-b", 7, []])
+    for dot in range(1, others + 1):  # more entries, of short strings
+        document["delta"]["values"][1][2].append([dot, f"c{dot}", "room", f"k{dot}", {"n": dot}])
+    document["delta"]["clouds"].append(
+        ["node-b", 7, [[1, others]]] if others else ["node-b", 7, []]
+    )
+    if others:  # too large to skip the scan
+        assert len(raw(document)) * 4 > DecodeLimits().max_meta_bytes
+    if fits:
+        assert isinstance(decode_message(raw(document)), Heartbeat)
+        return
+    size = len(value.encode())
+    assert rejected(document).message == (
+        f"heartbeat.delta.values[0].entries[0].{field}: {size} bytes of UTF-8, "
+        f"over max_{field}_bytes=1024"
+    )
+
+
+def in_every_list(name: str) -> list[tuple[Message, str]]:
+    """Messages naming a replica ``name`` in each kind of place, and the path of the first."""
+    r = ReplicaRef(name, 1)
+    nothing: dict[ReplicaRef, Any] = {}
+    delta = Delta(replica=A, values={}, clouds=nothing, start=nothing, end=nothing)
+    return [
+        (GracefulPermdown(sender=r), "graceful_permdown.sender.name"),
+        (Heartbeat(sender=A, clock={r: 0}), "heartbeat.clock[0].name"),
+        (TransferRequest(request_id=1, sender=A, clock={r: 0}), "transfer_request.clock[0].name"),
+        (
+            Heartbeat(sender=A, clock={}, delta=attrs.evolve(delta, replica=r)),
+            "heartbeat.delta.replica.name",
+        ),
+        (
+            Heartbeat(sender=A, clock={}, delta=attrs.evolve(delta, clouds={r: {1}})),
+            "heartbeat.delta.clouds[0].name",
+        ),
+        (
+            TransferAck(request_id=1, sender=A, payload=attrs.evolve(delta, start={r: 0})),
+            "transfer_ack.payload.start[0].name",
+        ),
+        (
+            TransferAck(
+                request_id=1,
+                sender=A,
+                payload=Snapshot(replica=A, context={r: 1}, clouds={}, values={}),
+            ),
+            "transfer_ack.payload.context[0].name",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_replica_names_are_limited_in_utf8_bytes(index: int) -> None:
+    fits, _ = in_every_list("é" * 127 + "x")[index]  # 255 bytes
+    assert decode_message(encode_message(fits)) == fits
+    over, path = in_every_list("é" * 128)[index]  # 256 bytes
+    assert rejected(encode_message(over)).message == (
+        f"{path}: 256 bytes of UTF-8, over max_name_bytes=255"
+    )
+    assert decode_message(encode_message(over), limits=DecodeLimits(max_name_bytes=256)) == over
+
+
+def replicas(count: int) -> list[ReplicaRef]:
+    return [ReplicaRef(f"r{i}", 1) for i in range(count)]
+
+
+def listing(count: int) -> list[tuple[Message, str]]:
+    """Messages with ``count`` replicas in each kind of list, and the path of that list.
+
+    The owners of values and the replicas of ranges are checked too, but cannot be the first
+    list over the limit: every owner is in the clouds or the context, every range's replica in
+    the context, and those are read first.
+    """
+    refs = replicas(count)
+    context = dict.fromkeys(refs, 2)
+    delta = Delta(replica=A, values={}, clouds={}, start={}, end={})
+    full = Snapshot(replica=A, context=context, clouds={}, values={})
+    part = SnapshotPart(replica=A, context=context, ranges={}, clouds={}, values={})
+    return [
+        (Heartbeat(sender=A, clock=context), "heartbeat.clock"),
+        (TransferRequest(request_id=1, sender=A, clock=context), "transfer_request.clock"),
+        (
+            Heartbeat(sender=A, clock={}, delta=attrs.evolve(delta, clouds={r: {1} for r in refs})),
+            "heartbeat.delta.clouds",
+        ),
+        (
+            TransferAck(request_id=1, sender=A, payload=attrs.evolve(delta, start=context)),
+            "transfer_ack.payload.start",
+        ),
+        (
+            TransferAck(request_id=1, sender=A, payload=attrs.evolve(delta, end=context)),
+            "transfer_ack.payload.end",
+        ),
+        (TransferAck(request_id=1, sender=A, payload=full), "transfer_ack.payload.context"),
+        (
+            TransferAck(request_id=1, sender=A, payload=part, part=0, parts=2),
+            "transfer_ack.payload.context",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_each_list_names_at_most_max_replicas(index: int) -> None:
+    limits = DecodeLimits(max_replicas=4)
+    fits, _ = listing(4)[index]
+    assert decode_message(encode_message(fits), limits=limits) == fits
+    over, path = listing(5)[index]
+    assert rejected_with(encode_message(over), limits).message == (
+        f"{path}: 5 replicas, over max_replicas=4"
+    )
+
+
+def test_a_heartbeat_clock_counts_without_its_sender() -> None:
+    """The sender's own clock travels apart, in ``own``: the list holds the other replicas."""
+    clock = dict.fromkeys(replicas(4), 1)
+    message = Heartbeat(sender=A, clock={**clock, A: 3})
+    assert decode_message(encode_message(message), limits=DecodeLimits(max_replicas=4)) == message
+
+
+def test_what_a_tracker_sends_at_its_limits_is_accepted_and_one_byte_less_refuses_it() -> None:
+    tracker = make_tracker("a")
+    config = tracker.config
+    conn = "é" * (config.max_conn_bytes // 2)
+    topic = "😀" * (config.max_topic_bytes // 4)
+    key = "k" * config.max_key_bytes
+    pad = config.max_meta_bytes
+    while True:  # the largest meta track takes: exactly max_meta_bytes, phx_ref included
+        try:
+            tracker.track(conn=conn, topic=topic, key=key, meta={"pad": "x" * pad}, now=0.0)
+            break
+        except LimitExceeded:
+            pad -= 1
+    deadline = tracker.next_deadline()
+    assert deadline is not None
+    tracker.handle_timer(now=deadline)
+    (sent,) = [out for out in tracker.messages_to_send() if isinstance(out.message, Heartbeat)]
+    assert isinstance(sent.message, Heartbeat)
+    assert sent.message.delta is not None
+    (entry,) = sent.message.delta.entries()
+    assert compact_size(entry.meta) == config.max_meta_bytes
+    assert decode_message(sent.data) == sent.message
+    defaults = attrs.asdict(DecodeLimits())
+    for field in ("max_meta_bytes", "max_conn_bytes", "max_topic_bytes", "max_key_bytes"):
+        tighter = DecodeLimits(**{**defaults, field: defaults[field] - 1})
+        assert f"over {field}=" in rejected_with(sent.data, tighter).message
+
+
+long_texts = st.text(st.sampled_from([*'ab"\\', "\n", "é", "😀"]), max_size=5000)
+long_scalars = long_texts | st.integers(-(10**300), 10**300) | short_floats
+
+
+@st.composite
+def flat_metas_spelled(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    """A flat meta, now and then with a long string or number, written one of several ways."""
+    meta = draw(st.dictionaries(st.text(max_size=4), meta_scalars | long_scalars, max_size=40))
+    return meta, spelled(meta, draw)
+
+
+@given(
+    st.lists(flat_metas_spelled(), min_size=1, max_size=4),
+    st.lists(spelled_metas() | flat_metas_spelled(), max_size=3),
+    st.integers(1, 20_000),
+)
+def test_a_flat_meta_with_few_enough_items_always_fits(
+    flat: list[tuple[dict[str, Any], str]], others: list[tuple[dict[str, Any], str]], limit: int
+) -> None:
+    """The bounds that let a flat meta of few items and short strings go unmeasured are sound."""
+    data = ("[" + ",".join(text for _, text in [*flat, *others]) + "]").encode()
+    items, longest = _scalar_bounds(_neutral(data), limit)
+    for meta, _ in flat:
+        if len(meta) <= items:
+            assert compact_size(meta) <= limit
+    if longest is not None:
+        for meta, _ in [*flat, *others]:
+            for scalar in scalars(meta):
+                assert len(json.dumps(scalar, ensure_ascii=False).encode()) <= longest
+
+
+def scalars(value: Any) -> list[Any]:
+    """Every string (keys included), number and literal of a JSON value."""
+    if isinstance(value, dict):
+        return [*value, *(s for item in value.values() for s in scalars(item))]
+    if isinstance(value, list):
+        return [s for item in value for s in scalars(item)]
+    return [value]
