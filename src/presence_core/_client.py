@@ -20,6 +20,16 @@ function here returns the same information as :class:`Joined` and :class:`Left` 
 
 Unlike phoenix.js, nothing the caller passes in is modified: :func:`sync_state` and
 :func:`sync_diff` work on copies (a :class:`ClientView` owns its state and updates it in place).
+
+The metas here are plain, mutable ``dict`` objects, unlike the read-only metas of the replicated
+state: a client state is not replicated (changing it changes what this client shows, never what a
+replica stores or sends), each sync returns a fresh copy that is the caller's own, and copying
+pushes into frozen objects would cost a conversion per sync for nothing. Frozen metas passed in
+(a ``presence_diff_payload`` handed straight to :func:`sync_diff`) come out as plain copies.
+
+A push that does not have the expected shape raises :class:`~presence_core.RemoteProtocolError`
+(the server sent it); an argument no call could take (a chooser that is not callable, a join ref
+of the wrong type) raises :class:`~presence_core.InvalidArgument`.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._errors import LimitExceeded, LocalProtocolError, RemoteProtocolError
+from ._errors import InvalidArgument, LimitExceeded, RemoteProtocolError, shown
 
 __all__ = [
     "ClassifiedDiff",
@@ -111,7 +121,12 @@ def _presences(value: object, what: str) -> dict[str, dict[str, Any]]:
         for meta in presence["metas"]:
             if not isinstance(meta, Mapping):
                 raise RemoteProtocolError(f"{what}[{key!r}] metas must be objects")
-        result[key] = copy.deepcopy(dict(presence))
+        try:
+            result[key] = copy.deepcopy(dict(presence))
+        except (TypeError, ValueError, copy.Error, RecursionError) as exc:  # not JSON's values
+            raise RemoteProtocolError(
+                f"{what}[{key!r}] holds a value that cannot be copied: {exc}"
+            ) from None
     return result
 
 
@@ -124,9 +139,25 @@ def _diff(diff: object) -> tuple[ClientState, ClientState]:
     )
 
 
+def _matchable(ref: object) -> object:
+    """``ref`` as a key to match refs by: phoenix.js compares refs with ``===``, so a ref that is
+    an object or an array (never one a server sends) matches no other; here it gets a key of its
+    own instead of failing as unhashable. A number matches the same number, never its string nor
+    a boolean (``True == 1`` in Python, but ``true !== 1`` in JavaScript)."""
+    if ref is None or type(ref) is str:
+        return ref
+    if type(ref) is bool:
+        return (bool, ref)
+    try:
+        hash(ref)
+    except TypeError:
+        return object()
+    return ref
+
+
 def _ref(meta: Mapping[str, Any]) -> object:
     # Metas without a phx_ref all match each other (phoenix.js compares undefined to undefined).
-    return meta.get("phx_ref")
+    return _matchable(meta.get("phx_ref"))
 
 
 def _apply_diff(
@@ -217,6 +248,8 @@ def _js_order(keys: Iterable[str]) -> list[str]:
     indexes: list[tuple[int, str]] = []
     others: list[str] = []
     for key in keys:
+        if type(key) is not str:
+            raise InvalidArgument(f"presences keys must be str, not {type(key).__name__}")
         canonical = key.isascii() and key.isdigit() and (key == "0" or key[0] != "0")
         if canonical and int(key) < 2**32 - 1:
             indexes.append((int(key), key))
@@ -230,7 +263,16 @@ def list_presences(
     chooser: Callable[[str, dict[str, Any]], T] | None = None,
 ) -> list[Any]:
     """List a client state (phoenix.js ``Presence.list``): ``chooser(key, presence)`` for each key,
-    or the presences themselves without a chooser, in phoenix.js's key order."""
+    or the presences themselves without a chooser, in phoenix.js's key order.
+
+    Raises:
+        InvalidArgument: ``presences`` is not a mapping with ``str`` keys, or ``chooser`` is
+            neither callable nor ``None``.
+    """
+    if not isinstance(presences, Mapping):
+        raise InvalidArgument(f"presences must be a mapping, not {type(presences).__name__}")
+    if chooser is not None and not callable(chooser):
+        raise InvalidArgument(f"chooser must be callable or None, not {type(chooser).__name__}")
     if chooser is None:
         return [presences[key] for key in _js_order(presences)]
     return [chooser(key, presences[key]) for key in _js_order(presences)]
@@ -245,14 +287,14 @@ class ClientView:
     rejoin until its new state arrives (the old presences are kept meanwhile and reconciled).
 
     Attributes:
-        state: the presences (read-only for the caller).
+        state: the presences, plain dicts the view updates in place (read-only for the caller).
         join_ref: the join ref of the last state applied (``None`` before the first).
         max_pending: the most diffs kept while waiting for a state.
     """
 
     def __init__(self, *, max_pending: int = 10_000) -> None:
         if type(max_pending) is not int or max_pending < 1:
-            raise LocalProtocolError(f"max_pending must be an int >= 1, not {max_pending!r}")
+            raise InvalidArgument(f"max_pending must be an int >= 1, not {shown(max_pending)}")
         self.state: ClientState = {}
         self.join_ref: str | int | None = None
         self.max_pending = max_pending
@@ -279,7 +321,12 @@ class ClientView:
 
         Raises:
             RemoteProtocolError: the push does not have the expected shape (nothing changes).
+            InvalidArgument: ``join_ref`` is neither a ``str`` nor an ``int`` (nothing changes).
         """
+        if type(join_ref) is not str and type(join_ref) is not int:
+            raise InvalidArgument(
+                f"join_ref must be a str or an int, not {type(join_ref).__name__}"
+            )
         state = copy.deepcopy(self.state)
         joins, leaves = _state_diff(state, _presences(new_state, "new_state"))
         joined, left = _apply_diff(state, joins, leaves)
@@ -308,7 +355,12 @@ class ClientView:
             RemoteProtocolError: the diff does not have the expected shape (nothing changes).
             LimitExceeded: ``max_pending`` diffs already wait (phoenix.js keeps them without
                 bound; a client that never receives its state should rejoin).
+            InvalidArgument: ``join_ref`` is neither a ``str``, an ``int`` nor ``None``.
         """
+        if join_ref is not None and type(join_ref) is not str and type(join_ref) is not int:
+            raise InvalidArgument(
+                f"join_ref must be a str, an int or None, not {type(join_ref).__name__}"
+            )
         joins, leaves = _diff(diff)
         if self.in_pending_sync_state(join_ref):
             if len(self._pending) >= self.max_pending:
@@ -391,7 +443,8 @@ def classify_diff(diff: Mapping[str, Any]) -> ClassifiedDiff:
         kept = []
         replaced: set[int] = set()  # id() of the left metas an update replaced
         for meta in presence["metas"]:
-            old = by_ref.pop(meta["phx_ref_prev"], None) if "phx_ref_prev" in meta else None
+            prev = _matchable(meta["phx_ref_prev"]) if "phx_ref_prev" in meta else None
+            old = None if prev is None else by_ref.pop(prev, None)
             if old is None:
                 kept.append(meta)
             else:

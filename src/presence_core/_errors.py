@@ -69,9 +69,11 @@ class InvalidArgument(LocalProtocolError, ValueError, TypeError):
     """An argument no call could accept: of the wrong type, or out of range.
 
     Raised when a value is built from fields it cannot hold (:class:`~presence_core.ReplicaRef`,
-    the messages, :class:`~presence_core.Snapshot`, :class:`~presence_core.Delta`,
-    :class:`~presence_core.SnapshotPart`, :class:`~presence_core.DeltaGenerations`), and by
-    helpers given something that is not what they take. Nothing is created or changed.
+    :class:`~presence_core.Entry`, the messages and :class:`~presence_core.Outbound`, the
+    events, :class:`~presence_core.Snapshot`, :class:`~presence_core.Delta`,
+    :class:`~presence_core.SnapshotPart`, :class:`~presence_core.DeltaGenerations`, the keys of
+    :class:`~presence_core.Keyring`), and by the free functions given something that is not what
+    they take. Nothing is created or changed.
 
     It is also a ``ValueError`` and a ``TypeError``: what these constructors raised before, so
     code that catches either keeps working.

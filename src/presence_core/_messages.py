@@ -63,6 +63,25 @@ def _payload(_instance: object, _attribute: object, value: Any) -> None:
         )
 
 
+def _message(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, (Heartbeat, TransferRequest, TransferAck, GracefulPermdown)):
+        raise InvalidArgument(
+            "message must be a Heartbeat, a TransferRequest, a TransferAck or a GracefulPermdown, "
+            f"not {type(value).__name__}"
+        )
+
+
+def _to(_instance: object, _attribute: object, value: Any) -> None:
+    if value is not None and (type(value) is not str or not value):
+        what = repr(value) if type(value) is str else type(value).__name__
+        raise InvalidArgument(f"to must be a replica name (a non-empty str) or None, not {what}")
+
+
+def _data(_instance: object, _attribute: object, value: Any) -> None:
+    if type(value) is not bytes:
+        raise InvalidArgument(f"data must be bytes, not {type(value).__name__}")
+
+
 def _part(instance: Heartbeat | TransferAck, _attribute: object, value: int) -> None:
     parts = instance.parts
     if type(parts) is not int or parts < 1:
@@ -180,11 +199,15 @@ class Outbound:
         data: its encoding, within ``TrackerConfig.max_message_bytes``.
         to: the name of the one replica to send it to, or ``None`` to broadcast it to every other
             replica of the cluster.
+
+    Raises:
+        InvalidArgument: ``message`` is not a :data:`Message`, ``data`` not ``bytes``, or ``to``
+            neither a non-empty ``str`` nor ``None``.
     """
 
-    message: Message
-    data: bytes = attrs.field(eq=False, repr=False)
-    to: str | None = None
+    message: Message = attrs.field(validator=_message)
+    data: bytes = attrs.field(eq=False, repr=False, validator=_data)
+    to: str | None = attrs.field(default=None, validator=_to)
 
     @property
     def is_broadcast(self) -> bool:

@@ -24,9 +24,30 @@ PresenceMap = dict[str, dict[str, list[Mapping[str, JSONValue]]]]
 _OWNER_CONN = operator.itemgetter(4, 2)
 """Order of the metas of one key: by owner (name, then vsn), then connection."""
 
+_ENTRY = frozenset({Entry})
+
 
 def group(entries: Iterable[Entry]) -> PresenceMap:
-    """Group entries by key into Phoenix's ``{key: {"metas": [...]}}`` shape, deterministically."""
+    """Group entries by key into Phoenix's ``{key: {"metas": [...]}}`` shape, deterministically.
+
+    The metas are the stored ones, read-only (see :class:`~presence_core.Entry`); the dicts and
+    lists around them are new, the caller's to change.
+
+    Raises:
+        InvalidArgument: ``entries`` is not an iterable of :class:`~presence_core.Entry`.
+    """
+    if type(entries) is not list and type(entries) is not tuple:
+        if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Iterable):
+            raise InvalidArgument(
+                f"entries must be an iterable of Entry, not {type(entries).__name__}"
+            )
+        entries = list(entries)
+    if not _ENTRY.issuperset(map(type, entries)):  # one C-level pass over a large topic
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, Entry):
+                raise InvalidArgument(
+                    f"entries must hold Entry, not {type(entry).__name__} (item {i})"
+                )
     # Group first and sort the keys and each key's few metas: much cheaper than sorting every
     # entry of a large topic.
     by_key: dict[str, Entry | list[Entry]] = {}

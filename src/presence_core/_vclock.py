@@ -77,12 +77,24 @@ Clock = tuple[ReplicaRef, Context]
 """What a replica announces: its own ref and its context (down replicas omitted)."""
 
 
+def _check_contexts(a: object, b: object) -> None:
+    """Refuse a context that is not a mapping (the callers' fast path checks for dicts first)."""
+    for name, value in (("a", a), ("b", b)):
+        if not isinstance(value, Mapping):
+            raise InvalidArgument(f"{name} must be a context mapping, not {type(value).__name__}")
+
+
 def dominates(a: Context, b: Context) -> bool:
     """True if ``a`` has seen everything ``b`` has (Phoenix ``Clock.dominates?``).
 
     ``a`` must have at least as many entries as ``b``; then every replica of ``b`` must have a
     clock in ``a`` (0 when absent) that is at least as high.
+
+    Raises:
+        InvalidArgument: ``a`` or ``b`` is not a mapping.
     """
+    if type(a) is not dict or type(b) is not dict:
+        _check_contexts(a, b)
     if len(a) < len(b):
         return False
     get = a.get
@@ -94,7 +106,12 @@ def dominates_or_equal(a: Context, b: Context) -> bool:
 
     Two empty contexts are equal; an empty ``a`` never dominates a non-empty ``b``; replicas that
     only ``b`` knows are ignored.
+
+    Raises:
+        InvalidArgument: ``a`` or ``b`` is not a mapping.
     """
+    if type(a) is not dict or type(b) is not dict:
+        _check_contexts(a, b)
     if not a:
         return not b
     get = b.get
@@ -102,7 +119,13 @@ def dominates_or_equal(a: Context, b: Context) -> bool:
 
 
 def upperbound(a: Context, b: Context) -> dict[ReplicaRef, int]:
-    """Key-wise maximum over the union of both contexts."""
+    """Key-wise maximum over the union of both contexts.
+
+    Raises:
+        InvalidArgument: ``a`` or ``b`` is not a mapping.
+    """
+    if type(a) is not dict or type(b) is not dict:
+        _check_contexts(a, b)
     result = dict(a)
     for replica, clock in b.items():
         mine = result.get(replica)
@@ -112,7 +135,13 @@ def upperbound(a: Context, b: Context) -> dict[ReplicaRef, int]:
 
 
 def lowerbound(a: Context, b: Context) -> dict[ReplicaRef, int]:
-    """Key-wise minimum over the union of both contexts (a key on one side only keeps its value)."""
+    """Key-wise minimum over the union of both contexts (a key on one side only keeps its value).
+
+    Raises:
+        InvalidArgument: ``a`` or ``b`` is not a mapping.
+    """
+    if type(a) is not dict or type(b) is not dict:
+        _check_contexts(a, b)
     result = dict(a)
     for replica, clock in b.items():
         mine = result.get(replica)
@@ -122,7 +151,15 @@ def lowerbound(a: Context, b: Context) -> dict[ReplicaRef, int]:
 
 
 def filter_replicas(context: Context, replicas: Iterable[ReplicaRef]) -> dict[ReplicaRef, int]:
-    """The part of ``context`` about ``replicas`` (unknown replicas are ignored)."""
+    """The part of ``context`` about ``replicas`` (unknown replicas are ignored).
+
+    Raises:
+        InvalidArgument: ``context`` is not a mapping, or ``replicas`` not an iterable.
+    """
+    if type(context) is not dict and not isinstance(context, Mapping):
+        raise InvalidArgument(f"context must be a mapping, not {type(context).__name__}")
+    if type(replicas) is not list and not isinstance(replicas, Iterable):
+        raise InvalidArgument(f"replicas must be an iterable, not {type(replicas).__name__}")
     return {replica: context[replica] for replica in replicas if replica in context}
 
 
@@ -144,7 +181,15 @@ def compact_cloud(base: int | None, cloud: Iterable[int]) -> tuple[int | None, s
     Returns:
         ``(new_base, remaining_cloud)``. Dots at or below the context are dropped; dot 1 of a
         replica without a context entry starts one (Phoenix's compaction does the same).
+
+    Raises:
+        InvalidArgument: ``base`` is neither an ``int`` nor ``None``, or ``cloud`` not an
+            iterable.
     """
+    if base is not None and type(base) is not int:
+        raise InvalidArgument(f"base must be an int or None, not {type(base).__name__}")
+    if type(cloud) is not set and type(cloud) is not frozenset and not isinstance(cloud, Iterable):
+        raise InvalidArgument(f"cloud must be an iterable of ints, not {type(cloud).__name__}")
     remaining: set[int] = set()
     for dot in sorted(cloud):
         if base is not None and dot == base + 1:
@@ -175,7 +220,29 @@ def append_clock(clockset: Sequence[Clock], clock: Clock) -> list[Clock]:
       dominates it.
 
     The set is never mutated; a new list is returned.
+
+    Raises:
+        InvalidArgument: ``clock`` is not a pair ``(ReplicaRef, context mapping)``, or
+            ``clockset`` not a sequence of such pairs.
     """
+    given: object = clockset
+    if not isinstance(given, Sequence) or isinstance(given, str):
+        raise InvalidArgument(f"clockset must be a sequence of clocks, not {type(given).__name__}")
+    pairs: list[tuple[str, object]] = [("clock", clock)]
+    pairs.extend(("clockset item", other) for other in given)
+    for name, item in pairs:
+        if not (
+            isinstance(item, (tuple, list))
+            and len(item) == 2
+            and isinstance(item[0], ReplicaRef)
+            and isinstance(item[1], Mapping)
+        ):
+            what = type(item).__name__
+            if isinstance(item, (tuple, list)):
+                what = f"({', '.join(type(field).__name__ for field in item)})"
+            raise InvalidArgument(
+                f"{name} must be a pair (ReplicaRef, context mapping), not {what}"
+            )
     replica, context = clock
     if not context:
         return list(clockset)

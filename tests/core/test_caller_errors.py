@@ -13,12 +13,13 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from helpers import drain, make_config, make_tracker, observe
 from presence_core import (
+    ClientView,
     ConfigurationError,
     Delta,
     DeltaGenerations,
@@ -27,24 +28,49 @@ from presence_core import (
     Heartbeat,
     InvalidArgument,
     LocalProtocolError,
+    Outbound,
+    PresenceDiff,
     PresenceError,
+    RemoteProtocolError,
+    ReplicaDown,
+    ReplicaPermdown,
     ReplicaRef,
     ReplicaState,
+    ReplicaUp,
     Snapshot,
     SnapshotPart,
     Tracker,
     TrackerConfig,
     TransferAck,
     TransferRequest,
+    Unsendable,
+    append_clock,
+    classify_diff,
     decode_message,
+    dominates,
+    dominates_or_equal,
     encode_message,
+    group,
+    list_presences,
+    lowerbound,
+    merge_deltas,
     presence_diff_payload,
+    sync_diff,
+    upperbound,
 )
+from presence_core._vclock import compact_cloud, filter_replicas
 
 A1 = ReplicaRef("a", 1)
 B1 = ReplicaRef("b", 1)
 # Arguments of the wrong type, past mypy.
 ANY: Any = None
+ANY_STR: Any = "abc"
+ANY_BYTES: Any = b"c"
+ANY_TRUE: Any = True
+ANY_SET: Any = {1}
+ANY_REF: Any = ReplicaRef("b", 1)
+ANY_PAIRS: Any = [(ReplicaRef("a", 1), 1)]
+ANY_INT_KEYS: Any = {1: {"metas": []}}
 ANY_LIST: Any = [Entry("t", "k", "c", {}, A1, 1)]
 ANY_INT: Any = 3
 ANY_NESTED: Any = [[1]]
@@ -200,6 +226,8 @@ def test_the_largest_incarnation_the_wire_carries_works() -> None:
 # ----------------------------------------------------------------------------- value classes
 
 ENTRY = Entry("t", "k", "c", {}, A1, 1)
+ANY_TUPLE: Any = tuple(ENTRY)  # an entry's fields, not an Entry
+HEARTBEAT = Heartbeat(sender=A1, clock={})
 DELTA = Delta(replica=A1, values={}, clouds={}, start={}, end={})
 SNAPSHOT = Snapshot(replica=A1, context={}, clouds={}, values={})
 PART = SnapshotPart(replica=A1, context={A1: 2}, ranges={A1: (0, 2)}, clouds={}, values={})
@@ -347,6 +375,131 @@ BAD_VALUES: list[tuple[str, Callable[[], object], str]] = [
         "push takes a Delta",
     ),
     ("presence_diff_payload(None)", lambda: presence_diff_payload(ANY), "must be a PresenceDiff"),
+    # Events. Before: accepted whatever they were given (a diff of non-entries failed later, in
+    # group or in the endpoint, with an AttributeError).
+    ("PresenceDiff topic", lambda: PresenceDiff(topic=ANY), "topic must be a str, not NoneType"),
+    ("PresenceDiff joins None", lambda: PresenceDiff(topic="t", joins=ANY), "iterables of Entry"),
+    ("PresenceDiff joins str", lambda: PresenceDiff(topic="t", joins=ANY_STR), "not str"),
+    (
+        "PresenceDiff joins of non-entries",
+        lambda: PresenceDiff(topic="t", joins=[ENTRY, ANY]),
+        "must hold Entry, not NoneType \\(item 1\\)",
+    ),
+    (
+        "PresenceDiff leaves of tuples",
+        lambda: PresenceDiff(topic="t", leaves=[ANY_TUPLE]),
+        "must hold Entry, not tuple",
+    ),
+    ("ReplicaUp replica", lambda: ReplicaUp(replica=ANY_STR), "replica must be a ReplicaRef"),
+    ("ReplicaDown replica", lambda: ReplicaDown(replica=ANY), "replica must be a ReplicaRef"),
+    (
+        "ReplicaPermdown replica",
+        lambda: ReplicaPermdown(replica=ANY_PAIR),
+        "replica must be a ReplicaRef, not list",
+    ),
+    (
+        "Unsendable message",
+        lambda: Unsendable(message=ANY, to=None, reason="r"),
+        "message must be a Heartbeat, a TransferRequest, a TransferAck or a GracefulPermdown",
+    ),
+    (
+        "Unsendable to",
+        lambda: Unsendable(message=HEARTBEAT, to=ANY_INT, reason="r"),
+        "to must be a replica name \\(a non-empty str\\) or None, not int",
+    ),
+    (
+        "Unsendable empty to",
+        lambda: Unsendable(message=HEARTBEAT, to="", reason="r"),
+        "or None, not ''",
+    ),
+    (
+        "Unsendable reason",
+        lambda: Unsendable(message=HEARTBEAT, to=None, reason=ANY),
+        "reason must be a str",
+    ),
+    # Outbound. Before: accepted anything; a driver then failed sending it.
+    (
+        "Outbound message",
+        lambda: Outbound(message=ANY, data=b"x"),
+        "message must be a Heartbeat",
+    ),
+    ("Outbound data", lambda: Outbound(message=HEARTBEAT, data=ANY_STR), "data must be bytes"),
+    (
+        "Outbound to",
+        lambda: Outbound(message=HEARTBEAT, data=b"x", to=ANY_REF),
+        "to must be a replica name \\(a non-empty str\\) or None, not ReplicaRef",
+    ),
+    # Entry built by hand. Before: anything went in, and failed later in a merge or the codec.
+    ("Entry topic", lambda: Entry(ANY_INT, "k", "c", {}, A1, 1), "Entry.topic must be a str"),
+    ("Entry key", lambda: Entry("t", ANY, "c", {}, A1, 1), "Entry.key must be a str"),
+    ("Entry conn", lambda: Entry("t", "k", ANY_BYTES, {}, A1, 1), "Entry.conn must be a str"),
+    ("Entry meta", lambda: Entry("t", "k", "c", ANY, A1, 1), "Entry.meta must be a mapping"),
+    (
+        "Entry meta content",
+        lambda: Entry("t", "k", "c", {"x": ANY_SET}, A1, 1),
+        "Entry.meta\\['x'\\] is not JSON-compatible: set",
+    ),
+    ("Entry owner", lambda: Entry("t", "k", "c", {}, ANY_PAIR, 1), "Entry.owner must be a"),
+    ("Entry clock 0", lambda: Entry("t", "k", "c", {}, A1, 0), "Entry.clock must be an int >= 1"),
+    ("Entry clock bool", lambda: Entry("t", "k", "c", {}, A1, ANY_TRUE), "not True"),
+    ("Entry clock str", lambda: Entry("t", "k", "c", {}, A1, ANY_STR), "not 'abc'"),
+    # Free functions. Before: TypeError or AttributeError from inside, or a wrong answer.
+    ("group(None)", lambda: group(ANY), "entries must be an iterable of Entry, not NoneType"),
+    ("group(str)", lambda: group(ANY_STR), "entries must be an iterable of Entry, not str"),
+    ("group of tuples", lambda: group([ANY_TUPLE]), "must hold Entry, not tuple \\(item 0\\)"),
+    (
+        "group of a generator of non-entries",
+        lambda: group(x for x in ANY_TRIPLE),
+        "must hold Entry, not int",
+    ),
+    ("merge_deltas(None, d)", lambda: merge_deltas(ANY, DELTA), "a must be a Delta, not NoneType"),
+    (
+        "merge_deltas(d, snapshot)",
+        lambda: merge_deltas(DELTA, SNAPSHOT),  # type: ignore[arg-type]
+        "b must be a Delta, not Snapshot",
+    ),
+    ("dominates(None, {})", lambda: dominates(ANY, {}), "a must be a context mapping"),
+    ("dominates({}, list)", lambda: dominates({}, ANY_LIST), "b must be a context mapping"),
+    ("dominates_or_equal", lambda: dominates_or_equal(ANY_INT, {}), "a must be a context mapping"),
+    # upperbound and lowerbound took a list of pairs and answered as if it were a context.
+    ("upperbound", lambda: upperbound({}, ANY_PAIRS), "b must be a context mapping, not list"),
+    ("lowerbound", lambda: lowerbound(ANY_PAIRS, {}), "a must be a context mapping, not list"),
+    ("filter_replicas context", lambda: filter_replicas(ANY, []), "context must be a mapping"),
+    ("filter_replicas replicas", lambda: filter_replicas({}, ANY_INT), "replicas must be an"),
+    ("compact_cloud base", lambda: compact_cloud(ANY_STR, {1}), "base must be an int or None"),
+    ("compact_cloud cloud", lambda: compact_cloud(1, ANY_INT), "cloud must be an iterable"),
+    (
+        "append_clock clockset",
+        lambda: append_clock(ANY, (A1, {A1: 1})),
+        "clockset must be a sequence of clocks, not NoneType",
+    ),
+    (
+        "append_clock clock",
+        lambda: append_clock([], ANY),
+        "clock must be a pair \\(ReplicaRef, context mapping\\), not NoneType",
+    ),
+    (
+        "append_clock clock of a list",
+        lambda: append_clock([], (A1, ANY_PAIR)),
+        "clock must be a pair \\(ReplicaRef, context mapping\\), not \\(ReplicaRef, list\\)",
+    ),
+    (
+        "append_clock clockset item",
+        lambda: append_clock([ANY_PAIR], (A1, {A1: 1})),
+        "clockset item must be a pair",
+    ),
+    ("list_presences(None)", lambda: list_presences(ANY), "presences must be a mapping"),
+    (
+        "list_presences chooser",
+        lambda: list_presences({}, chooser=ANY_INT),
+        "chooser must be callable or None, not int",
+    ),
+    (
+        "list_presences keys",
+        lambda: list_presences(ANY_INT_KEYS),
+        "presences keys must be str, not int",
+    ),
+    ("ClientView max_pending", lambda: ClientView(max_pending=0), "max_pending must be an int"),
 ]
 
 
@@ -372,6 +525,26 @@ def test_invalid_argument_is_a_local_protocol_error_value_error_and_type_error()
 def test_a_snapshot_part_whose_range_is_a_list_is_accepted() -> None:
     part = SnapshotPart(replica=A1, context={A1: 2}, ranges={A1: ANY_PAIR}, clouds={}, values={})
     assert part == PART
+
+
+class _TaggedEntry(Entry):
+    """An Entry still, though not exactly one."""
+
+    __slots__ = ()
+
+
+def test_entries_of_an_entry_subclass_are_accepted() -> None:
+    # They fail the fast check (every item exactly an Entry) and pass the item by item one.
+    tagged = _TaggedEntry("t", "k", "c2", {"n": 2}, B1, 1)
+    diff = PresenceDiff(topic="t", joins=[tagged, ENTRY], leaves=(tagged,))
+    assert diff.joins == (tagged, ENTRY)
+    assert type(diff.joins[0]) is _TaggedEntry
+    assert diff.leaves == (tagged,)
+    assert group([tagged, ENTRY]) == {"k": {"metas": [{}, {"n": 2}]}}
+    assert presence_diff_payload(diff) == {
+        "joins": {"k": {"metas": [{}, {"n": 2}]}},
+        "leaves": {"k": {"metas": [{"n": 2}]}},
+    }
 
 
 # ----------------------------------------------------------------------------- config
@@ -403,3 +576,115 @@ def test_extract_refuses_a_context_that_is_not_a_mapping() -> None:
         LocalProtocolError, lambda: state.extract(B1, ANY), "remote_context must be a mapping"
     )
     assert state.extract(B1, {A1: 1}).values == {A1: {1: next(state.entries())}}
+
+
+# ----------------------------------------------------------------------------- client side
+
+
+def _view() -> ClientView:
+    view = ClientView()
+    view.on_state({"u1": {"metas": [{"phx_ref": "1"}]}}, join_ref="j1")
+    return view
+
+
+@pytest.mark.parametrize("join_ref", [None, 1.5, ["j2"]], ids=["None", "float", "list"])
+def test_a_state_push_needs_a_join_ref_and_changes_nothing_without_one(join_ref: Any) -> None:
+    # Before: None was taken, and the view then waited for a state forever, holding every diff.
+    view = _view()
+    _raises_exactly(
+        InvalidArgument,
+        lambda: view.on_state({"u2": {"metas": [{"phx_ref": "2"}]}}, join_ref=join_ref),
+        "join_ref must be a str or an int, not",
+    )
+    assert view.state == {"u1": {"metas": [{"phx_ref": "1"}]}}
+    assert view.join_ref == "j1"
+
+
+def test_a_diff_push_with_a_join_ref_of_the_wrong_type_changes_nothing() -> None:
+    view = _view()
+    _raises_exactly(
+        InvalidArgument,
+        lambda: view.on_diff({"joins": {"u2": {"metas": [{}]}}}, join_ref=ANY_PAIR),
+        "join_ref must be a str, an int or None, not list",
+    )
+    assert view.state == {"u1": {"metas": [{"phx_ref": "1"}]}}
+    assert view.pending == 0
+
+
+def test_refs_that_are_objects_or_arrays_match_nothing_as_in_phoenix_js() -> None:
+    # Before: TypeError (unhashable type: 'list') from inside sync_diff and classify_diff. A
+    # server never sends such refs; phoenix.js compares refs with ===, so they match no other.
+    current = {"u1": {"metas": [{"phx_ref": ["r"]}, {"phx_ref": "s"}]}}
+    result = sync_diff(current, {"joins": {"u1": {"metas": [{"phx_ref": ["r"]}]}}})
+    assert result.state["u1"]["metas"] == [{"phx_ref": ["r"]}, {"phx_ref": "s"}, {"phx_ref": ["r"]}]
+    result = sync_diff(current, {"leaves": {"u1": {"metas": [{"phx_ref": {"r": 1}}]}}})
+    assert result.state == current
+    classified = classify_diff(
+        {
+            "joins": {"u1": {"metas": [{"phx_ref": "2", "phx_ref_prev": ["1"]}]}},
+            "leaves": {"u1": {"metas": [{"phx_ref": ["1"]}]}},
+        }
+    )
+    assert classified.updates == ()
+    assert classified.joined_keys == classified.left_keys == ["u1"]
+
+
+def test_a_state_holding_values_no_copy_can_take_is_refused() -> None:
+    # Before: TypeError (cannot pickle ...) from copy.deepcopy inside sync_diff.
+    class Uncopyable:
+        def __deepcopy__(self, memo: object) -> NoReturn:
+            raise TypeError("no copies")
+
+    with pytest.raises(RemoteProtocolError, match="holds a value that cannot be copied"):
+        sync_diff({"u1": {"metas": [{"x": Uncopyable()}]}}, {})
+
+
+# ---------------------------------------------------------------------------- re-entrant calls
+
+
+@pytest.mark.parametrize(
+    "reenter",
+    [
+        lambda t: t.untrack(conn="c1", topic="room", key="alice", now=1.0),
+        lambda t: t.update(conn="c1", topic="room", key="alice", meta={}, now=1.0),
+        lambda t: t.track(conn="c2", topic="room", key="bob", meta={}, now=1.0),
+        lambda t: t.untrack_conn(conn="c1", now=1.0),
+        lambda t: t.graceful_permdown(now=1.0),
+        lambda t: t.handle_timer(now=1.0),
+        lambda t: t.receive(b"{}", now=1.0),
+    ],
+    ids=[
+        "untrack",
+        "update",
+        "track",
+        "untrack_conn",
+        "graceful_permdown",
+        "handle_timer",
+        "receive",
+    ],
+)
+def test_a_reentrant_call_from_an_update_callback_is_refused(
+    reenter: Callable[[Tracker], object],
+) -> None:
+    tracker = make_tracker("a")
+    tracker.track(conn="c1", topic="room", key="alice", meta={"n": 1}, now=0.0)
+    drain(tracker)
+    before = observe(tracker)
+    seen: list[BaseException] = []
+
+    def callback(meta: dict[str, Any]) -> dict[str, Any]:
+        try:
+            reenter(tracker)
+        except PresenceError as exc:
+            seen.append(exc)
+            raise
+        return {"n": 2}
+
+    with pytest.raises(LocalProtocolError, match="re-entrant call"):
+        tracker.update(conn="c1", topic="room", key="alice", meta=callback, now=0.5)
+    assert len(seen) == 1
+    assert observe(tracker) == before
+    assert drain(tracker) == []
+    # and the tracker still works afterwards
+    tracker.update(conn="c1", topic="room", key="alice", meta=lambda m: {"n": 3}, now=0.6)
+    assert tracker.get_by_key("room", "alice")["metas"][0]["n"] == 3

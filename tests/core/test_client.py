@@ -312,6 +312,34 @@ def test_metas_without_a_ref_all_match_each_other() -> None:
     }
 
 
+def test_number_refs_match_as_phoenix_js_compares_them() -> None:
+    """A server sends string refs; others are compared as phoenix.js compares refs (``===``):
+    1 matches 1 and 1.0, never "1" nor true."""
+    current = {"u1": {"metas": [{"phx_ref": 1, "n": 1}, {"phx_ref": "1"}, {"phx_ref": True}]}}
+    left = sync_diff(current, {"leaves": {"u1": {"metas": [{"phx_ref": 1.0}]}}})
+    assert left.state == {"u1": {"metas": [{"phx_ref": "1"}, {"phx_ref": True}]}}
+    assert left.leaves == (
+        Left(key="u1", current=left.state["u1"], left={"metas": [{"phx_ref": 1.0}]}),
+    )
+    joined = sync_diff(current, {"joins": {"u1": {"metas": [{"phx_ref": True, "n": 2}]}}})
+    assert joined.state == {
+        "u1": {"metas": [{"phx_ref": 1, "n": 1}, {"phx_ref": "1"}, {"phx_ref": True, "n": 2}]}
+    }
+    assert sync_state(current, {"u1": {"metas": [{"phx_ref": 1}]}}).state == {
+        "u1": {"metas": [{"phx_ref": 1, "n": 1}]}
+    }
+    update = {"phx_ref": 8, "phx_ref_prev": 7}
+    classified = classify_diff(
+        {
+            "joins": {"u1": {"metas": [update]}},
+            "leaves": {"u1": {"metas": [{"phx_ref": 7}, {"phx_ref": "7"}]}},
+        }
+    )
+    assert classified.updates == (MetaUpdate(key="u1", old={"phx_ref": 7}, new=update),)
+    assert classified.joins == {}
+    assert classified.leaves == {"u1": {"metas": [{"phx_ref": "7"}]}}
+
+
 def test_extra_fields_come_from_the_join_and_do_not_keep_a_key_alive() -> None:
     current = {"u1": {"metas": [{"phx_ref": "1"}], "name": "old"}}
     joined = sync_diff(current, {"joins": {"u1": {"metas": [{"phx_ref": "2"}], "name": "new"}}})

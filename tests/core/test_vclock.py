@@ -8,6 +8,8 @@ comparison of :func:`dominates_or_equal`, and Phoenix's compaction rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -200,6 +202,19 @@ def test_bounds_do_not_mutate_their_arguments() -> None:
     lowerbound(left, right)
     assert left == {A: 1, B: 2}
     assert right == {A: 3, C: 1}
+
+
+def test_contexts_may_be_any_mapping_but_must_be_mappings() -> None:
+    """Past the fast path for two dicts, any mapping is a context; anything else is refused."""
+    frozen = MappingProxyType({A: 2, B: 1})
+    assert dominates(frozen, {A: 1}) is True
+    assert dominates({A: 3}, frozen) is False
+    assert dominates_or_equal(frozen, MappingProxyType({A: 2})) is True
+    assert upperbound(frozen, {A: 3, C: 1}) == {A: 3, B: 1, C: 1}
+    assert lowerbound({A: 3}, frozen) == {A: 2, B: 1}
+    pairs: Any = [(A, 1)]
+    with pytest.raises(InvalidArgument, match=r"^b must be a context mapping, not list$"):
+        dominates(frozen, pairs)
 
 
 # ---------------------------------------------------------------------------- filter / replicas
