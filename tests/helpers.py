@@ -31,7 +31,9 @@ from presence_adapters.drivers import Pump, Transmission
 from presence_core import (
     Entry,
     Event,
+    Keyring,
     Message,
+    MessageRejected,
     PresenceDiff,
     ReplicaDown,
     ReplicaPermdown,
@@ -59,13 +61,18 @@ def make_config(**overrides: Any) -> TrackerConfig:
     return TrackerConfig(**options)
 
 
-def make_tracker(name: str, seed: int = 0, vsn: int = 1, **config: Any) -> Tracker:
+def make_tracker(
+    name: str, seed: int = 0, vsn: int = 1, *, keyring: Keyring | None = None, **config: Any
+) -> Tracker:
     """A tracker named ``name`` (incarnation ``vsn``) with ``random.Random(seed)``.
 
-    ``config`` overrides the :data:`FAST` timings.
+    ``config`` overrides the :data:`FAST` timings; ``keyring`` makes it seal its messages.
     """
     return Tracker(
-        config=make_config(**config), replica=ReplicaRef(name, vsn), rng=random.Random(seed)
+        config=make_config(**config),
+        replica=ReplicaRef(name, vsn),
+        rng=random.Random(seed),
+        keyring=keyring,
     )
 
 
@@ -102,6 +109,7 @@ def summarize(events: Iterable[Event]) -> list[Summary]:
     """Events as plain tuples.
 
     * ``("up" | "down" | "permdown", name, vsn)`` for liveness events;
+    * ``("rejected", reason, sender name or None)`` for a :class:`MessageRejected`;
     * ``("diff", topic, joins, leaves)`` for a diff, where joins and leaves are tuples of
       :func:`entry_id` strings in the order the event lists them.
     """
@@ -120,6 +128,9 @@ def summarize(events: Iterable[Event]) -> list[Summary]:
             result.append(("up", event.replica.name, event.replica.vsn))
         elif isinstance(event, ReplicaDown):
             result.append(("down", event.replica.name, event.replica.vsn))
+        elif isinstance(event, MessageRejected):
+            sender = event.sender.name if event.sender is not None else None
+            result.append(("rejected", event.reason.value, sender))
         else:
             assert isinstance(event, ReplicaPermdown)
             result.append(("permdown", event.replica.name, event.replica.vsn))
@@ -188,6 +199,8 @@ class Cluster:
         seed: the base seed; tracker ``i`` of incarnation ``vsn`` gets
             ``random.Random(seed * 1000 + 10 * i + vsn)``.
         start: the initial cluster time.
+        keyring: the keyring of every tracker (``None``: unsealed messages); :attr:`keyrings`
+            sets one per name for the trackers started from then on.
         config: overrides of the :data:`FAST` timings, for every tracker.
 
     Every tracker runs in a :class:`~presence_adapters.drivers.Pump` (:attr:`pumps`), started at
@@ -197,10 +210,18 @@ class Cluster:
     """
 
     def __init__(
-        self, names: Iterable[str], *, seed: int = 0, start: float = 0.0, **config: Any
+        self,
+        names: Iterable[str],
+        *,
+        seed: int = 0,
+        start: float = 0.0,
+        keyring: Keyring | None = None,
+        **config: Any,
     ) -> None:
         self.now: float = start
         self.seed = seed
+        self.keyring = keyring
+        self.keyrings: dict[str, Keyring] = {}
         self.config: dict[str, Any] = dict(config)
         self.trackers: dict[str, Tracker] = {}
         self.pumps: dict[str, Pump] = {}
@@ -230,7 +251,13 @@ class Cluster:
         """Start a new tracker ``name`` at :attr:`now` and pump."""
         if name not in self.order:
             self.order.append(name)
-        tracker = make_tracker(name, seed=self._seed_for(name, vsn), vsn=vsn, **self.config)
+        tracker = make_tracker(
+            name,
+            seed=self._seed_for(name, vsn),
+            vsn=vsn,
+            keyring=self.keyrings.get(name, self.keyring),
+            **self.config,
+        )
         taken: list[Event] = []
         _TAKEN[tracker] = taken
         pump = Pump(tracker, on_event=taken.append)

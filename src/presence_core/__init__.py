@@ -18,6 +18,7 @@ from ._client import list_presences as list_presences
 from ._client import sync_diff as sync_diff
 from ._client import sync_state as sync_state
 from ._codec import WIRE_VERSION as WIRE_VERSION
+from ._codec import DecodeLimits as DecodeLimits
 from ._codec import decode_message as decode_message
 from ._codec import encode_message as encode_message
 from ._config import TrackerConfig as TrackerConfig
@@ -48,11 +49,22 @@ from ._messages import TransferAck as TransferAck
 from ._messages import TransferRequest as TransferRequest
 from ._meta import JSONValue as JSONValue
 from ._meta import Meta as Meta
+from ._meta import ReadOnlyError as ReadOnlyError
+from ._meta import thaw_meta as thaw_meta
 from ._parts import encode_parts as encode_parts
 from ._presence import PresenceMap as PresenceMap
 from ._presence import group as group
 from ._presence import presence_diff_payload as presence_diff_payload
 from ._refs import RefGenerator as RefGenerator
+from ._security import AuthenticationError as AuthenticationError
+from ._security import Key as Key
+from ._security import Keyring as Keyring
+from ._security import MessageRejected as MessageRejected
+from ._security import RejectReason as RejectReason
+from ._security import ReplayWindow as ReplayWindow
+from ._security import Sealed as Sealed
+from ._security import seal as seal
+from ._security import unseal as unseal
 from ._state import Delta as Delta
 from ._state import Entry as Entry
 from ._state import MergeResult as MergeResult
@@ -63,6 +75,7 @@ from ._state import merge_deltas as merge_deltas
 from ._tracker import MetaUpdater as MetaUpdater
 from ._tracker import ReplicaInfo as ReplicaInfo
 from ._tracker import Tracker as Tracker
+from ._tracker import TrackerStats as TrackerStats
 from ._vclock import Clock as Clock
 from ._vclock import Context as Context
 from ._vclock import ReplicaRef as ReplicaRef
@@ -75,13 +88,17 @@ from ._vclock import upperbound as upperbound
 __version__ = "0.1.0"
 
 __all__ = [
+    "TRANSITIONS",
+    "WIRE_VERSION",
     "AlreadyTracked",
+    "AuthenticationError",
     "ClassifiedDiff",
     "ClientState",
     "ClientView",
     "Clock",
     "ConfigurationError",
     "Context",
+    "DecodeLimits",
     "Delta",
     "DeltaGenerations",
     "Entry",
@@ -91,6 +108,8 @@ __all__ = [
     "InvalidArgument",
     "JSONValue",
     "Joined",
+    "Key",
+    "Keyring",
     "Left",
     "LimitExceeded",
     "LivenessAction",
@@ -98,6 +117,7 @@ __all__ = [
     "LocalProtocolError",
     "MergeResult",
     "Message",
+    "MessageRejected",
     "Meta",
     "MetaUpdate",
     "MetaUpdater",
@@ -106,8 +126,11 @@ __all__ = [
     "PresenceDiff",
     "PresenceError",
     "PresenceMap",
+    "ReadOnlyError",
     "RefGenerator",
+    "RejectReason",
     "RemoteProtocolError",
+    "ReplayWindow",
     "ReplicaDown",
     "ReplicaInfo",
     "ReplicaPermdown",
@@ -115,20 +138,20 @@ __all__ = [
     "ReplicaState",
     "ReplicaStatus",
     "ReplicaUp",
+    "Sealed",
     "Snapshot",
     "SnapshotPart",
     "SyncResult",
-    "TRANSITIONS",
     "Tracker",
-    "WIRE_VERSION",
     "TrackerConfig",
+    "TrackerStats",
     "TransferAck",
     "TransferRequest",
     "Unsendable",
     "append_clock",
     "classify_diff",
-    "dominates",
     "decode_message",
+    "dominates",
     "dominates_or_equal",
     "encode_message",
     "encode_parts",
@@ -137,7 +160,10 @@ __all__ = [
     "lowerbound",
     "merge_deltas",
     "presence_diff_payload",
+    "seal",
     "sync_diff",
     "sync_state",
+    "thaw_meta",
+    "unseal",
     "upperbound",
 ]

@@ -92,12 +92,32 @@ class TrackerConfig:
     max_key_bytes: int = 1024
     """Longest presence key (UTF-8 bytes) that ``track`` accepts."""
 
-    max_message_bytes: int = 64 * 1024 * 1024
-    """Largest encoded replica message the codec accepts or produces. Larger deltas and
+    max_replica_name_bytes: int = 255
+    """Longest replica name (UTF-8 bytes) this tracker takes, its own and in any message."""
+
+    max_replicas: int = 1024
+    """The most remote replicas this tracker keeps records of (up or down), and the most one
+    message may name. A new replica beyond it takes the place of the one down for longest, or is
+    refused while every known one is up. A new replica is also refused when the clocks of every
+    known one would no longer fit in a quarter of ``max_message_bytes`` (every part of a
+    message repeats up to two of them), so that no peer can make our messages too large to
+    send."""
+
+    max_cloud_dots: int = 1_048_576
+    """The most dots held beyond a gap, over every replica: dots observed out of order until
+    the gap is filled, plus those of the messages in parts being assembled (about 80 MB at
+    most). A message that would take them over it is refused; a transfer repairs what it
+    carried. The default lets an honest window of a few hundred thousand events (a reconnect
+    storm: every presence leaving and joining again) travel in parts."""
+
+    max_message_bytes: int = 1024 * 1024
+    """Largest encoded replica message the codec accepts or produces: 1 MiB by default (the
+    codec's ``DEFAULT_MAX_BYTES``, NATS's default ``max_payload``), so that a hostile message
+    costs little to refuse. Larger deltas and
     transfers are sent in parts that each fit (drivers lower it to the transport's
     ``max_payload``). One presence must fit in half of it (:attr:`max_presence_bytes`); the
-    other half is left for what every part repeats: the envelope and the clocks (about 30 bytes
-    per replica, plus its name)."""
+    other half is left for what every part repeats: the envelope and the clocks (see
+    ``max_replicas``)."""
 
     def __attrs_post_init__(self) -> None:
         broadcast = _positive_number("broadcast_period", self.broadcast_period)
@@ -107,6 +127,9 @@ class TrackerConfig:
         _positive_int("max_conn_bytes", self.max_conn_bytes)
         _positive_int("max_topic_bytes", self.max_topic_bytes)
         _positive_int("max_key_bytes", self.max_key_bytes)
+        _positive_int("max_replica_name_bytes", self.max_replica_name_bytes)
+        _positive_int("max_replicas", self.max_replicas)
+        _positive_int("max_cloud_dots", self.max_cloud_dots)
         _positive_int("max_message_bytes", self.max_message_bytes)
         if self.max_presence_bytes > self.max_message_bytes // 2:
             raise ConfigurationError(

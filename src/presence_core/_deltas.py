@@ -11,6 +11,12 @@ new delta. If contiguous and the merge fits, store the merge. If contiguous but 
 previous level's result (for level 0, the new delta alone) and hand the oversized merge on as the
 "previous" of the next level. If not contiguous, keep the generation unchanged (it becomes the
 "previous").
+
+Unlike Phoenix, a generation never holds more than its cap: where Phoenix would store a delta
+larger than the cap (a window busier than the cap alone, or an oversized merge handed up), the
+generation starts afresh, empty, at that delta's end. A transfer that no generation covers then
+gets the full state, which is what a cap means; and memory stays bounded by the caps, however
+busy a window is.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from ._state import Delta, ReplicaState, Snapshot, merge_deltas
 from ._vclock import Context, ReplicaRef, dominates, dominates_or_equal, filter_replicas
 
 __all__ = ["DeltaGenerations"]
+
+
+def _empty_at(delta: Delta) -> Delta:
+    """A generation that holds nothing and starts where ``delta`` ends (contiguous with what
+    comes next)."""
+    return Delta(replica=delta.replica, values={}, clouds={}, start=delta.end, end=delta.end)
 
 
 class DeltaGenerations:
@@ -99,7 +111,7 @@ class DeltaGenerations:
                 result.append(merged)
                 previous = merged
             else:
-                result.append(previous)
+                result.append(previous if previous.size <= cap else _empty_at(previous))
                 previous = merged
         self._generations = result
 

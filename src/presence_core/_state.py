@@ -71,24 +71,53 @@ __all__ = [
 Dot = tuple[ReplicaRef, int]
 
 
-class Entry(NamedTuple):
-    """One presence as the CRDT stores it.
-
-    Attributes:
-        topic: the topic the presence is in.
-        key: the presence key (several entries may share a key: one per connection).
-        conn: the connection id, unique within the owning replica.
-        meta: the metadata (read-only: it is the stored object).
-        owner: the replica incarnation that created the entry and alone may remove it.
-        clock: the owner's clock at the add; ``(owner, clock)`` is the entry's dot.
-    """
-
+class _EntryFields(NamedTuple):
     topic: str
     key: str
     conn: str
     meta: Mapping[str, JSONValue]
     owner: ReplicaRef
     clock: int
+
+
+class Entry(_EntryFields):
+    """One presence as the CRDT stores it.
+
+    Built by the state and the codec past this constructor (``tuple.__new__``: they made or
+    checked every field); built by hand, every field is checked and the meta is copied and frozen
+    like one given to :meth:`ReplicaState.join`.
+
+    Attributes:
+        topic: the topic the presence is in.
+        key: the presence key (several entries may share a key: one per connection).
+        conn: the connection id, unique within the owning replica.
+        meta: the metadata: the stored object, read-only (a frozen ``dict`` whose mutating
+            methods raise a :exc:`LocalProtocolError` that is also a ``TypeError``).
+        owner: the replica incarnation that created the entry and alone may remove it.
+        clock: the owner's clock at the add; ``(owner, clock)`` is the entry's dot.
+
+    Raises:
+        InvalidArgument: ``topic``, ``key`` or ``conn`` is not a ``str``, ``meta`` not a JSON
+            object, ``owner`` not a :class:`ReplicaRef`, or ``clock`` not an ``int >= 1``.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls, topic: str, key: str, conn: str, meta: Meta, owner: ReplicaRef, clock: int
+    ) -> Entry:
+        for value, name in ((topic, "topic"), (key, "key"), (conn, "conn")):
+            if type(value) is not str:
+                raise InvalidArgument(f"Entry.{name} must be a str, not {type(value).__name__}")
+        if not isinstance(owner, ReplicaRef):
+            raise InvalidArgument(f"Entry.owner must be a ReplicaRef, not {type(owner).__name__}")
+        if type(clock) is not int or clock < 1:
+            raise InvalidArgument(f"Entry.clock must be an int >= 1, not {shown(clock)}")
+        try:
+            stored = copy_meta(meta)
+        except LocalProtocolError as exc:
+            raise InvalidArgument(f"Entry.{exc.message}") from None
+        return super().__new__(cls, topic, key, conn, stored, owner, clock)
 
     @property
     def dot(self) -> Dot:
@@ -344,7 +373,13 @@ def merge_deltas(a: Delta, b: Delta) -> Delta | None:
     result spans the lower bound of the starts to the upper bound of the ends and holds every dot
     of both. A value survives unless the other delta observed its removal (has its dot without
     the value); a concurrent add of a different dot always survives.
+
+    Raises:
+        InvalidArgument: ``a`` or ``b`` is not a :class:`Delta`.
     """
+    for name, value in (("a", a), ("b", b)):
+        if not isinstance(value, Delta):
+            raise InvalidArgument(f"{name} must be a Delta, not {type(value).__name__}")
     if not (dominates_or_equal(b.end, a.start) and dominates_or_equal(a.end, b.start)):
         return None
     # A generation ``a`` is often large and ``b`` a single window: copy ``a`` wholesale (C-level)
@@ -907,25 +942,31 @@ class ReplicaState:
         self._delta_tombs = {}
 
     def take_delta(self) -> Delta:
-        """Return the pending delta, then reset it and compact (what a broadcast does)."""
+        """Return the pending delta, then reset it (what a broadcast does).
+
+        Clouds need no compaction here: merges keep them compact as they go (see :meth:`_see`).
+        """
         delta = self._pending_delta(self._delta_values)  # reset_delta gives up this dict
         self.reset_delta()
-        self.compact()
         return delta
 
     def compact(self) -> None:
-        """Fold contiguous cloud dots into the context (SPEC §4.4)."""
-        self._compact(list(self._clouds))
+        """Fold contiguous cloud dots into the context (SPEC §4.4).
 
-    def _compact(self, replicas: Iterable[ReplicaRef]) -> None:
+        Merges already keep every cloud compact, so this only matters to code that edits the
+        clouds by hand; it costs a sort of every cloud.
+        """
         context = self._context
         clouds = self._clouds
-        for replica in replicas:
-            dots = clouds.get(replica)
-            if not dots:
-                continue
-            # Clouds are only kept for replicas in the context (merges and removals see to it).
-            context[replica], clouds[replica] = compact_cloud(context[replica], dots)
+        for replica, dots in clouds.items():
+            if dots:
+                # Clouds are only kept for replicas in the context (merges and removals see to it).
+                context[replica], clouds[replica] = compact_cloud(context[replica], dots)
+
+    @property
+    def cloud_dots(self) -> int:
+        """How many dots the clouds hold, over every replica (what ``max_cloud_dots`` bounds)."""
+        return sum(len(dots) for dots in self._clouds.values())
 
     # ------------------------------------------------------------------ extract and merge
 
@@ -1154,25 +1195,54 @@ class ReplicaState:
     def _see(
         self, remote_context: Context, remote_clouds: Mapping[ReplicaRef, Iterable[int]]
     ) -> None:
-        """Make the dots of ``remote_context`` and ``remote_clouds`` seen, then compact."""
+        """Make the dots of ``remote_context`` and ``remote_clouds`` seen, compacting as it goes.
+
+        Clouds are kept compact at all times (every dot above the context, and never the dot
+        right after it), so compaction here only looks at what this call changed: it costs the
+        dots received plus the dots folded, never a pass over a large cloud that a message did
+        not touch (a peer could otherwise make every merge re-sort a million parked dots).
+        """
         me = self.replica
         context = self._context
         clouds = self._clouds
-        touched: list[ReplicaRef] = []
-        for replica, dots in remote_clouds.items():
-            if dots and replica in context and replica != me:
-                mine = clouds.get(replica)
-                if mine is None:
-                    clouds[replica] = set(dots)
-                else:
-                    mine.update(dots)
-                touched.append(replica)
         for replica, clock in remote_context.items():
             known = context.get(replica)
             if known is not None and clock > known and replica != me:
                 context[replica] = clock
-                touched.append(replica)
-        self._compact(touched)
+                mine = clouds.get(replica)
+                if mine:
+                    # The context jumped past parked dots: they are now below it.
+                    mine.difference_update([dot for dot in mine if dot <= clock])
+                    self._fold(replica)
+        for replica, dots in remote_clouds.items():
+            if not dots or replica == me:
+                continue
+            known = context.get(replica)
+            if known is None:
+                continue
+            fresh = [dot for dot in dots if dot > known]
+            if not fresh:
+                continue
+            mine = clouds.get(replica)
+            if mine is None:
+                clouds[replica] = set(fresh)
+            else:
+                mine.update(fresh)
+            self._fold(replica)
+
+    def _fold(self, replica: ReplicaRef) -> None:
+        """Move the run of parked dots right after ``replica``'s context into the context."""
+        dots = self._clouds[replica]
+        base = self._context[replica]
+        start = base
+        while base + 1 in dots:
+            base += 1
+        if base != start:
+            self._context[replica] = base
+            if len(dots) == base - start:
+                dots.clear()
+            else:
+                dots.difference_update(range(start + 1, base + 1))
 
 
 _new_entry = tuple.__new__

@@ -20,6 +20,25 @@ Every tick (each ``broadcast_period``), in Phoenix's order: broadcast the pendin
 ``max_silent_periods`` quiet ticks, an empty heartbeat); every ``clock_sample_periods`` ticks ask
 the replicas whose clocks are not dominated for a transfer; then check every remote replica's
 silence against the down and permdown periods (see ``_liveness``).
+
+Hostile peers
+=============
+
+Every message from another replica is checked before it changes anything (``docs/security.rst``):
+
+* with a :class:`~presence_core.Keyring`, it must be sealed by a key we hold, by the replica it
+  claims to come from, and never seen before (``_security``);
+* its bytes must decode within the configured limits (``DecodeLimits``, from the config);
+* a transfer reply must answer the request we are waiting for, from the replica we asked; a
+  transfer request must come from a replica we know (up or down), at most once per broadcast
+  period;
+* what it claims about third replicas is cut at what they announced themselves (``_claims``);
+* it may not make us know more than ``max_replicas`` replicas or park more than
+  ``max_cloud_dots`` dots.
+
+A message that fails a check is not applied at all: it is counted in :meth:`Tracker.stats` and
+reported as a :class:`~presence_core.MessageRejected` event (undecodable bytes also raise
+:class:`~presence_core.RemoteProtocolError`, as they always did).
 """
 
 from __future__ import annotations
@@ -28,13 +47,18 @@ import builtins
 import json
 import math
 import random
+import re
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import overload
 
-from ._codec import MAX_WIRE_INT, decode_message
+import attrs
+
+from ._claims import clamp_clock, clamp_payload
+from ._codec import MAX_WIRE_INT, DecodeLimits, decode_message
 from ._config import TrackerConfig
 from ._deltas import DeltaGenerations
-from ._errors import LimitExceeded, LocalProtocolError, NoPresence, shown
+from ._errors import LimitExceeded, LocalProtocolError, NoPresence, RemoteProtocolError, shown
 from ._events import Event, PresenceDiff, ReplicaDown, ReplicaPermdown, ReplicaUp, Unsendable
 from ._liveness import LivenessAction, LivenessInput, ReplicaStatus, transition
 from ._messages import (
@@ -45,22 +69,58 @@ from ._messages import (
     TransferAck,
     TransferRequest,
 )
-from ._meta import JSONValue, Meta, copy_meta
+from ._meta import JSONValue, Meta, copy_meta, thaw_meta
 from ._parts import encode_parts
 from ._presence import PresenceMap, group
 from ._refs import RefGenerator
+from ._security import (
+    MAGIC,
+    REPLAY_MEMORY,
+    AuthenticationError,
+    Keyring,
+    MessageRejected,
+    RejectReason,
+    ReplayWindow,
+    seal,
+    seal_overhead,
+    unseal,
+)
 from ._state import Delta, Entry, MergeResult, ReplicaState, Snapshot, SnapshotPart
-from ._vclock import Clock, ReplicaRef, append_clock
+from ._vclock import Context, ReplicaRef, dominates
 
-__all__ = ["MetaUpdater", "ReplicaInfo", "Tracker"]
+__all__ = ["MetaUpdater", "ReplicaInfo", "Tracker", "TrackerStats"]
 
 MetaUpdater = Callable[[dict[str, JSONValue]], Meta]
-"""A function that receives a copy of the current meta and returns the new one."""
+"""A function that receives a mutable deep copy of the current meta and returns the new one."""
 
-_DEPARTED_MEMORY = 1024
-"""How many gracefully departed incarnations are remembered to ignore their late heartbeats."""
+_RETIRED_MEMORY = 4096
+"""How many replica names' retired incarnations are remembered (the oldest are forgotten first):
+a heartbeat of an incarnation that left gracefully or was replaced by a newer one must not
+bring it back."""
+
+MAX_TRANSFER_REQUESTS = 8
+"""The most transfer requests one clock sample sends (the replicas that know the most first):
+peers with incomparable clocks cannot make a node ask every one of them at once."""
+
+MAX_PARTS = 1 << 20
+"""The most parts one message may claim to be sent in."""
+
+_CONTROL = re.compile("[\x00-\x1f]")
+"""A control character, which replica names may not hold."""
 
 _JITTER = 0.25
+
+_CLOCK_ROOM = 24
+"""Bytes of ``[name, vsn, clock]`` in an encoded clock besides the name and the vsn: brackets,
+commas and a clock of up to 19 digits."""
+
+
+def _clock_bytes(ref: ReplicaRef) -> int:
+    """The most bytes ``ref`` takes in one encoded clock."""
+    name = json.dumps(ref.name, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return len(name) + len(str(ref.vsn)) + _CLOCK_ROOM
+
+
 """The first tick comes at a random point of the first quarter period (Phoenix's stutter)."""
 
 
@@ -100,9 +160,16 @@ class _Assembly:
 
     Each part is merged when it arrives (:meth:`ReplicaState.merge_part`); the dots the parts
     cover are handed to :meth:`ReplicaState.complete_parts` once the last one is in.
+
+    Only what every part could speak for becomes seen then. A part's entries of an owner we did
+    not know yet were ignored, and those beyond the owner's bound were cut, so the whole
+    context is held, per owner, to the lowest of the bounds the parts were merged under
+    (nothing at all for an owner unknown to any part), and a part's cloud dots count only for
+    owners known when it arrived. Without that, the dot of an entry that a part could not
+    accept would become seen, and the entry lost for good.
     """
 
-    __slots__ = ("clouds", "context", "count", "key", "received", "sender")
+    __slots__ = ("caps", "clouds", "context", "count", "dots", "key", "received", "sender")
 
     def __init__(self, sender: ReplicaRef, key: object, count: int) -> None:
         self.sender = sender
@@ -110,17 +177,40 @@ class _Assembly:
         self.count = count
         self.received: set[int] = set()
         self.clouds: dict[ReplicaRef, set[int]] = {}
+        self.dots = 0  # how many dots ``clouds`` holds
         self.context: Mapping[ReplicaRef, int] = {}
+        self.caps: dict[ReplicaRef, int] = {}  # per owner, the lowest bound of any part
 
-    def add(self, part: int, payload: Delta | SnapshotPart) -> bool:
-        """Count one part in; True when it was the last one missing (once per message)."""
+    def add(self, part: int, payload: Delta | SnapshotPart, caps: Mapping[ReplicaRef, int]) -> None:
+        """Count one part in (a duplicate changes nothing).
+
+        ``caps``: per owner we know, the highest of its dots this part could be merged for.
+        """
         if part in self.received:
-            return False
+            return
         self.received.add(part)
         for owner, dots in payload.clouds.items():
-            self.clouds.setdefault(owner, set()).update(dots)
+            if owner not in caps:
+                continue  # unknown when it arrived: its entries there were not taken
+            held = self.clouds.setdefault(owner, set())
+            self.dots -= len(held)
+            held.update(dots)
+            self.dots += len(held)
         if isinstance(payload, SnapshotPart):
+            mine = self.caps
+            for owner in payload.context:
+                cap = caps.get(owner, 0)
+                mine[owner] = min(cap, mine.get(owner, cap))
             self.context = payload.context
+
+    def seen_context(self) -> dict[ReplicaRef, int]:
+        """The whole context, held to what every part could speak for."""
+        caps = self.caps
+        return {owner: min(clock, caps.get(owner, 0)) for owner, clock in self.context.items()}
+
+    @property
+    def complete(self) -> bool:
+        """True once every part is in."""
         return len(self.received) == self.count
 
 
@@ -148,31 +238,98 @@ class ReplicaInfo:
         ref: the incarnation last heard from.
         status: UP or DOWN.
         last_heard: ``now`` of the last heartbeat received from it.
+        clock: the highest clock of its own it announced (its number of events).
+        lag: how many of those events this tracker has not seen yet (``clock`` minus what we hold
+            of it): a replica that stays behind for long points at lost messages.
     """
 
-    __slots__ = ("last_heard", "ref", "status")
+    __slots__ = ("clock", "lag", "last_heard", "ref", "status")
 
-    def __init__(self, ref: ReplicaRef, last_heard: float, status: ReplicaStatus) -> None:
+    def __init__(
+        self,
+        ref: ReplicaRef,
+        last_heard: float,
+        status: ReplicaStatus,
+        clock: int = 0,
+        lag: int = 0,
+    ) -> None:
         self.ref = ref
         self.last_heard = last_heard
         self.status = status
+        self.clock = clock
+        self.lag = lag
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.ref, self.last_heard, self.status, self.clock, self.lag)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReplicaInfo):
             return NotImplemented
-        return (self.ref, self.last_heard, self.status) == (
-            other.ref,
-            other.last_heard,
-            other.status,
-        )
+        return self._key() == other._key()
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (
             f"ReplicaInfo(ref={self.ref!r}, status={self.status.name}, "
-            f"last_heard={self.last_heard!r})"
+            f"last_heard={self.last_heard!r}, clock={self.clock}, lag={self.lag})"
         )
+
+
+class _Record:
+    """The tracker's own record of one remote replica (see :class:`ReplicaInfo`)."""
+
+    __slots__ = ("answered", "clock", "last_heard", "ref", "sampled", "status")
+
+    def __init__(self, ref: ReplicaRef, last_heard: float, status: ReplicaStatus) -> None:
+        self.ref = ref
+        self.last_heard = last_heard
+        self.status = status
+        self.clock = 0  # the highest clock of its own it announced
+        self.answered: float | None = None  # ``now`` of our last transfer reply to it
+        # Its latest heartbeat clock, claims cut (``None`` once sampled or if it told us nothing)
+        self.sampled: dict[ReplicaRef, int] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TrackerStats:
+    """Counters and gauges of one tracker, for operators (:meth:`Tracker.stats`).
+
+    Counters only grow over the tracker's life; gauges are read when the snapshot is taken.
+
+    Attributes:
+        received: messages handed to :meth:`Tracker.receive`.
+        rejected: messages refused, by reason (reasons never seen are absent).
+        claims_cut: accepted payloads whose claims about third replicas went beyond what those
+            announced, and were cut (``_claims``).
+        transfer_requests_sent: transfer requests this tracker sent.
+        transfer_requests_answered: transfer requests it answered.
+        transfers_received_delta: transfer replies fully received that held a delta generation.
+        transfers_received_full: transfer replies fully received that held the whole state.
+        unsendable: messages dropped because even their parts did not fit.
+        replicas_up: remote replicas known to be up (gauge).
+        replicas_down: remote replicas known to be down, not yet permanently (gauge).
+        entries: presences stored, visible or hidden (gauge).
+        cloud_dots: dots parked beyond a gap (gauge; bounded by ``max_cloud_dots``).
+    """
+
+    received: int
+    rejected: Mapping[RejectReason, int]
+    claims_cut: int
+    transfer_requests_sent: int
+    transfer_requests_answered: int
+    transfers_received_delta: int
+    transfers_received_full: int
+    unsendable: int
+    replicas_up: int
+    replicas_down: int
+    entries: int
+    cloud_dots: int
+
+    @property
+    def rejected_total(self) -> int:
+        """Every message refused, whatever the reason."""
+        return sum(self.rejected.values())
 
 
 class Tracker:
@@ -184,21 +341,40 @@ class Tracker:
             the wall clock at start) so that a restart is a new replica.
         rng: the only source of randomness (the jitter of the first tick). Required: pass
             ``random.Random()`` in production and a seeded one in tests.
+        keyring: seal every message with ``keyring.current`` and accept only messages sealed
+            with one of its keys, each once (``docs/security.rst``). ``None`` (the default):
+            messages travel unsealed, and anything that can publish on the bus is a member.
 
     Raises:
         LocalProtocolError: an argument has the wrong type, or ``replica`` cannot be sent: its
-            name is not valid Unicode (a lone surrogate) or its ``vsn`` is above the wire's
-            ``2**63 - 1``.
+            name is not valid Unicode (a lone surrogate), longer than
+            ``config.max_replica_name_bytes``, or its ``vsn`` is above the wire's ``2**63 - 1``.
     """
 
-    def __init__(self, *, config: TrackerConfig, replica: ReplicaRef, rng: random.Random) -> None:
+    def __init__(
+        self,
+        *,
+        config: TrackerConfig,
+        replica: ReplicaRef,
+        rng: random.Random,
+        keyring: Keyring | None = None,
+    ) -> None:
         if not isinstance(config, TrackerConfig):
             raise LocalProtocolError(f"config must be a TrackerConfig, not {type(config).__name__}")
         if not isinstance(replica, ReplicaRef):
             raise LocalProtocolError(f"replica must be a ReplicaRef, not {type(replica).__name__}")
         # Every message carries the replica: refuse one that no message could carry.
-        if not replica.name.isascii():
-            _check_unicode(replica.name, "replica.name")
+        name_bytes = len(_check_unicode(replica.name, "replica.name"))
+        if _CONTROL.search(replica.name):
+            raise LocalProtocolError(
+                "replica.name holds a control character: names may not (JSON would write "
+                "each one as six bytes in every clock)"
+            )
+        if name_bytes > config.max_replica_name_bytes:
+            raise LimitExceeded(
+                f"replica.name is {name_bytes} bytes, over "
+                f"max_replica_name_bytes={config.max_replica_name_bytes}"
+            )
         if replica.vsn > MAX_WIRE_INT:
             raise LocalProtocolError(
                 f"replica.vsn is {shown(replica.vsn)}, above 2**63 - 1, "
@@ -206,28 +382,54 @@ class Tracker:
             )
         if not isinstance(rng, random.Random):
             raise LocalProtocolError(f"rng must be a random.Random, not {type(rng).__name__}")
+        if keyring is not None and not isinstance(keyring, Keyring):
+            raise LocalProtocolError(f"keyring must be a Keyring, not {type(keyring).__name__}")
         self.config = config
         self.replica = replica
         self._rng = rng
         self._state = ReplicaState(replica)
         self._generations = DeltaGenerations(config.max_delta_sizes)
         self._refs = RefGenerator(replica)
-        self._records: dict[str, ReplicaInfo] = {}
+        self._records: dict[str, _Record] = {}
+        # The bytes our clock takes at most, over us and every replica with a record.
+        self._clock_size = _clock_bytes(replica)
         self._events: deque[Event] = deque()
         self._outbox: list[Outbound] = []
         self._last_now: float | None = None
         self._next_tick: float | None = None
         self._silent_periods = config.max_silent_periods
         self._sample_countdown = config.clock_sample_periods
-        self._clockset: list[Clock] = []
         self._request_ids = 0
         self._requests: dict[str, _Request] = {}
         # Per sender, the heartbeat in parts being received (a newer one replaces it).
         self._heartbeat_parts: dict[str, _Assembly] = {}
         self._stopped = False
-        # Incarnations that announced their departure: a heartbeat of theirs still in flight
-        # must not bring them back. Bounded; the oldest are forgotten first.
-        self._departed: dict[ReplicaRef, None] = {}
+        # Per name, the highest incarnation retired on purpose (it left gracefully, or a newer
+        # one replaced it): a heartbeat of theirs still in flight must not bring them back.
+        # Bounded; the oldest are forgotten first. (A replica permanently down after a silence
+        # is not retired: after a long netsplit the same incarnation may come back, as in
+        # Phoenix.)
+        self._retired: dict[str, int] = {}
+        self._decode_limits = DecodeLimits(
+            max_meta_bytes=config.max_meta_bytes,
+            max_conn_bytes=config.max_conn_bytes,
+            max_topic_bytes=config.max_topic_bytes,
+            max_key_bytes=config.max_key_bytes,
+            max_name_bytes=config.max_replica_name_bytes,
+            max_replicas=config.max_replicas + 1,  # a peer's clock names itself too
+        )
+        self._keyring = keyring
+        self._sealed = 0  # the counter of the last message we sealed
+        self._windows: dict[ReplicaRef, ReplayWindow] = {}  # per origin, least recent first
+        self._in_callback = False
+        self._received = 0
+        self._rejected: dict[RejectReason, int] = {}
+        self._claims_cut = 0
+        self._requests_sent = 0
+        self._requests_answered = 0
+        self._transfers_delta = 0
+        self._transfers_full = 0
+        self._unsendable = 0
 
     def __repr__(self) -> str:
         return f"<Tracker {self.replica!r} presences={len(self._state)} peers={len(self._records)}>"
@@ -235,6 +437,11 @@ class Tracker:
     # ------------------------------------------------------------------ time
 
     def _check_now(self, now: float) -> float:
+        if self._in_callback:
+            raise LocalProtocolError(
+                "a re-entrant call from inside an update callback: the callback must only "
+                "compute the new meta from the one it is given"
+            )
         if not _is_time(now):
             raise LocalProtocolError(f"now must be a finite number of seconds, not {shown(now)}")
         if self._last_now is not None and now < self._last_now:
@@ -290,14 +497,17 @@ class Tracker:
             self._silent_periods += 1
 
         if self._sample_countdown <= 1:
-            candidates = append_clock(self._clockset, state.clocks())
-            for ref in sorted(ref for ref, _ in candidates if ref != self.replica):
-                pending = self._requests.get(ref.name)
-                if pending is not None and pending.ref == ref and pending.heard:
-                    pending.heard = False  # its reply may still be on its way
-                    continue
+            targets = self._sample_clocks()
+            for name, pending in sorted(self._requests.items()):
+                if pending.ref in targets and pending.heard:
+                    targets.remove(pending.ref)  # its reply may still be on its way
+                elif pending.ref not in targets and not pending.heard:
+                    # Quiet for a whole sample, and no longer needed: a lost part is not waited
+                    # for for ever (what it lacked, if anything, makes its clock lead again).
+                    del self._requests[name]
+                pending.heard = False
+            for ref in targets:
                 self._request_transfer(ref)
-            self._clockset = []
             self._sample_countdown = config.clock_sample_periods
         else:
             self._sample_countdown -= 1
@@ -311,6 +521,37 @@ class Tracker:
                 self._apply(record, LivenessInput.SILENCE_PERMDOWN_PERIOD)
             elif silence > down_period:
                 self._apply(record, LivenessInput.SILENCE_DOWN_PERIOD)
+
+    def _sample_clocks(self) -> builtins.list[ReplicaRef]:
+        """Whom to ask for a transfer: the replicas that know what we do not (SPEC §3.5).
+
+        Of the clocks heard since the last sample (the latest per replica, claims about third
+        replicas cut), those our own clock does not dominate; of those, the ones no other
+        dominates; at most :data:`MAX_TRANSFER_REQUESTS` of them, those that know the most
+        first. Phoenix folds every heartbeat's clock into a set as it arrives, which costs
+        O(N^2) per heartbeat when N peers send incomparable clocks; sampling once per period
+        costs O(N) per clock, and the pairwise pass is over a bounded few.
+        """
+        own = self._state.clocks()[1]
+        ahead: builtins.list[tuple[int, ReplicaRef, Context]] = []
+        for record in self._records.values():
+            clock = record.sampled
+            record.sampled = None
+            if clock is None or dominates(own, clock):
+                continue
+            excess = sum(max(0, value - own.get(replica, 0)) for replica, value in clock.items())
+            ahead.append((-excess, record.ref, clock))
+        ahead.sort(key=lambda item: (item[0], item[1]))
+        chosen = ahead[:MAX_TRANSFER_REQUESTS]
+        kept = [
+            ref
+            for i, (_, ref, clock) in enumerate(chosen)
+            if not any(
+                j != i and dominates(other, clock) and (not dominates(clock, other) or j < i)
+                for j, (_, _, other) in enumerate(chosen)
+            )
+        ]
+        return sorted(kept)
 
     # ------------------------------------------------------------------ outputs
 
@@ -327,13 +568,33 @@ class Tracker:
         self._send(message, None)
 
     def _send(self, message: Message, to: str | None) -> None:
-        """Queue ``message`` encoded, in parts if it is too large for one; report it if neither."""
+        """Queue ``message`` encoded, in parts if it is too large for one; report it if neither.
+
+        With a keyring, each part is sealed, and the seal's bytes are kept out of the budget.
+        """
+        keyring = self._keyring
+        budget = self.config.max_message_bytes
+        if keyring is not None:
+            budget -= seal_overhead(self.replica, keyring.current)
         try:
-            parts = encode_parts(message, max_bytes=self.config.max_message_bytes)
+            if budget < 1:
+                raise LimitExceeded(f"max_message_bytes leaves no room for the seal ({budget})")
+            parts = encode_parts(message, max_bytes=budget)
         except LimitExceeded as exc:
+            self._unsendable += 1
             self._events.append(Unsendable(message=message, to=to, reason=exc.message))
             return
-        self._outbox.extend(Outbound(message=part, data=data, to=to) for part, data in parts)
+        if keyring is None:
+            self._outbox.extend(Outbound(message=part, data=data, to=to) for part, data in parts)
+            return
+        for part, data in parts:
+            self._sealed += 1
+            sealed = seal(data, key=keyring.current, origin=self.replica, counter=self._sealed)
+            self._outbox.append(Outbound(message=part, data=sealed, to=to))
+
+    def _reject(self, reason: RejectReason, sender: ReplicaRef | None, detail: str) -> None:
+        self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        self._events.append(MessageRejected(reason=reason, sender=sender, detail=detail))
 
     def _emit_merge(self, result: MergeResult) -> None:
         # Entries of a replica we consider down are hidden: their joins and leaves are not news
@@ -361,10 +622,7 @@ class Tracker:
             raise LocalProtocolError("the tracker was stopped by graceful_permdown")
 
     def _checked_meta(self, meta: object, *, ref: str, prev: str | None) -> dict[str, JSONValue]:
-        stored = copy_meta(meta)
-        stored["phx_ref"] = ref
-        if prev is not None:
-            stored["phx_ref_prev"] = prev
+        stored = copy_meta(meta, phx_ref=ref, phx_ref_prev=prev)
         try:
             text = json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
         except ValueError as exc:  # an int over Python's int-to-str digit limit
@@ -408,10 +666,10 @@ class Tracker:
     ) -> str:
         """Replace the meta of a tracked presence (a full replacement, never a merge).
 
-        ``meta`` is the new meta, or a function given a copy of the current meta (with its
-        ``phx_ref``) that returns the new one. The stored meta gets a fresh ``phx_ref`` and
-        ``phx_ref_prev`` set to the old ref. Emits one :class:`PresenceDiff` holding the new entry
-        as a join and the old one as a leave.
+        ``meta`` is the new meta, or a function given a mutable deep copy of the current meta
+        (with its ``phx_ref``) that returns the new one; it must not call this tracker. The
+        stored meta gets a fresh ``phx_ref`` and ``phx_ref_prev`` set to the old ref. Emits one
+        :class:`PresenceDiff` holding the new entry as a join and the old one as a leave.
 
         Returns:
             The new ``phx_ref``.
@@ -429,7 +687,14 @@ class Tracker:
         old = self._state.get(conn, topic, key)
         if old is None:
             raise NoPresence(conn, topic, key)
-        new_meta = meta(copy_meta(old.meta)) if callable(meta) else meta
+        if callable(meta):
+            self._in_callback = True  # the callback must not call back into this tracker
+            try:
+                new_meta = meta(thaw_meta(old.meta))
+            finally:
+                self._in_callback = False
+        else:
+            new_meta = meta
         prev = old.meta.get("phx_ref")
         ref = self._refs.peek()
         stored = self._checked_meta(new_meta, ref=ref, prev=prev if isinstance(prev, str) else None)
@@ -497,6 +762,50 @@ class Tracker:
         """True after :meth:`graceful_permdown`."""
         return self._stopped
 
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keys messages are sealed and checked with, or ``None`` (see :meth:`set_keyring`)."""
+        return self._keyring
+
+    def set_keyring(self, keyring: Keyring) -> None:
+        """Replace the keyring while running (a key rotation without a restart).
+
+        Messages sealed from now on use ``keyring.current``; messages received are checked
+        against the new keys. A tracker started without a keyring cannot start sealing: its
+        peers would refuse its messages, or it theirs; restart it with one instead.
+
+        Raises:
+            LocalProtocolError: ``keyring`` is not a Keyring, the tracker has none, or the call
+                comes from inside an update callback.
+        """
+        if self._in_callback:
+            raise LocalProtocolError("a re-entrant call from inside an update callback")
+        if not isinstance(keyring, Keyring):
+            raise LocalProtocolError(f"keyring must be a Keyring, not {type(keyring).__name__}")
+        if self._keyring is None:
+            raise LocalProtocolError(
+                "this tracker was started without a keyring: restart it with one"
+            )
+        self._keyring = keyring
+
+    def stats(self) -> TrackerStats:
+        """Counters and gauges for operators (a snapshot; see :class:`TrackerStats`)."""
+        down = sum(1 for r in self._records.values() if r.status is ReplicaStatus.DOWN)
+        return TrackerStats(
+            received=self._received,
+            rejected=dict(sorted(self._rejected.items(), key=lambda item: item[0].value)),
+            claims_cut=self._claims_cut,
+            transfer_requests_sent=self._requests_sent,
+            transfer_requests_answered=self._requests_answered,
+            transfers_received_delta=self._transfers_delta,
+            transfers_received_full=self._transfers_full,
+            unsendable=self._unsendable,
+            replicas_up=len(self._records) - down,
+            replicas_down=down,
+            entries=len(self._state),
+            cloud_dots=self._state.cloud_dots,
+        )
+
     def list(self, topic: str) -> PresenceMap:
         """The visible presences of ``topic`` in Phoenix's shape: ``{key: {"metas": [...]}}``.
 
@@ -518,9 +827,12 @@ class Tracker:
         return self._state.topics()
 
     def replicas(self) -> dict[str, ReplicaInfo]:
-        """The remote replicas this tracker knows, by name (copies of the records)."""
+        """The remote replicas this tracker knows, by name (snapshots of the records)."""
+        context = self._state.context
         return {
-            name: ReplicaInfo(r.ref, r.last_heard, r.status)
+            name: ReplicaInfo(
+                r.ref, r.last_heard, r.status, r.clock, max(0, r.clock - context.get(r.ref, 0))
+            )
             for name, r in sorted(self._records.items())
         }
 
@@ -530,42 +842,186 @@ class Tracker:
         """Handle a message (or its encoded bytes) from another replica.
 
         Duplicated, reordered and stale messages are normal and handled silently. Messages from
-        this replica's own name (a transport echo, or a previous incarnation) are ignored.
+        this replica's own name (a transport echo, or a previous incarnation) are ignored. A
+        message that fails a check (see the module docs) is counted in :meth:`stats`, reported
+        as a :class:`~presence_core.MessageRejected` event, and changes nothing else.
+
+        With a keyring, only bytes are accepted: a message object cannot be authenticated.
 
         Raises:
-            RemoteProtocolError: the bytes are not a valid message; nothing changed.
-            LocalProtocolError: ``message`` is neither bytes nor a message, or time went backwards.
+            RemoteProtocolError: the bytes are not a valid message; nothing changed (it is
+                counted as rejected, ``MALFORMED``, all the same).
+            LocalProtocolError: ``message`` is neither bytes nor a message, a message object with
+                a keyring, time went backwards, or a call from inside an update callback.
         """
         now = self._check_now(now)
+        origin: ReplicaRef | None = None
         if isinstance(message, (bytes, bytearray, memoryview)):
-            message = decode_message(message, max_bytes=self.config.max_message_bytes)
-        if not isinstance(message, (Heartbeat, TransferRequest, TransferAck, GracefulPermdown)):
+            self._received += 1
+            data: bytes | bytearray | memoryview = message
+            keyring = self._keyring
+            if keyring is not None:
+                size = data.nbytes if isinstance(data, memoryview) else len(data)
+                if size > self.config.max_message_bytes:  # refused before paying for the MAC
+                    self._commit_now(now)
+                    self._reject(
+                        RejectReason.UNAUTHENTICATED,
+                        None,
+                        f"{size} bytes, over max_message_bytes={self.config.max_message_bytes}",
+                    )
+                    return
+                try:
+                    sealed = unseal(data, keyring)
+                except AuthenticationError as exc:
+                    self._commit_now(now)
+                    claimed = "" if exc.replica is None else f" (it claims to be {exc.replica!r})"
+                    self._reject(RejectReason.UNAUTHENTICATED, None, exc.message + claimed)
+                    return
+                origin = sealed.origin
+                window = self._window(origin)
+                if window.too_old(sealed.counter):
+                    self._commit_now(now)
+                    self._reject(
+                        RejectReason.TOO_OLD,
+                        origin,
+                        f"message {sealed.counter} of {origin!r} is older than the replay window "
+                        f"tells apart (it has seen up to {window.highest}): replayed, or sent by "
+                        "a node restarted with its old vsn",
+                    )
+                    return
+                if not window.accept(sealed.counter):
+                    self._commit_now(now)
+                    self._reject(
+                        RejectReason.REPLAYED,
+                        origin,
+                        f"message {sealed.counter} of {origin!r} was already received",
+                    )
+                    return
+                data = sealed.body
+            try:
+                message = decode_message(
+                    data, max_bytes=self.config.max_message_bytes, limits=self._decode_limits
+                )
+            except RemoteProtocolError as exc:
+                self._rejected[RejectReason.MALFORMED] = (
+                    self._rejected.get(RejectReason.MALFORMED, 0) + 1
+                )
+                if keyring is None and bytes(data[: len(MAGIC)]) == MAGIC:
+                    raise RemoteProtocolError(
+                        "message: sealed with a key (docs/security.rst), but this tracker has "
+                        "no keyring: every node of a cluster needs the same keys",
+                        replica=exc.replica,
+                    ) from exc
+                raise
+        elif not isinstance(message, (Heartbeat, TransferRequest, TransferAck, GracefulPermdown)):
             raise LocalProtocolError(f"cannot receive a {type(message).__name__}")
+        elif self._keyring is not None:
+            raise LocalProtocolError(
+                "this tracker has a keyring: receive the sealed bytes, not a message object"
+            )
+        else:
+            self._received += 1
         self._commit_now(now)
-        if self._stopped or message.sender.name == self.replica.name:
+        sender = message.sender
+        if origin is not None and sender != origin:
+            self._reject(
+                RejectReason.UNAUTHENTICATED,
+                sender,
+                f"the message says it comes from {sender!r}, but {origin!r} sealed it",
+            )
+            return
+        if self._stopped or sender.name == self.replica.name:
             return
         if isinstance(message, Heartbeat):
             self._receive_heartbeat(message, now)
         elif isinstance(message, TransferRequest):
-            # The requester's own entries stay in (remote_ref=None): their dots are in the reply,
-            # and a generation merged with dots but no values would forget them.
-            payload = self._generations.extract(self._state, None, message.clock)
-            reply = TransferAck(request_id=message.request_id, sender=self.replica, payload=payload)
-            self._send(reply, message.sender.name)
+            self._answer_transfer(message, now)
         elif isinstance(message, TransferAck):
             self._receive_transfer(message)
         else:
-            record = self._records.get(message.sender.name)
-            if record is not None and record.ref == message.sender:
+            record = self._records.get(sender.name)
+            if record is not None and record.ref == sender:
                 self._apply(record, LivenessInput.GRACEFUL_PERMDOWN)
-                self._departed[message.sender] = None
-                while len(self._departed) > _DEPARTED_MEMORY:
-                    del self._departed[next(iter(self._departed))]
+
+    def _window(self, origin: ReplicaRef) -> ReplayWindow:
+        """The replay window of ``origin``; the least recently heard are forgotten first."""
+        windows = self._windows
+        window = windows.pop(origin, None)
+        if window is None:
+            window = ReplayWindow()
+            while len(windows) >= REPLAY_MEMORY:
+                del windows[next(iter(windows))]
+        windows[origin] = window  # now the most recent
+        return window
+
+    def _bounds(self, sender: ReplicaRef) -> dict[ReplicaRef, int]:
+        """Per replica, the highest clock of its own a peer may claim to have seen (``_claims``)."""
+        context = self._state.context
+        bounds = dict(context)
+        for record in self._records.values():
+            held = context.get(record.ref)
+            if held is not None and record.clock > held:
+                bounds[record.ref] = record.clock
+        bounds.pop(sender, None)
+        return bounds
+
+    @overload
+    def _cut(
+        self, payload: Delta, sender: ReplicaRef, bounds: Mapping[ReplicaRef, int]
+    ) -> Delta: ...
+
+    @overload
+    def _cut(
+        self,
+        payload: Delta | Snapshot | SnapshotPart,
+        sender: ReplicaRef,
+        bounds: Mapping[ReplicaRef, int],
+    ) -> Delta | Snapshot | SnapshotPart: ...
+
+    def _cut(
+        self,
+        payload: Delta | Snapshot | SnapshotPart,
+        sender: ReplicaRef,
+        bounds: Mapping[ReplicaRef, int],
+    ) -> Delta | Snapshot | SnapshotPart:
+        """``payload`` with its claims about third replicas cut at ``bounds`` (counted)."""
+        cut = clamp_payload(payload, sender, bounds)
+        if cut is None:
+            return payload
+        self._claims_cut += 1
+        return cut
+
+    def _over_clouds(self, clouds: Mapping[ReplicaRef, frozenset[int] | set[int]]) -> bool:
+        """True if parking ``clouds`` could take the clouds over ``max_cloud_dots``."""
+        incoming = sum(len(dots) for dots in clouds.values())
+        return incoming > 0 and self._state.cloud_dots + incoming > self.config.max_cloud_dots
+
+    def _too_many_parts(self, sender: ReplicaRef, parts: int) -> bool:
+        if parts <= MAX_PARTS:
+            return False
+        self._reject(
+            RejectReason.OVER_LIMIT, sender, f"sent in {parts} parts, over MAX_PARTS={MAX_PARTS}"
+        )
+        return True
 
     def _receive_heartbeat(self, message: Heartbeat, now: float) -> None:
-        if not self._heard_from(message.sender, now):
+        sender = message.sender
+        if self._too_many_parts(sender, message.parts):
             return
         delta = message.delta
+        sent_window: object = None
+        bounds = self._bounds(sender)
+        if delta is not None:
+            sent_window = (tuple(delta.start.items()), tuple(delta.end.items()))
+            delta = self._cut(delta, sender, bounds)
+            if self._over_clouds(delta.clouds):
+                self._reject_clouds(sender, delta.clouds)
+                return
+        record = self._heard_from(sender, now)
+        if record is None:
+            return
+        record.clock = max(record.clock, message.clock.get(sender, 0))
+        record.sampled = clamp_clock(message.clock, sender, bounds)
         if delta is not None and message.parts == 1:
             self._emit_merge(self._state.merge(delta))
             self._push_generation_delta(delta)
@@ -574,62 +1030,145 @@ class Tracker:
             # A part covers only some of the window's dots: folded into a generation it would
             # claim the whole window. The generations start afresh instead.
             self._generations.clear()
-            name = message.sender.name
-            window = (tuple(delta.start.items()), tuple(delta.end.items()))
+            name = sender.name
+            window = sent_window  # as sent, before any cut: every part names the same one
             parts = self._heartbeat_parts.get(name)
             if (
                 parts is None
-                or parts.sender != message.sender
+                or parts.sender != sender
                 or parts.key != window
                 or parts.count != message.parts
             ):
-                parts = _Assembly(message.sender, window, message.parts)
+                parts = _Assembly(sender, window, message.parts)
                 self._heartbeat_parts[name] = parts
-            if parts.add(message.part, delta):
+            self._add_part(parts, message.part, delta, bounds)
+            if parts.complete:
                 del self._heartbeat_parts[name]
                 self._state.complete_parts({}, parts.clouds)
-        self._clockset = append_clock(self._clockset, (message.sender, message.clock))
+
+    def _add_part(
+        self,
+        assembly: _Assembly,
+        part: int,
+        payload: Delta | SnapshotPart,
+        bounds: Mapping[ReplicaRef, int],
+    ) -> None:
+        """Count a part in, unless its clouds would take the dots held over ``max_cloud_dots``.
+
+        The dots of every message in parts being assembled count with the parked clouds: one
+        bound for all, however many senders.
+        """
+        assemblies = [*self._heartbeat_parts.values()]
+        assemblies.extend(r.parts for r in self._requests.values() if r.parts is not None)
+        held = self._state.cloud_dots + sum(a.dots for a in assemblies)
+        incoming = sum(len(dots) for dots in payload.clouds.values())
+        if held + incoming > self.config.max_cloud_dots:
+            # Its dots stay unseen (its adds were merged); a later transfer repairs that.
+            self._reject_clouds(assembly.sender, payload.clouds)
+            return
+        caps = dict(bounds)  # the part was cut at these: it spoke for no more
+        caps[assembly.sender] = MAX_WIRE_INT  # its claims about itself are never cut
+        assembly.add(part, payload, caps)
+
+    def _reject_clouds(
+        self, sender: ReplicaRef, clouds: Mapping[ReplicaRef, frozenset[int] | set[int]]
+    ) -> None:
+        incoming = sum(len(dots) for dots in clouds.values())
+        self._reject(
+            RejectReason.OVER_LIMIT,
+            sender,
+            f"{incoming} cloud dots on top of {self._state.cloud_dots} parked would exceed "
+            f"max_cloud_dots={self.config.max_cloud_dots}",
+        )
 
     def _push_generation_delta(self, delta: Delta) -> None:
         pending = None if len(self._generations) else self._state.pending_delta
         self._generations.push(delta, pending=pending)
 
+    def _answer_transfer(self, message: TransferRequest, now: float) -> None:
+        sender = message.sender
+        record = self._records.get(sender.name)
+        # Known: a record of this very incarnation, up or down. One we think down may well be
+        # back from a partition, its heartbeat still on the way; refusing it would cost it a
+        # whole sampling round, and it is no stranger to send a state to.
+        if record is None or record.ref != sender:
+            self._reject(
+                RejectReason.UNKNOWN_REQUESTER,
+                sender,
+                f"a transfer request from {sender!r}, a replica we do not know",
+            )
+            return
+        if record.answered is not None and now - record.answered < self.config.broadcast_period:
+            self._reject(
+                RejectReason.RATE_LIMITED,
+                sender,
+                f"a transfer request from {sender!r} {now - record.answered:.3g} s after the last "
+                f"one answered (at most one per broadcast_period={self.config.broadcast_period})",
+            )
+            return
+        record.answered = now
+        self._requests_answered += 1
+        # The requester's own entries stay in (remote_ref=None): their dots are in the reply,
+        # and a generation merged with dots but no values would forget them.
+        payload = self._generations.extract(self._state, None, message.clock)
+        reply = TransferAck(request_id=message.request_id, sender=self.replica, payload=payload)
+        self._send(reply, sender.name)
+
     def _receive_transfer(self, message: TransferAck) -> None:
-        payload = message.payload
-        name = message.sender.name
+        sender = message.sender
+        name = sender.name
         pending = self._requests.get(name)
-        if pending is not None and (
-            pending.ref != message.sender or pending.request_id != message.request_id
-        ):
-            pending = None  # a reply to a request we no longer wait for
-        if pending is not None:
-            pending.heard = True
+        if pending is None or pending.ref != sender or pending.request_id != message.request_id:
+            self._reject(
+                RejectReason.UNSOLICITED,
+                sender,
+                f"a transfer reply (request {message.request_id}) from {sender!r}, "
+                "which we are not waiting for",
+            )
+            return
+        if self._too_many_parts(sender, message.parts):
+            return
+        # A request is forgotten when its replica goes down: the replica is known and up.
+        record = self._records[name]
+        # A transfer reply speaks for its sender's own clock too.
+        payload = message.payload
+        own = payload.end if isinstance(payload, Delta) else payload.context
+        record.clock = max(record.clock, own.get(sender, 0))
+        bounds = self._bounds(sender)
+        payload = self._cut(message.payload, sender, bounds)
+        if self._over_clouds(payload.clouds):
+            self._reject_clouds(sender, payload.clouds)
+            return
+        pending.heard = True
         if not isinstance(payload, Snapshot) and (
             isinstance(payload, SnapshotPart) or message.parts > 1
         ):
             self._emit_merge(self._state.merge_part(payload))
             # A part in a generation would claim what it does not carry: start them afresh.
             self._generations.clear()
-            # Only a reply we wait for is counted: its dots are seen once every part is in. A
-            # reply to an older request is merged all the same, and a later transfer completes.
-            if pending is None:
-                return
             if pending.parts is None or pending.parts.count != message.parts:
-                pending.parts = _Assembly(message.sender, message.request_id, message.parts)
-            if pending.parts.add(message.part, payload):
+                pending.parts = _Assembly(sender, message.request_id, message.parts)
+            self._add_part(pending.parts, message.part, payload, bounds)
+            if pending.parts.complete:
                 del self._requests[name]
-                self._state.complete_parts(pending.parts.context, pending.parts.clouds)
+                self._state.complete_parts(pending.parts.seen_context(), pending.parts.clouds)
+                if isinstance(payload, SnapshotPart):
+                    self._transfers_full += 1
+                else:
+                    self._transfers_delta += 1
             return
         self._emit_merge(self._state.merge(payload))
         if isinstance(payload, Snapshot):
             self._generations.clear()
+            self._transfers_full += 1
         else:
             self._push_generation_delta(payload)
-        if pending is not None:
-            del self._requests[name]
+            self._transfers_delta += 1
+        del self._requests[name]
 
     def _request_transfer(self, ref: ReplicaRef) -> None:
         self._request_ids += 1
+        self._requests_sent += 1
         request = TransferRequest(
             request_id=self._request_ids, sender=self.replica, clock=self._state.clocks()[1]
         )
@@ -645,24 +1184,68 @@ class Tracker:
         if parts is not None and parts.sender == ref:
             del self._heartbeat_parts[ref.name]
 
-    def _heard_from(self, ref: ReplicaRef, now: float) -> bool:
-        """Liveness bookkeeping for a heartbeat; False when it comes from a retired incarnation."""
-        if ref in self._departed:
-            return False
+    def _heard_from(self, ref: ReplicaRef, now: float) -> _Record | None:
+        """Liveness bookkeeping for a heartbeat; ``None`` when it must be ignored (counted)."""
+        if self._retired.get(ref.name, -1) >= ref.vsn:
+            self._reject(RejectReason.STALE, ref, f"{ref!r} was retired (it left or restarted)")
+            return None
         record = self._records.get(ref.name)
         if record is not None and record.ref != ref:
             if ref.vsn < record.ref.vsn:
-                return False
+                self._reject(RejectReason.STALE, ref, f"{ref!r} was replaced by {record.ref!r}")
+                return None
             self._apply(record, LivenessInput.NEW_INCARNATION)
             record = None
         if record is None:
-            record = ReplicaInfo(ref, now, ReplicaStatus.UNKNOWN)
+            if not self._room_for(ref):
+                return None
+            record = _Record(ref, now, ReplicaStatus.UNKNOWN)
             self._records[ref.name] = record
+            self._clock_size += _clock_bytes(ref)
         record.last_heard = now
         self._apply(record, LivenessInput.HEARTBEAT)
+        return record
+
+    def _room_for(self, ref: ReplicaRef) -> bool:
+        """Whether a new replica may get a record, forgetting down ones to make room if needed.
+
+        Two bounds: ``max_replicas`` records, and clocks that fit in a quarter of
+        ``max_message_bytes`` (every part of a message repeats up to two of them, in the half
+        the config leaves for what parts repeat): a peer must not be able to make our own
+        messages too large to send.
+        """
+        config = self.config
+        budget = config.max_message_bytes // 4
+        size = _clock_bytes(ref)
+        while len(self._records) >= config.max_replicas or self._clock_size + size > budget:
+            if not self._make_room():
+                if len(self._records) >= config.max_replicas:
+                    why = f"max_replicas={config.max_replicas} replicas are known and up"
+                else:
+                    why = (
+                        f"the clocks of the replicas known and up would no longer fit in a "
+                        f"quarter of max_message_bytes={config.max_message_bytes}"
+                    )
+                self._reject(RejectReason.TOO_MANY_REPLICAS, ref, f"{ref!r} is new, and {why}")
+                return False
         return True
 
-    def _apply(self, record: ReplicaInfo, event: LivenessInput) -> None:
+    def _make_room(self) -> bool:
+        """Forget the replica down for longest, for a new one; False if none is down."""
+        down = [r for r in self._records.values() if r.status is ReplicaStatus.DOWN]
+        if not down:
+            return False
+        oldest = min(down, key=lambda r: (r.last_heard, r.ref))
+        self._apply(oldest, LivenessInput.SILENCE_PERMDOWN_PERIOD)
+        return True
+
+    def _retire(self, ref: ReplicaRef) -> None:
+        retired = self._retired
+        retired[ref.name] = max(ref.vsn, retired.pop(ref.name, -1))  # now the most recent
+        while len(retired) > _RETIRED_MEMORY:
+            del retired[next(iter(retired))]
+
+    def _apply(self, record: _Record, event: LivenessInput) -> None:
         status, actions = transition(record.status, event)
         ref = record.ref
         for action in actions:
@@ -671,16 +1254,19 @@ class Tracker:
                 self._emit_diff(self._state.replica_up(ref), ())
             elif action is LivenessAction.DOWN:
                 # Its clock must no longer attract a transfer request.
-                self._clockset = [clock for clock in self._clockset if clock[0] != ref]
+                record.sampled = None
                 self._forget_request(ref)
                 self._events.append(ReplicaDown(replica=ref))
                 self._emit_diff((), self._state.replica_down(ref))
             else:
-                self._clockset = [clock for clock in self._clockset if clock[0] != ref]
+                record.sampled = None
                 self._forget_request(ref)
                 self._events.append(ReplicaPermdown(replica=ref))
                 self._state.remove_down_replica(ref)
                 self._generations.remove_replica(ref)
+                if event is not LivenessInput.SILENCE_PERMDOWN_PERIOD:
+                    self._retire(ref)  # it left or restarted: it cannot come back
         record.status = status
         if status is ReplicaStatus.UNKNOWN and self._records.get(ref.name) is record:
             del self._records[ref.name]
+            self._clock_size -= _clock_bytes(ref)

@@ -210,3 +210,37 @@ def test_generations_must_match_sizes() -> None:
     delta = state("s1").pending_delta
     with pytest.raises(InvalidArgument, match="expected 2 generations"):
         DeltaGenerations((1, 2), [delta])
+
+
+def test_a_delta_larger_than_a_cap_leaves_that_generation_empty_not_oversized() -> None:
+    s1 = state("s1")
+    gens = DeltaGenerations(SIZES)
+    for i in range(4):  # one window of 4 joins: size 8, over every cap but the merges'
+        s1.join(f"p{i}", "lobby", f"user{i}", {})
+    busy = s1.take_delta()
+    gens.push(busy, pending=busy)
+    assert [g.size for g in gens.generations] == [0, 0, 0]
+    # empty, but contiguous: the next windows build them up again, each within its cap
+    for i in range(4, 7):
+        s1.join(f"p{i}", "lobby", f"user{i}", {})
+        gens.push(s1.take_delta())
+    sizes = [g.size for g in gens.generations]
+    assert all(size <= cap for size, cap in zip(sizes, SIZES, strict=True))
+    assert sizes == [2, 4, 6]
+    # an empty generation is never sent: a requester that lacks the busy window gets it all
+    assert isinstance(gens.extract(s1, None, {s1.replica: 0}), Snapshot)
+
+
+def test_every_generation_stays_within_its_cap_whatever_is_pushed() -> None:
+    s1, s2 = state("s1"), state("s2")
+    gens = DeltaGenerations(SIZES)
+    gens.push(s1.pending_delta, pending=s1.pending_delta)
+    for i in range(40):
+        owner = (s1, s2)[i % 2]
+        for j in range(i % 5):
+            owner.join(f"p{i}-{j}", "lobby", f"u{i}-{j}", {})
+        if i % 3 == 0 and len(owner):
+            entry = next(iter(owner.entries()))
+            owner.leave(entry.conn, entry.topic, entry.key)
+        gens.push(owner.take_delta())
+        assert all(g.size <= cap for g, cap in zip(gens.generations, SIZES, strict=True))

@@ -115,10 +115,10 @@ def test_tracker_refuses_wrong_argument_types(arguments: dict[str, Any]) -> None
         Tracker(**call)
 
 
-def test_departed_incarnations_are_remembered_within_a_bound(
+def test_retired_incarnations_are_remembered_within_a_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_tracker, "_DEPARTED_MEMORY", 2)
+    monkeypatch.setattr(_tracker, "_RETIRED_MEMORY", 2)
     tracker = make_tracker("a")
     tracker.handle_timer(now=0.0)
     peers = [ReplicaRef(f"p{i}", 1) for i in range(3)]

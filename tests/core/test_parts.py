@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import Cluster, make_tracker
+from helpers import Cluster, drain, make_tracker, observe
 from presence_core import (
     ConfigurationError,
     Delta,
@@ -28,6 +28,7 @@ from presence_core import (
     LimitExceeded,
     LocalProtocolError,
     Message,
+    RejectReason,
     RemoteProtocolError,
     ReplicaRef,
     ReplicaState,
@@ -37,10 +38,12 @@ from presence_core import (
     TransferAck,
     TransferRequest,
     Unsendable,
+    _tracker,
     decode_message,
     encode_message,
     encode_parts,
 )
+from presence_core._codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DOTS
 
 A = ReplicaRef("a", 1)
 B = ReplicaRef("b", 1)
@@ -609,7 +612,7 @@ def test_a_lost_part_is_asked_for_again_once_the_reply_goes_quiet() -> None:
 
     cluster.lose = lose_the_second_part
     b = cluster.add("b")
-    cluster.advance(0.6)
+    cluster.advance(0.3)
     first = cluster.messages(TransferAck, sender="a")
     assert first
     assert {s.message.request_id for s in first if isinstance(s.message, TransferAck)} == {1}
@@ -648,18 +651,18 @@ def test_a_request_to_a_replica_that_goes_down_is_forgotten() -> None:
     assert b.count("room") == live(100)
 
 
-def test_a_reply_to_a_request_no_longer_awaited_merges_but_never_completes() -> None:
+def test_a_reply_to_no_request_of_ours_is_refused_part_by_part() -> None:
     source = sender_state(40, 10)
     tracker = make_tracker("b", **SMALL)
     tracker.receive(Heartbeat(sender=A, clock={A: source.clock}), now=0.0)
     tracker.receive(Heartbeat(sender=C, clock={C: 0}), now=0.0)
+    drain(tracker)
+    before = observe(tracker)
     parts = snapshot_parts(source, tracker.state)
     for part in parts:  # never asked for: request id 1 was not sent
         tracker.receive(part, now=0.0)
-    assert tracker.count("room") == 80
-    # Every part was merged, but the removed presences' dots are only vouched for by the whole
-    # reply's context: it waits for a reply that completes.
-    assert tracker.state.context[A] < source.clock
+    assert observe(tracker) == before
+    assert tracker.stats().rejected == {RejectReason.UNSOLICITED: len(parts)}
 
 
 def test_heartbeat_deltas_in_parts_reach_every_peer() -> None:
@@ -693,18 +696,39 @@ def test_delta_parts_restart_the_delta_generations() -> None:
 
 def test_a_transfer_reply_that_cannot_fit_is_reported_not_sent() -> None:
     tracker = make_tracker("a", **SMALL)
+    asking = ReplicaRef("b", 1)
+    tracker.receive(Heartbeat(sender=asking, clock={asking: 0}), now=0.0)
+    # Peers cannot make a tracker know this many long names (see the next test): the state is
+    # filled directly, to reach the one case left that parts cannot fix.
     peers = [ReplicaRef(f"{'n' * 100}{i}", 1) for i in range(20)]  # a context of 2,000+ bytes
     for peer in peers:
-        tracker.receive(Heartbeat(sender=peer, clock={peer: 0}), now=0.0)
+        tracker.state.replica_up(peer)
     tracker.messages_to_send()
-    asking = peers[0]
-    clock = {peer: 0 for peer in peers}
+    clock = {peer: 0 for peer in [asking, *peers]}
     tracker.receive(TransferRequest(request_id=3, sender=asking, clock=clock), now=0.0)
     (event,) = [e for e in _events(tracker) if isinstance(e, Unsendable)]
     assert isinstance(event.message, TransferAck)
     assert event.to == asking.name
     assert "cannot be split further" in event.reason
     assert tracker.messages_to_send() == []
+
+
+def test_peers_cannot_make_our_clocks_too_large_to_send() -> None:
+    tracker = make_tracker("a", **SMALL)
+    peers = [ReplicaRef(f"{'n' * 100}{i}", 1) for i in range(20)]
+    for peer in peers:
+        tracker.receive(Heartbeat(sender=peer, clock={peer: 0}), now=0.0)
+    known = tracker.replicas()
+    assert 0 < len(known) < len(peers)  # refused once their clocks would pass LIMIT / 4
+    assert tracker.stats().rejected == {RejectReason.TOO_MANY_REPLICAS: len(peers) - len(known)}
+    tracker.messages_to_send()
+    asking = peers[0]
+    clock = {peer: 0 for peer in peers}
+    tracker.receive(TransferRequest(request_id=3, sender=asking, clock=clock), now=0.0)
+    assert not [e for e in _events(tracker) if isinstance(e, Unsendable)]
+    replies = tracker.messages_to_send()
+    assert replies
+    assert all(len(o.data) <= LIMIT for o in replies)
 
 
 def _events(tracker: Any) -> list[Any]:
@@ -795,7 +819,7 @@ def test_a_replica_that_goes_down_mid_message_is_not_waited_for() -> None:
     assert "a" not in b._heartbeat_parts
 
 
-def test_a_reply_to_an_older_request_is_merged_but_not_counted() -> None:
+def test_a_reply_to_an_older_request_is_refused() -> None:
     cluster = big_cluster(60)
     a = cluster["a"]
 
@@ -812,13 +836,14 @@ def test_a_reply_to_an_older_request_is_merged_but_not_counted() -> None:
     newer = [m for m in replies if isinstance(m, TransferAck) and m.request_id == 2]
     assert len(older) > 1
     assert len(newer) > 1
-    for message in older:  # the first reply arrives late, whole: merged, not counted
+    for message in older:  # the first reply arrives late: we no longer wait for it
         b.receive(message, now=cluster.now)
-    assert b.count("room") == live(60)
+    assert b.count("room") == 0
+    assert b.stats().rejected[RejectReason.UNSOLICITED] == len(older)
     assert b._requests["a"].request_id == 2
-    assert b.state.context[a.replica] < a.state.clock
     for message in newer:
         b.receive(message, now=cluster.now)
+    assert b.count("room") == live(60)
     assert "a" not in b._requests
     assert b.state.context[a.replica] == a.state.clock
 
@@ -831,3 +856,164 @@ def test_a_snapshot_never_comes_in_parts() -> None:
     forged = data.replace(b'"payload"', b'"part":[0,2],"payload"')
     with pytest.raises(RemoteProtocolError, match="a snapshot is sent whole"):
         decode_message(forged)
+
+
+# ---------------------------------------------------------------------------- dots per part
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, None])
+def test_max_dots_must_be_a_positive_int(bad: Any) -> None:
+    with pytest.raises(LocalProtocolError, match="max_dots must be an int >= 1"):
+        encode_parts(Heartbeat(sender=A, clock={A: 0}), max_bytes=LIMIT, max_dots=bad)
+
+
+def churned(joins: int, leaves: int) -> tuple[ReplicaState, Delta]:
+    """``a`` after a window of ``joins`` joins, the first ``leaves`` of them leaving again."""
+    state = ReplicaState(A)
+    for i in range(joins):
+        state.join(f"c{i}", "room", f"u{i}", {})
+    for i in range(leaves):
+        state.leave(f"c{i}", "room", f"u{i}")
+    return state, state.take_delta()
+
+
+def test_a_window_of_many_dots_in_few_bytes_is_cut_by_its_dots() -> None:
+    state, delta = churned(1000, 1000)
+    message = Heartbeat(sender=A, clock={A: state.clock}, delta=delta)
+    assert b"[[1,2000]]" in encode_message(message)  # one run: 2,000 dots in a few bytes
+    assert encode_parts(message, max_bytes=LIMIT) == [(message, encode_message(message))]
+    parts = encode_parts(message, max_bytes=LIMIT, max_dots=300)
+    assert len(parts) == 7  # the run, cut in runs of 300 dots
+    for part, data in parts:
+        assert len(payload_of(part).clouds[A]) <= 300
+        assert decode_message(data, max_dots=300) == part
+    with pytest.raises(RemoteProtocolError, match="more than max_dots=300"):
+        decode_message(encode_message(message), max_dots=300)
+    whole, pieces = receiver(A), receiver(A)
+    whole.merge(delta)
+    in_parts = [part for part, _ in parts]
+    merge_all(pieces, in_parts)
+    complete(pieces, in_parts)
+    assert_equal_states(pieces, whole)
+
+
+@given(
+    joins=st.integers(1, 60),
+    leaves=st.integers(0, 60),
+    max_dots=st.integers(1, 40),
+    order=st.randoms(use_true_random=False),
+)
+def test_every_part_holds_at_most_max_dots_and_they_add_up_to_the_whole(
+    joins: int, leaves: int, max_dots: int, order: random.Random
+) -> None:
+    state, delta = churned(joins, min(joins, leaves))
+    message = Heartbeat(sender=A, clock={A: state.clock}, delta=delta)
+    parts = encode_parts(message, max_bytes=LIMIT, max_dots=max_dots)
+    dots = [len(dots) for part, _ in parts for dots in payload_of(part).clouds.values()]
+    assert sum(dots) == len(delta.clouds[A])
+    assert all(count <= max_dots for count in dots)
+    assert all(len(data) <= LIMIT for _, data in parts)
+    whole, pieces = receiver(A), receiver(A)
+    whole.merge(delta)
+    in_parts = [part for part, _ in parts]
+    order.shuffle(in_parts)
+    if len(parts) > 1:
+        merge_all(pieces, in_parts)
+        complete(pieces, in_parts)
+    else:  # it fitted one message: merged whole
+        pieces.merge(delta)
+    assert_equal_states(pieces, whole)
+
+
+def test_a_window_of_100000_joins_and_100000_leaves_travels_in_parts_and_converges() -> None:
+    """Honest churn: more dots than one message may hold, and more bytes too."""
+    a, b = make_tracker("a", seed=1), make_tracker("b", seed=2)
+    assert a.config.max_message_bytes == DEFAULT_MAX_BYTES
+
+    def exchange(now: float) -> list[Any]:
+        sent = []
+        for tracker in (a, b):
+            tracker.handle_timer(now=now)
+        for sender, target in ((a, b), (b, a)):
+            for out in sender.messages_to_send():
+                sent.append(out)
+                target.receive(out.data, now=now)
+        drain(a)
+        drain(b)
+        return sent
+
+    now = 0.0
+    for _ in range(3):  # the two meet
+        now += 0.1
+        exchange(now)
+    old = 20_000  # tracked and sent in an earlier window
+    for i in range(old):
+        a.track(conn=f"old{i}", topic="room", key=f"old{i}", meta={"n": i}, now=now)
+    now += 0.1
+    exchange(now)
+    assert b.count("room") == old
+    # The window: 100,000 joins, and 100,000 leaves (the 20,000 older presences, and 80,000 of
+    # the new ones): 220,000 dots, in runs of up to 80,000, and 20,000 presences (about 1.2 MB).
+    # A receiver holds the dots of a message in parts until its last part is in, so the window
+    # must also fit its max_cloud_dots (1,048,576 by default).
+    for i in range(100_000):
+        a.track(conn=f"c{i}", topic="room", key=f"u{i}", meta={"n": i}, now=now)
+    for i in range(old):
+        a.untrack(conn=f"old{i}", topic="room", key=f"old{i}", now=now)
+    for i in range(100_000 - old):
+        a.untrack(conn=f"c{i}", topic="room", key=f"u{i}", now=now)
+    now += 0.1
+    sent = [out for out in exchange(now) if isinstance(out.message, Heartbeat)]
+    parts = [out for out in sent if out.message.delta is not None and out.message.parts > 1]
+    assert len(parts) == parts[0].message.parts > 220_000 // DEFAULT_MAX_DOTS
+    assert sum(len(out.data) for out in parts) > DEFAULT_MAX_BYTES
+    for out in parts:
+        assert len(out.data) <= DEFAULT_MAX_BYTES
+        assert sum(map(len, payload_of(out.message).clouds.values())) <= DEFAULT_MAX_DOTS
+    assert sum(len(payload_of(out.message).clouds[a.replica]) for out in parts) == 220_000
+    assert b.stats().rejected == {}
+    assert b.count("room") == a.count("room") == 20_000
+    assert sorted((e.clock, e.conn) for e in b.state.entries()) == sorted(
+        (e.clock, e.conn) for e in a.state.entries()
+    )
+    assert b.state.context[a.replica] == a.state.clock == old + 200_000
+    assert not b.state.clouds
+
+
+def test_a_request_no_longer_needed_is_dropped_once_its_reply_goes_quiet() -> None:
+    b = make_tracker("b", **SMALL)
+    b.handle_timer(now=0.0)
+    b.receive(Heartbeat(sender=A, clock={A: 0}), now=0.0)
+    b._request_transfer(A)  # a reply in parts lost one part, say; a's clock leads no more
+    b.messages_to_send()
+    now = 0.0
+    while "a" in b._requests:
+        now = round(now + 0.05, 2)
+        assert now < 1.0, "the request is waited for for ever"
+        b.receive(Heartbeat(sender=A, clock={A: 0}), now=now)
+        b.handle_timer(now=now)
+    assert now >= 0.2  # not before a whole sampling period went quiet
+    assert not [o for o in b.messages_to_send() if isinstance(o.message, TransferRequest)]
+
+
+def test_an_assembly_sees_only_what_every_part_could_speak_for() -> None:
+    # A part is cut at the bounds of its moment, and entries of an owner unknown then are not
+    # taken: the whole context is held to the lowest bound of any part, per owner.
+    context = {A: 30, C: 20}
+
+    def part(i: int, clouds: dict[ReplicaRef, frozenset[int]]) -> SnapshotPart:
+        return SnapshotPart(replica=A, context=context, ranges={}, clouds=clouds, values={})
+
+    assembly = _tracker._Assembly(A, 1, 3)
+    assembly.add(0, part(0, {C: frozenset({25})}), {A: 2**63 - 1, C: 12})
+    assembly.add(1, part(1, {}), {A: 2**63 - 1})  # c was unknown when this one came
+    assembly.add(2, part(2, {C: frozenset({26})}), {A: 2**63 - 1, C: 20})
+    assert assembly.complete
+    assert assembly.seen_context() == {A: 30, C: 0}
+    assert assembly.clouds == {C: {25, 26}}
+    late = _tracker._Assembly(A, 2, 2)
+    late.add(0, part(0, {C: frozenset({25})}), {A: 2**63 - 1})  # unknown: its dots not kept
+    late.add(1, part(1, {}), {A: 2**63 - 1, C: 12})
+    assert late.seen_context() == {A: 30, C: 0}
+    assert late.clouds == {}
+    assert late.dots == 0

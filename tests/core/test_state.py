@@ -973,3 +973,21 @@ BAD: Any = "not a ReplicaRef"
 def test_payload_constructors_refuse_malformed_fields(build: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
         build()
+
+
+def test_merges_keep_clouds_compact_so_compact_changes_nothing() -> None:
+    a, b = state_cluster(A, B)
+    b.join("c1", "lobby", "u1", {})
+    b.take_delta()  # lost on the way to a
+    b.join("c2", "lobby", "u2", {})
+    a.merge(b.take_delta())  # dot 2 parked beyond the gap at 1
+    before = (dict(a.context), dict(a.clouds), a.cloud_dots)
+    assert before[2] == 1
+    a.compact()
+    assert (dict(a.context), dict(a.clouds), a.cloud_dots) == before
+    b.leave("c2", "lobby", "u2")
+    a.merge(b.extract(A, a.context))  # the gap filled: the parked dots folded into the context
+    assert a.cloud_dots == 0
+    a.compact()
+    assert a.context[B] == b.clock
+    assert a.clouds == {}

@@ -331,15 +331,21 @@ def test_a_transfer_ack_is_not_a_heartbeat() -> None:
     snapshot = state.extract(A1, {A1: 0, B1: 0})
     tracker.receive(TransferAck(request_id=1, sender=B1, payload=snapshot), now=0.0)
     # b is unknown: no record is created and its entries are not accepted
-    assert drain(tracker) == []
+    assert summarize(drain(tracker)) == [("rejected", "unsolicited", "b")]
     assert tracker.replicas() == {}
     assert tracker.list("lobby") == {}
-    tracker.receive(Heartbeat(sender=B1, clock={B1: 1}), now=0.5)
-    tracker.receive(TransferAck(request_id=1, sender=B1, payload=snapshot), now=0.6)
+    tracker.receive(Heartbeat(sender=B1, clock={B1: 1}), now=0.05)
+    for now in (0.1, 0.2, 0.3):  # the clock sample asks b for what it has
+        tracker.handle_timer(now=now)
+    (request,) = [o.message for o in tracker.messages_to_send() if o.to == "b"]
+    assert isinstance(request, TransferRequest)
+    reply = TransferAck(request_id=request.request_id, sender=B1, payload=snapshot)
+    tracker.receive(reply, now=0.35)
     assert summarize(drain(tracker)) == [("up", "b", 1), ("diff", "lobby", ("b/c1/u1",), ())]
-    assert tracker.replicas()["b"].last_heard == 0.5  # the ack did not refresh it
-    tracker.receive(TransferAck(request_id=1, sender=B1, payload=snapshot), now=0.7)
-    assert drain(tracker) == []  # merging the same payload again changes nothing
+    assert tracker.replicas()["b"].last_heard == 0.05  # the ack did not refresh it
+    tracker.receive(reply, now=0.4)  # a duplicate: the request was answered already
+    assert summarize(drain(tracker)) == [("rejected", "unsolicited", "b")]
+    assert tracker.list("lobby") != {}
 
 
 # ------------------------------------------------------------------------- local and remote diffs
@@ -761,7 +767,7 @@ def test_a_heartbeat_from_an_older_incarnation_is_ignored() -> None:
     tracker.receive(Heartbeat(sender=B1, clock={B1: 1}, delta=_delta_of(B1, "old")), now=2.0)
     tracker.receive(Heartbeat(sender=B1, clock={B1: 1}), now=2.0)
     tracker.receive(GracefulPermdown(sender=B1), now=2.0)
-    assert drain(tracker) == []
+    assert summarize(drain(tracker)) == [("rejected", "stale", "b")] * 2
     assert tracker.messages_to_send() == []
     after = observe(tracker)
     assert after["replicas"] == {"b": (B2, ReplicaStatus.UP, 1.0)}
@@ -799,6 +805,7 @@ def test_messages_with_our_own_name_are_ignored() -> None:
 def test_a_transfer_request_is_answered_to_its_sender() -> None:
     tracker = make_tracker("a")
     ref = tracker.track(conn="c1", topic="lobby", key="u1", meta={}, now=0.0)
+    tracker.receive(Heartbeat(sender=B1, clock={B1: 0}), now=0.0)
     tracker.messages_to_send()
     tracker.receive(TransferRequest(request_id=41, sender=B1, clock={B1: 0, A1: 0}), now=0.0)
     (outbound,) = tracker.messages_to_send()
@@ -1003,7 +1010,7 @@ def test_a_late_heartbeat_does_not_revive_a_departed_replica() -> None:
     tracker.receive(GracefulPermdown(sender=b), now=0.02)
     drain(tracker)
     tracker.receive(Heartbeat(sender=b, clock={b: 0}), now=0.03)
-    assert drain(tracker) == []
+    assert summarize(drain(tracker)) == [("rejected", "stale", "b")]
     assert tracker.replicas() == {}
     # A new incarnation of the same node is welcome.
     b2 = ReplicaRef("b", 2)
