@@ -13,6 +13,10 @@ from ._errors import PayloadTooLarge as PayloadTooLarge
 from ._errors import SubscriptionOverflow as SubscriptionOverflow
 from ._errors import TransportClosed as TransportClosed
 from ._errors import TransportError as TransportError
+from ._keyfile import KEYRING_VARIABLE as KEYRING_VARIABLE
+from ._keyfile import format_keyring as format_keyring
+from ._keyfile import load_keyring as load_keyring
+from ._keyfile import parse_keyring as parse_keyring
 from .drivers._node import DEFAULT_SHUTDOWN_TIMEOUT as DEFAULT_SHUTDOWN_TIMEOUT
 from .drivers._node import default_name as default_name
 from .drivers._node import default_vsn as default_vsn
@@ -42,6 +46,7 @@ from .transports.memory import MemoryTransport as MemoryTransport
 __all__ = [
     "DEFAULT_MAX_BUFFERED",
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "KEYRING_VARIABLE",
     "Backoff",
     "BrokerConnected",
     "BrokerDisconnected",
@@ -71,4 +76,7 @@ __all__ = [
     "TransportError",
     "default_name",
     "default_vsn",
+    "format_keyring",
+    "load_keyring",
+    "parse_keyring",
 ]

@@ -18,6 +18,12 @@ cut short, as it would with ``cat`` or ``yes``.
 live) from one presence node: ``presence serve --port 4000``, then open http://127.0.0.1:4000/.
 It tracks the join payload's ``"user"`` in topics ``room:*``. It needs the phoenix extra
 (``pip install 'presence-core[phoenix]'``).
+
+Replication is authenticated when a keyring is given: the file named by ``--key-file PATH``, or
+else the text of the ``PRESENCE_KEYRING`` environment variable (the format:
+:func:`presence_adapters.parse_keyring`). The secret itself is never a flag's value, where ``ps``
+would show it to every user of the machine. An unreadable or invalid keyring stops the command
+(status 2) before anything runs: it never falls back to unsealed replication.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from presence_adapters.simulation import (
@@ -39,7 +45,9 @@ from presence_adapters.simulation import (
     SimResult,
     Simulation,
 )
-from presence_core import __version__
+from presence_core import ConfigurationError, Keyring, __version__
+
+from ._keyfile import KEYRING_VARIABLE, load_keyring, parse_keyring
 
 if TYPE_CHECKING:
     from presence_adapters import Presence, Transport
@@ -121,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         help="limit every replica message to BYTES (at least 1024): larger deltas and "
         "transfers travel in parts (default: the tracker's default limit)",
     )
+    sim.add_argument(
+        "--sealed",
+        action="store_true",
+        help="run the cluster with authenticated replication (every message sealed with a key "
+        "derived from the seed)",
+    )
     sim.add_argument("--json", metavar="FILE", help="write the metrics as JSON ('-' for stdout)")
     sim.add_argument(
         "--plot", metavar="FILE", help="write a PNG of replica views and convergence over time"
@@ -148,6 +162,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     brokers.add_argument(
         "--nats", metavar="URL", help="join a cluster over NATS, e.g. nats://127.0.0.1:4222"
+    )
+    serve.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="authenticate replication with the keyring in this file: lines 'current ID SECRET' "
+        "and 'accepted ID SECRET', SECRET in hex (default: the text of the "
+        f"{KEYRING_VARIABLE} environment variable, if set; else messages travel unsealed)",
     )
     return parser
 
@@ -212,10 +233,15 @@ async def serve_on_join(request: JoinRequest) -> Accept | Reject:
 
 
 def serve_app(
-    name: str | None = None, *, redis: str | None = None, nats: str | None = None
+    name: str | None = None,
+    *,
+    redis: str | None = None,
+    nats: str | None = None,
+    keyring: Keyring | None = None,
 ) -> PhoenixApp:
     """The application ``presence serve`` runs: the endpoint and the page, on one node (asyncio
-    driver), on a private memory bus or in a cluster over Redis (``redis``) or NATS (``nats``).
+    driver), on a private memory bus or in a cluster over Redis (``redis``) or NATS (``nats``),
+    its replication sealed with ``keyring`` if given (see the driver's ``open_node``).
 
     Raises:
         ImportError: the extra a broker needs is not installed.
@@ -240,10 +266,35 @@ def serve_app(
     async def node() -> AsyncIterator[Presence]:
         node_name = name if name is not None else default_name()
         transport = None if connect is None else await connect(node_name)
-        async with open_node(transport, name=node_name) as presence:
+        async with open_node(transport, name=node_name, keyring=keyring) as presence:
             yield presence
 
     return create_app(node, on_join=serve_on_join, page=True)
+
+
+def serve_keyring(key_file: str | None, environ: Mapping[str, str]) -> Keyring | None:
+    """The keyring ``presence serve`` uses: read from ``key_file`` if given, else from the
+    :data:`~presence_adapters.KEYRING_VARIABLE` variable of ``environ`` if set, else ``None``.
+
+    Raises:
+        ConfigurationError: both are given, the variable is set but empty, or the text is not a
+            keyring (the message never quotes a secret).
+        OSError: the file cannot be read.
+    """
+    text = environ.get(KEYRING_VARIABLE)
+    if key_file is not None:
+        if text is not None:
+            raise ConfigurationError(
+                f"both --key-file and {KEYRING_VARIABLE} are set: give the keyring one way"
+            )
+        return load_keyring(key_file)
+    if text is None:
+        return None
+    if not text.strip():
+        # Set but empty: a secret that was meant to be there and is not (an unmounted secret,
+        # a typo in a deployment). Refused, never read as "no authentication".
+        raise ConfigurationError(f"{KEYRING_VARIABLE} is set but empty")
+    return parse_keyring(text, source=KEYRING_VARIABLE)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -251,12 +302,30 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"presence serve: --port must be 0 to 65535, not {args.port}", file=sys.stderr)
         return 2
     try:
+        keyring = serve_keyring(args.key_file, os.environ)
+    except (ConfigurationError, OSError) as exc:
+        print(f"presence serve: no keyring: {exc}", file=sys.stderr)
+        return 2
+    try:
         import uvicorn
 
-        app = serve_app(args.name, redis=args.redis, nats=args.nats)
+        app = serve_app(args.name, redis=args.redis, nats=args.nats, keyring=keyring)
     except ImportError as exc:
         print(f"presence serve: {exc}", file=sys.stderr)
         return 2
+    if keyring is not None:
+        ids = ", ".join(key.id for key in keyring.accepted)
+        print(
+            f"presence serve: replication sealed with key {keyring.current.id!r}"
+            + (f", also accepting {ids}" if ids else ""),
+            file=sys.stderr,
+        )
+    elif args.redis is not None or args.nats is not None:
+        print(
+            "presence serve: replication is not authenticated: anything that can publish on the "
+            f"broker is a member of the cluster (see --key-file and {KEYRING_VARIABLE})",
+            file=sys.stderr,
+        )
     print(
         f"presence serve: the presence page at http://{_url_host(args.host)}:{args.port}/, "
         f"phoenix.js connects to /socket (Ctrl-C stops)",
@@ -288,6 +357,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             keys=args.keys,
             broadcast_period=args.broadcast_period,
             max_message_bytes=args.max_message_bytes,
+            sealed=args.sealed,
         )
         scenario = params.scenario()
     except (ValueError, TypeError) as exc:
@@ -305,7 +375,8 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     show = not args.quiet and args.json != "-"
     print(
         f"simulating {len(scenario.nodes)} nodes, seed {params.seed}, fault mix "
-        f"{params.faults!r}, {params.duration:g} virtual seconds + settle",
+        f"{params.faults!r}, {params.duration:g} virtual seconds + settle"
+        + (", replication sealed" if params.sealed else ""),
         file=out if show else sys.stderr,
         flush=True,  # before the run: a reader already gone is noticed before the work
     )
@@ -330,6 +401,7 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 "topics": params.topics,
                 "keys": params.keys,
                 "broadcast_period": params.broadcast_period,
+                "sealed": params.sealed,
             },
             "ok": result.ok,
             "digest": result.digest,
@@ -399,6 +471,9 @@ def _report(result: SimResult, params: SimParams, out: TextIO) -> None:
         f"{m.dropped} dropped, largest transfer {m.largest_transfer} bytes",
         file=out,
     )
+    if m.rejected:
+        refused = ", ".join(f"{count} {reason}" for reason, count in m.rejected.items())
+        print(f"  messages refused by their receiver: {refused}", file=out)
     print(f"  trace digest: {result.digest}", file=out)
     if not result.ok:
         print("", file=out)

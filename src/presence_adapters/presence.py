@@ -22,6 +22,11 @@ driver's runtime primitives.
   raises and the diff stays first in line: the next read fetches it again.
 * :meth:`~Presence.connection` opens a scope that untracks everything its connection tracked
   when it exits, for any reason, cancellation included.
+* The tracker's events that are not news for the application (a message refused,
+  :class:`~presence_core.MessageRejected`; one that could not be sent,
+  :class:`~presence_core.Unsendable`) never reach a subscription: the pump counts them in
+  :attr:`~Presence.stats` and logs them, and :meth:`~Presence.tracker_stats` has the tracker's
+  own counters. A node opened with a keyring rotates its keys with :meth:`~Presence.set_keyring`.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ import attrs
 from presence_core import (
     Event,
     JSONValue,
+    Keyring,
     LocalProtocolError,
+    MessageRejected,
     Meta,
     MetaUpdater,
     PresenceDiff,
@@ -49,6 +56,7 @@ from presence_core import (
     ReplicaRef,
     ReplicaUp,
     Tracker,
+    TrackerStats,
     Unsendable,
     group,
 )
@@ -428,8 +436,40 @@ class Presence:
 
     @property
     def stats(self) -> PumpStats:
-        """The node's traffic counters (live; they only grow)."""
+        """The node's traffic counters (live; they only grow): messages sent and received,
+        malformed, unsendable, and refused by the tracker (``rejected``, also by reason)."""
         return self._pump.stats
+
+    def tracker_stats(self) -> TrackerStats:
+        """The tracker's counters and gauges, read now (see :class:`~presence_core.TrackerStats`):
+        messages received and rejected by reason (malformed ones included), claims cut,
+        transfers, and the replicas up and down, presences and parked dots."""
+        return self._tracker.stats()
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keys replication is sealed and checked with (``None``: unsealed)."""
+        return self._tracker.keyring
+
+    def set_keyring(self, keyring: Keyring) -> None:
+        """Replace the node's keyring while it runs: a key rotation without a restart.
+
+        Messages sent from now on are sealed with ``keyring.current``; messages received are
+        checked against its keys. Rotate the whole cluster in two rolls, never one, or its
+        messages are refused in between: first give every node the new key as an accepted one
+        (``Keyring(old, accepted=(new,))``), then, once every node holds it, make it current
+        (``Keyring(new, accepted=(old,))``); the old key can go once every node seals with the
+        new one (see :class:`~presence_core.Keyring`).
+
+        Raises:
+            LocalProtocolError: ``keyring`` is not a :class:`~presence_core.Keyring`, or the node
+                was opened without one (replication cannot start being sealed on one node while
+                it runs: its peers would refuse it, or it them; open every node with a keyring).
+            NodeClosed: the node has stopped.
+        """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} has stopped")
+        self._tracker.set_keyring(keyring)
 
     # ------------------------------------------------------------------ commands
 
@@ -643,11 +683,14 @@ class Presence:
                 cell = _DiffCell(event)
                 for subscription in list(subscriptions):
                     subscription._push(cell, cell.weight)
-        elif isinstance(event, Unsendable):
-            pass  # counted in stats.unsendable and logged by the pump
-        elif self._replica_subscriptions:
+        elif isinstance(event, (ReplicaUp, ReplicaDown, ReplicaPermdown)):
             for subscription in list(self._replica_subscriptions):
                 subscription._push(event, 1)
+        else:
+            # Counted in stats (unsendable, rejected) and logged by the pump. (Typed so that an
+            # event added to the core's union fails type-checking here until it is handled.)
+            _not_news: Unsendable | MessageRejected = event
+            del _not_news
 
     def _close(self) -> None:
         """The node stopped: refuse commands, end every subscription (after its buffer)."""

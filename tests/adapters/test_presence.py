@@ -34,9 +34,12 @@ from presence_adapters._runtime import AsyncEvent, AsyncLock, Runtime, current_r
 from presence_core import (
     Heartbeat,
     JSONValue,
+    Key,
+    Keyring,
     LocalProtocolError,
     PresenceError,
     PresenceMap,
+    RejectReason,
     ReplicaDown,
     ReplicaRef,
     ReplicaUp,
@@ -302,17 +305,72 @@ def test_unsendable_messages_are_counted_not_streamed() -> None:
     control.presence = presence
     events = presence.replica_events()
     pump = presence.pump
-    for i in range(10):  # ten peers whose names alone outgrow a heartbeat's clock
-        peer = ReplicaRef(f"{'p' * 100}{i}", 1)
-        pump.receive(encode_message(Heartbeat(sender=peer, clock={peer: 0})), now=pump.now(0.0))
+    # Ten replicas whose names alone outgrow a heartbeat's clock. Peers cannot do this (the
+    # tracker refuses replicas whose clocks would not fit), so the state is filled directly.
+    for i in range(10):
+        tracker.state.replica_up(ReplicaRef(f"{'p' * 100}{i}", 1))
     presence.track("conn", "room", "alice", {})
     deadline = pump.deadline
     assert deadline is not None
     pump.wake(now=pump.now(deadline))
     assert presence.stats.unsendable == 1
-    seen = [read_now(events) for _ in range(10)]
-    assert all(isinstance(event, ReplicaUp) for event in seen)
     assert read_now(events) is BLOCKED
+
+
+KEY_1 = Key("key-1", bytes(range(32)))
+KEY_2 = Key("key-2", bytes(range(32, 64)))
+
+
+def sealed_presence(keyring: Keyring | None) -> Presence:
+    tracker = Tracker(
+        config=CONFIG, replica=ReplicaRef("a", 1), rng=random.Random(0), keyring=keyring
+    )
+    control = StubControl()
+    presence = Presence(tracker, ScriptedRuntime(), control)
+    control.presence = presence
+    return presence
+
+
+def test_refused_messages_are_counted_not_streamed() -> None:
+    """A message the tracker refuses is a count and a log line, not a replica event."""
+    presence = sealed_presence(Keyring(KEY_1))
+    events = presence.replica_events()
+    pump = presence.pump
+    unsealed = encode_message(Heartbeat(sender=ReplicaRef("b", 1), clock={}))
+    pump.receive(unsealed, now=pump.now(0.0))
+    assert presence.stats.rejected_by_reason == {RejectReason.UNAUTHENTICATED: 1}
+    assert presence.tracker_stats().rejected == {RejectReason.UNAUTHENTICATED: 1}
+    assert presence.tracker_stats().received == 1
+    assert read_now(events) is BLOCKED
+    assert presence.replicas() == {}
+
+
+def test_keys_rotate_through_the_presence() -> None:
+    presence = sealed_presence(Keyring(KEY_1))
+    assert presence.keyring == Keyring(KEY_1)
+    presence.set_keyring(Keyring(KEY_1, accepted=(KEY_2,)))
+    assert presence.keyring == Keyring(KEY_1, accepted=(KEY_2,))
+    presence.track("conn", "room", "alice", {})
+    deadline = presence.pump.deadline
+    assert deadline is not None
+    presence.pump.wake(now=presence.pump.now(deadline))
+    (sent,) = presence.pump.take_transmissions()
+    assert sent.data.startswith(b"pcA1")
+    assert b"key-1" in sent.data[:16]  # still sealed with the first key
+    with pytest.raises(LocalProtocolError, match="keyring must be a Keyring"):
+        presence.set_keyring(KEY_2)  # type: ignore[arg-type]
+    assert presence.keyring == Keyring(KEY_1, accepted=(KEY_2,))  # unchanged
+    presence._close()
+    with pytest.raises(NodeClosed):
+        presence.set_keyring(Keyring(KEY_2))
+
+
+def test_a_node_without_a_keyring_cannot_start_sealing() -> None:
+    presence = sealed_presence(None)
+    assert presence.keyring is None
+    with pytest.raises(LocalProtocolError, match="started without a keyring"):
+        presence.set_keyring(Keyring(KEY_1))
+    assert presence.keyring is None
 
 
 @st.composite

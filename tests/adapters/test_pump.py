@@ -3,7 +3,8 @@
 The pump is every decision a driver makes (DESIGN §4, STYLE §3.9); these tests pin them: time
 never goes backwards and is never clamped up to the deadline, the tracker ticks on *every*
 wake-up (a message, junk included, is a wake-up), events and transmissions are drained after
-every call, junk and unsendable messages are dropped, counted and logged at a bounded rate.
+every call, junk and unsendable messages are dropped, counted and logged at a bounded rate, and
+messages the tracker refuses are counted by reason and logged by how alarming their reason is.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from presence_adapters.drivers import LOG_INTERVAL
 from presence_core import (
     Event,
     Heartbeat,
+    Key,
+    Keyring,
     LocalProtocolError,
+    MessageRejected,
     NoPresence,
     PresenceDiff,
+    RejectReason,
     ReplicaRef,
     ReplicaUp,
     TransferAck,
     TransferRequest,
     Unsendable,
     encode_message,
+    seal,
 )
 
 JUNK = b"not a message"
@@ -213,9 +219,10 @@ def test_unsendable_messages_are_reported_counted_and_logged(
 ) -> None:
     pump, events = make_pump(**SMALL)
     caplog.set_level(logging.WARNING, logger="presence_adapters")
-    for i in range(10):  # ten peers whose names alone outgrow a heartbeat's clock
-        peer = ReplicaRef(f"{'p' * 100}{i}", 1)
-        pump.receive(encode_message(Heartbeat(sender=peer, clock={peer: 0})), now=0.0)
+    # Ten replicas whose names alone outgrow a heartbeat's clock. Peers cannot do this (the
+    # tracker refuses replicas whose clocks would not fit), so the state is filled directly.
+    for i in range(10):
+        pump.tracker.state.replica_up(ReplicaRef(f"{'p' * 100}{i}", 1))
     pump.take_transmissions()
     now = 0.0
     for user in ("alice", "bob", "carol"):  # three ticks with a delta, before the peers go down
@@ -271,3 +278,74 @@ def test_should_wake() -> None:
     assert pump.should_wake(None)
     pump.take_transmissions()
     assert not pump.should_wake(None)
+
+
+# ---------------------------------------------------------------------- refused messages
+
+KEY = Key("key-1", bytes(range(32)))
+
+
+def sealed_heartbeat(name: str, key: Key, *, now: float = 10.0) -> bytes:
+    """A heartbeat of a fresh tracker ``name`` sealed with ``key``: its first message."""
+    peer = make_tracker(name, keyring=Keyring(key))
+    peer.handle_timer(now=0.0)
+    peer.handle_timer(now=now)
+    (heartbeat,) = peer.messages_to_send()
+    return heartbeat.data
+
+
+def test_refused_messages_are_counted_by_reason_logged_and_passed_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[Event] = []
+    pump = Pump(make_tracker("a", keyring=Keyring(KEY)), on_event=events.append)
+    caplog.set_level(logging.DEBUG, logger="presence_adapters")
+    forged = sealed_heartbeat("x", Key("key-1", b"another secret!!"))
+    unsealed = encode_message(Heartbeat(sender=ReplicaRef("y", 1), clock={}))
+    for index in range(5):
+        pump.receive(forged, now=0.001 * index)
+    pump.receive(unsealed, now=0.01)
+    honest = sealed_heartbeat("b", KEY)
+    pump.receive(honest, now=0.02)
+    pump.receive(honest, now=0.03)  # the network delivered it twice: a replay, normal
+    stats = pump.stats
+    assert stats.rejected == 7
+    assert stats.rejected_by_reason == {
+        RejectReason.UNAUTHENTICATED: 6,
+        RejectReason.REPLAYED: 1,
+    }
+    assert stats.malformed == 0
+    assert pump.tracker.stats().rejected == stats.rejected_by_reason
+    rejected = [event for event in events if isinstance(event, MessageRejected)]
+    assert [event.reason for event in rejected] == [RejectReason.UNAUTHENTICATED] * 6 + [
+        RejectReason.REPLAYED
+    ]
+    assert sorted(pump.tracker.replicas()) == ["b"]  # the refused ones changed nothing
+    # One line per reason and interval: a warning for the forgeries, a debug line for the
+    # replay (an honest network duplicates now and then).
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert len(records) == 2, records
+    (warning_level, warning), (debug_level, debug) = records
+    assert warning_level == logging.WARNING
+    assert warning.startswith("a rejected a message from an unknown sender: unauthenticated")
+    assert "wrong MAC under key 'key-1'" in warning
+    assert debug_level == logging.DEBUG
+    assert debug.startswith("a rejected a message from b.1: replayed (1 replayed so far")
+    pump.receive(forged, now=LOG_INTERVAL)  # one interval later: one more warning
+    assert len(caplog.records) == 3
+    assert "(7 unauthenticated so far, 5 logs suppressed)" in caplog.records[2].getMessage()
+    assert "another secret" not in caplog.text
+    assert KEY.secret.hex() not in caplog.text
+
+
+def test_a_claimed_sender_is_said_to_be_a_claim(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="presence_adapters")
+    sealed = make_tracker("a", keyring=Keyring(KEY))
+    pump = Pump(sealed, on_event=lambda event: None)
+    # A message sealed by b, claiming to come from c: refused, and the log does not take the
+    # claim at face value.
+    body = encode_message(Heartbeat(sender=ReplicaRef("c", 1), clock={}))
+    frame = seal(body, key=KEY, origin=ReplicaRef("b", 1), counter=1)
+    pump.receive(frame, now=0.0)
+    assert pump.stats.rejected_by_reason == {RejectReason.UNAUTHENTICATED: 1}
+    assert "from c.1 (so it claims): unauthenticated" in caplog.records[0].getMessage()

@@ -9,6 +9,7 @@ their own. Every wait has a deadline: no test sleeps for a fixed time and hopes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import secrets
 import subprocess
@@ -34,7 +35,7 @@ from nats_support import (
 from nats_support import nats_servers as nats_servers  # the fixture
 from nats_support import nats_url as nats_url  # the fixture
 
-from presence_adapters import PayloadTooLarge, Transport, TransportClosed, TransportError
+from presence_adapters import PayloadTooLarge, Presence, Transport, TransportClosed, TransportError
 from presence_adapters.drivers.anyio import open_node as anyio_open_node
 from presence_adapters.drivers.asyncio import open_node as asyncio_open_node
 from presence_adapters.testing import QUIET_PERIOD, TRANSPORT_CHECKS, TransportCheck
@@ -44,7 +45,7 @@ from presence_adapters.testing.transport import (
 )
 from presence_adapters.transports._broker import BrokerConnected, BrokerDisconnected
 from presence_adapters.transports.nats import NatsTransport
-from presence_core import LocalProtocolError, ReplicaStatus
+from presence_core import Key, Keyring, LocalProtocolError, RejectReason, ReplicaStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -111,6 +112,54 @@ async def test_nodes_converge(driver: str, count: int, nats_url: str) -> None:
         nodes[0].untrack("conn", "room", f"user-{nodes[0].name}")
         nodes[-1].track("conn", "room", "late", {"n": 1})
         await converge(nodes, [f"user-{name}" for name in names[1:]] + ["late"])
+
+
+@pytest.mark.parametrize("driver", ["asyncio", "anyio"])
+async def test_a_sealed_cluster_converges_and_refuses_another_key(
+    driver: str, nats_url: str
+) -> None:
+    """Authenticated replication over NATS: the nodes of one keyring replicate; a node sealing
+    with another secret under the same key id is refused by each (counted, never applied), and
+    one with no keyring too."""
+    open_node, ns = DRIVERS[driver], namespace("sealed")
+    keyring = Keyring(Key("2026-12", secrets.token_bytes(32)))
+    forged = Keyring(Key("2026-12", secrets.token_bytes(32)))
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def node(name: str, keys: Keyring | None) -> Presence:
+            transport, _ = await connect(nats_url, name, ns)
+            try:
+                opened = await stack.enter_async_context(
+                    open_node(transport, config=CONFIG, keyring=keys)
+                )
+            except BaseException:
+                await transport.aclose()
+                raise
+            opened.track("conn", "room", f"user-{name}", {})
+            return opened
+
+        a, b = await node("a", keyring), await node("b", keyring)
+        await converge([a, b])
+        mallory, plain = await node("mallory", forged), await node("plain", None)
+
+        def refused(node: Presence) -> int:
+            return node.stats.rejected_by_reason.get(RejectReason.UNAUTHENTICATED, 0)
+
+        await wait_until(
+            lambda: all(refused(node) >= 6 for node in (a, b)),
+            "a and b refuse several messages of mallory and plain",
+        )
+        await wait_until(lambda: plain.stats.malformed > 0, "plain drops the sealed messages")
+        for sealed in (a, b):
+            assert sorted(sealed.list("room")) == ["user-a", "user-b"]
+            assert sorted(sealed.replicas()) == sorted({"a", "b"} - {sealed.name})
+            assert sealed.tracker_stats().rejected == sealed.stats.rejected_by_reason
+            assert {r for r in sealed.stats.rejected_by_reason if not r.normal} == {
+                RejectReason.UNAUTHENTICATED
+            }
+        assert sorted(mallory.list("room")) == ["user-mallory"]
+        b.untrack_conn("conn")
+        await converge([a, b], ["user-a"])  # the cluster carries on
 
 
 def test_trio_is_refused(nats_url: str) -> None:

@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -34,7 +35,8 @@ from redis_support import redis_url as redis_url
 
 from presence_adapters import Backoff
 from presence_adapters.testing import NodeProcess, NodeProcessError
-from presence_core import ReplicaRef, TrackerConfig
+from presence_adapters.testing.process import COMMAND_TIMEOUT
+from presence_core import Key, Keyring, RejectReason, ReplicaRef, TrackerConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -330,6 +332,78 @@ async def test_every_process_converges_after_a_broker_restart(
         elapsed = {name: at - restarted_at for name, at in converged_at.items()}
         elapsed["all"] = max(elapsed.values())
         record(timings, "broker restart to convergence", broker, elapsed)
+
+
+async def refusals(node: NodeProcess, at_least: int) -> dict[RejectReason, int]:
+    """The node's refusals by reason, once it refused ``at_least`` messages as unauthenticated
+    (polled, within the deadline)."""
+    with anyio.fail_after(COMMAND_TIMEOUT):
+        while True:
+            refused = (await node.stats()).pump.rejected_by_reason
+            if refused.get(RejectReason.UNAUTHENTICATED, 0) >= at_least:
+                return refused
+            await anyio.sleep(BROADCAST_PERIOD)
+    raise AssertionError("unreachable")  # pragma: no cover - fail_after raised
+
+
+async def test_sealed_processes_refuse_another_key_and_rotate_keys(url: str, broker: str) -> None:
+    old, new = Key("2026-06", secrets.token_bytes(32)), Key("2026-12", secrets.token_bytes(32))
+    forged = Key("2026-06", secrets.token_bytes(32))  # the same id, another secret
+    ns = namespace("sealed")
+
+    def node(name: str, keyring: Keyring) -> NodeProcess:
+        return NodeProcess(
+            url,
+            name=name,
+            namespace=ns,
+            config=CONFIG,
+            watch=[TOPIC],
+            backoff=FAST_BACKOFF,
+            keyring=keyring,
+        )
+
+    async with node("a", Keyring(old)) as a, node("b", Keyring(old)) as b:
+        for child in (a, b):
+            # The child got its keyring on its standard input: no other user of the machine
+            # can read it off its command line or its environment.
+            assert "--keyring-stdin" in child.command_line()
+            for where in ("cmdline", "environ"):
+                exposed = Path(f"/proc/{child.pid}/{where}")
+                if exposed.exists():
+                    assert old.secret.hex().encode() not in exposed.read_bytes()
+            assert child.restarted().keyring == Keyring(old)
+        await track_own(a)
+        await track_own(b)
+        await converge([a, b], all_keys(["a", "b"]))
+        async with node("mallory", Keyring(forged)) as mallory:
+            await track_own(mallory)
+            for sealed in (a, b):
+                refused = await refusals(sealed, 3)
+                assert {reason for reason in refused if not reason.normal} == {
+                    RejectReason.UNAUTHENTICATED
+                }
+                assert sealed.keys(TOPIC) == all_keys(["a", "b"])  # none of mallory's applied
+                assert "mallory" not in await sealed.replicas()
+                tracker = (await sealed.stats()).tracker
+                assert tracker.rejected[RejectReason.UNAUTHENTICATED] >= 3
+            await mallory.wait_keys(TOPIC, own_keys("mallory"))
+            await mallory.ping()  # everything it wrote so far is read: none of a's nor b's
+            assert mallory.keys(TOPIC) == own_keys("mallory")
+        # Rotate at runtime, in two rolls: nothing more is refused.
+        before = {n.name: (await n.stats()).pump.rejected for n in (a, b)}
+        for keyring in (Keyring(old, accepted=(new,)), Keyring(new, accepted=(old,))):
+            for sealed in (a, b):
+                await sealed.set_keyring(keyring)
+                assert sealed.keyring == keyring
+        await a.track("conn-marker", TOPIC, "marker", {"node": "a"})
+        await converge([a, b], all_keys(["a", "b"]) | {"marker"})
+        for sealed in (a, b):
+            stats = await sealed.stats()
+            abnormal = {r for r in stats.pump.rejected_by_reason if not r.normal}
+            assert abnormal == {RejectReason.UNAUTHENTICATED}
+            refused_since = stats.pump.rejected - before[sealed.name]
+            # Only what mallory sent before it left can still have been in flight.
+            assert refused_since <= 2, f"{sealed.name} refused {refused_since} more messages"
 
 
 # ---------------------------------------------------------------------- the harness itself

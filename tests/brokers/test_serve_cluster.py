@@ -18,6 +18,7 @@ from redis_support import redis_url as redis_url  # the fixture, for pytest
 
 from asgi_testing import TestClient, WebSocketTestSession, run_bounded
 from presence_adapters.cli import main, serve_app
+from presence_core import Key, Keyring
 
 DEADLINE = 30.0
 """Seconds a whole scenario may take (the remote join comes within one broadcast period)."""
@@ -51,10 +52,12 @@ def sees_join_of(ws: WebSocketTestSession, user: str) -> None:
             return
 
 
-def two_nodes_one_cluster(**broker: str) -> None:
+def two_nodes_one_cluster(
+    *, redis: str | None = None, nats: str | None = None, keyring: Keyring | None = None
+) -> None:
     tag = secrets.token_hex(3)  # names of their own on a broker other tests share
-    first = serve_app(f"serve-a-{tag}", **broker)
-    second = serve_app(f"serve-b-{tag}", **broker)
+    first = serve_app(f"serve-a-{tag}", redis=redis, nats=nats, keyring=keyring)
+    second = serve_app(f"serve-b-{tag}", redis=redis, nats=nats, keyring=keyring)
 
     def scenario() -> None:
         with (
@@ -71,6 +74,9 @@ def two_nodes_one_cluster(**broker: str) -> None:
             assert first.presence is not None
             assert second.presence is not None
             assert sorted(first.presence.list(TOPIC)) == ["alice", "bob"]
+            for node in (first.presence, second.presence):
+                assert node.keyring == keyring
+                assert not [r for r in node.stats.rejected_by_reason if not r.normal]
 
     run_bounded(scenario, DEADLINE)
 
@@ -81,6 +87,10 @@ def test_serve_nodes_over_redis_form_one_cluster(redis_url: str) -> None:
 
 def test_serve_nodes_over_nats_form_one_cluster(nats_url: str) -> None:
     two_nodes_one_cluster(nats=nats_url)
+
+
+def test_sealed_serve_nodes_form_one_cluster(redis_url: str) -> None:
+    two_nodes_one_cluster(redis=redis_url, keyring=Keyring(Key("k", secrets.token_bytes(32))))
 
 
 def test_serve_takes_one_broker_at_most(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,9 @@ between asyncio and anyio:
   tracker's deadline or a poke, whichever comes first.
 
 :func:`node_parts` turns the user's options into a tracker and a transport (a private memory hub
-when none is given), choosing the name and the incarnation the user left out.
+when none is given), choosing the name and the incarnation the user left out. With a
+:class:`~presence_core.Keyring`, the tracker seals what it sends and refuses what was not sealed
+by a key of the keyring (``docs/security.rst``): the drivers only pass it through.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from presence_adapters._runtime import AsyncEvent, Runtime
 from presence_adapters.presence import FetchHook, Presence
 from presence_adapters.transports._base import Transport
 from presence_adapters.transports.memory import MemoryHub
-from presence_core import LocalProtocolError, ReplicaRef, Tracker, TrackerConfig
+from presence_core import Keyring, LocalProtocolError, ReplicaRef, Tracker, TrackerConfig
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "MAX_PENDING", "NodeLoops", "default_name", "default_vsn"]
 
@@ -68,14 +70,17 @@ def node_parts(
     config: TrackerConfig | None,
     rng: random.Random | None,
     shutdown_timeout: object,
+    keyring: Keyring | None = None,
 ) -> tuple[Transport, Tracker]:
     """Validate a driver's options and build its tracker (and transport, when none is given).
 
     The tracker's ``max_message_bytes`` is lowered to the transport's ``max_payload`` when that
-    is smaller, so that every message it sends fits (larger ones go in parts).
+    is smaller, so that every message it sends fits (larger ones go in parts; with a keyring the
+    seal is counted in, so a sealed message fits too).
 
     Raises:
-        LocalProtocolError: an option has the wrong type or value, or ``name`` differs from the
+        LocalProtocolError: an option has the wrong type or value (``keyring`` included: a
+            :class:`~presence_core.Keyring` or ``None``), or ``name`` differs from the
             transport's name.
         ConfigurationError: one presence at the config's limits would not fit the transport's
             ``max_payload`` (see :attr:`TrackerConfig.max_presence_bytes`).
@@ -91,6 +96,13 @@ def node_parts(
         )
     if name is not None and (type(name) is not str or not name):
         raise LocalProtocolError(f"name must be a non-empty str, not {name!r}")
+    if keyring is not None and not isinstance(keyring, Keyring):
+        # A Key or a secret's bytes given instead is a mistake to refuse, never a reason to run
+        # unsealed.
+        raise LocalProtocolError(
+            f"keyring must be a Keyring (for example Keyring(Key(id, secret))), "
+            f"not {type(keyring).__name__}"
+        )
     if transport is None:
         transport = MemoryHub().connect(name if name is not None else default_name())
     elif not isinstance(transport, Transport):
@@ -116,6 +128,7 @@ def node_parts(
         config=config,
         replica=ReplicaRef(transport.name, vsn),
         rng=rng if rng is not None else random.Random(),
+        keyring=keyring,
     )
     return transport, tracker
 

@@ -22,6 +22,16 @@ warning per :data:`LOG_INTERVAL` seconds, so a flood of junk cannot flood the lo
 carries on. A message the tracker could not send even in parts (its
 :class:`~presence_core.Unsendable` event) is counted and logged the same way, and the event goes
 on to ``on_event`` like any other.
+
+A message the tracker refused (its :class:`~presence_core.MessageRejected` event: not sealed by
+a key of its keyring, replayed, from a retired incarnation, over a limit... see
+:class:`~presence_core.RejectReason`) is counted in :attr:`PumpStats.rejected` and, per reason,
+in :attr:`PumpStats.rejected_by_reason`, and logged with the same throttle, one per reason: at
+WARNING for the reasons that mean a broken or hostile peer, or a misconfiguration (a node with
+another key, say), and at DEBUG for those an honest cluster also produces now and then (their
+:attr:`~presence_core.RejectReason.normal` is true: a late message of a restarted incarnation,
+say). The event then goes on to ``on_event`` like any other. Bytes that do not decode at all
+are not events: the tracker raises, and they count as ``malformed`` (above), not as rejected.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ import attrs
 from presence_core import (
     Event,
     Message,
+    MessageRejected,
+    RejectReason,
     RemoteProtocolError,
     Tracker,
     Unsendable,
@@ -78,6 +90,11 @@ class PumpStats:
         unsendable: outbound messages the tracker dropped because even their parts would not
             fit the transport's ``max_payload`` (each one is also an
             :class:`~presence_core.Unsendable` event).
+        rejected: received messages the tracker refused and did not apply (each one is also a
+            :class:`~presence_core.MessageRejected` event); ``malformed`` ones are not among
+            them.
+        rejected_by_reason: ``rejected``, by :class:`~presence_core.RejectReason` (reasons
+            never seen are absent).
     """
 
     received: int = 0
@@ -86,6 +103,8 @@ class PumpStats:
     sent: int = 0
     sent_bytes: int = 0
     unsendable: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[RejectReason, int] = attrs.field(factory=dict)
 
 
 class _Throttle:
@@ -132,6 +151,7 @@ class Pump:
         self._outgoing: list[Transmission] = []
         self._malformed_log = _Throttle()
         self._unsendable_log = _Throttle()
+        self._rejected_logs: dict[RejectReason, _Throttle] = {}
 
     def __repr__(self) -> str:
         return f"<Pump {self.tracker!r} pending={len(self._outgoing)}>"
@@ -217,6 +237,8 @@ class Pump:
         while (event := tracker.next_event()) is not None:
             if isinstance(event, Unsendable):
                 self._count_unsendable(event, now)
+            elif isinstance(event, MessageRejected):
+                self._count_rejected(event, now)
             self._on_event(event)
         for outbound in tracker.messages_to_send():
             self.stats.sent += 1
@@ -235,4 +257,32 @@ class Pump:
                 self.stats.unsendable,
                 self._unsendable_log.suppressed,
                 event.reason,
+            )
+
+    def _count_rejected(self, event: MessageRejected, now: float) -> None:
+        stats = self.stats
+        reason = event.reason
+        stats.rejected += 1
+        count = stats.rejected_by_reason[reason] = stats.rejected_by_reason.get(reason, 0) + 1
+        throttle = self._rejected_logs.get(reason)
+        if throttle is None:
+            throttle = self._rejected_logs[reason] = _Throttle()
+        if throttle.ready(now):
+            sender = event.sender
+            if sender is None:
+                origin = "an unknown sender"
+            elif reason is RejectReason.UNAUTHENTICATED:
+                origin = f"{sender.name}.{sender.vsn} (so it claims)"
+            else:
+                origin = f"{sender.name}.{sender.vsn}"
+            self._log.log(
+                logging.DEBUG if reason.normal else logging.WARNING,
+                "%s rejected a message from %s: %s (%d %s so far, %d logs suppressed): %s",
+                self.tracker.replica.name,
+                origin,
+                reason.value,
+                count,
+                reason.value,
+                throttle.suppressed,
+                event.detail,
             )

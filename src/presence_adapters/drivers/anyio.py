@@ -27,7 +27,7 @@ import sniffio
 from presence_adapters._runtime import AnyioRuntime
 from presence_adapters.presence import FetchHook, Presence
 from presence_adapters.transports._base import Transport
-from presence_core import LocalProtocolError, Tracker, TrackerConfig
+from presence_core import Keyring, LocalProtocolError, Tracker, TrackerConfig
 
 from ._node import DEFAULT_SHUTDOWN_TIMEOUT, NodeLoops, node_parts
 
@@ -46,6 +46,7 @@ def open_node(
     fetch: FetchHook | None = None,
     rng: random.Random | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    keyring: Keyring | None = None,
 ) -> AbstractAsyncContextManager[Presence]:
     """Run a presence node on anyio: ``async with open_node(...) as presence: ...``.
 
@@ -57,7 +58,13 @@ def open_node(
             ``max_payload``.
     """
     transport, tracker = node_parts(
-        transport, name=name, vsn=vsn, config=config, rng=rng, shutdown_timeout=shutdown_timeout
+        transport,
+        name=name,
+        vsn=vsn,
+        config=config,
+        rng=rng,
+        shutdown_timeout=shutdown_timeout,
+        keyring=keyring,
     )
     return _Once(_AnyioNode(transport, tracker, fetch=fetch, shutdown_timeout=shutdown_timeout))
 

@@ -27,7 +27,7 @@ from typing import Any
 from presence_adapters._runtime import AsyncioRuntime
 from presence_adapters.presence import FetchHook, Presence
 from presence_adapters.transports._base import Transport
-from presence_core import Tracker, TrackerConfig
+from presence_core import Keyring, Tracker, TrackerConfig
 
 from ._node import DEFAULT_SHUTDOWN_TIMEOUT, NodeLoops, node_parts
 
@@ -43,6 +43,7 @@ def open_node(
     fetch: FetchHook | None = None,
     rng: random.Random | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    keyring: Keyring | None = None,
 ) -> AbstractAsyncContextManager[Presence]:
     """Run a presence node on asyncio: ``async with open_node(...) as presence: ...``.
 
@@ -57,6 +58,15 @@ def open_node(
         fetch: the fetch hook (see :data:`~presence_adapters.FetchHook`).
         rng: the tracker's randomness (default: seeded by the OS).
         shutdown_timeout: the most seconds spent announcing the departure and closing.
+        keyring: authenticate replication (``docs/security.rst``): every message the node sends
+            is sealed with ``keyring.current``, and a message not sealed by one of its keys
+            (from a node with another key or none, or forged, or replayed) is refused, counted
+            in :attr:`Presence.stats <presence_adapters.Presence.stats>` and logged. Give every
+            node of the cluster the same keyring; rotate keys in two rolls (see
+            :class:`~presence_core.Keyring`, and :meth:`Presence.set_keyring
+            <presence_adapters.Presence.set_keyring>` to do it without a restart). Default:
+            ``None``, messages travel unsealed and anything that can publish on the transport
+            is a member.
 
     Raises:
         LocalProtocolError: an option is invalid (raised here, before anything starts).
@@ -64,7 +74,13 @@ def open_node(
             ``max_payload``.
     """
     transport, tracker = node_parts(
-        transport, name=name, vsn=vsn, config=config, rng=rng, shutdown_timeout=shutdown_timeout
+        transport,
+        name=name,
+        vsn=vsn,
+        config=config,
+        rng=rng,
+        shutdown_timeout=shutdown_timeout,
+        keyring=keyring,
     )
     return _AsyncioNode(transport, tracker, fetch=fetch, shutdown_timeout=shutdown_timeout)
 

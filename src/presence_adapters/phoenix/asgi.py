@@ -727,9 +727,10 @@ def create_app(
     """A whole ASGI application serving phoenix.js clients from one presence node.
 
     Args:
-        node: opens the node, e.g. ``lambda: open_node(transport, config=...)`` (the asyncio
-            driver under uvicorn; the anyio driver under Hypercorn on trio). The lifespan enters
-            it at startup and leaves it at shutdown (the graceful permdown goes out then).
+        node: opens the node, e.g. ``lambda: open_node(transport, config=..., keyring=...)``
+            (the asyncio driver under uvicorn; the anyio driver under Hypercorn on trio). The
+            lifespan enters it at startup and leaves it at shutdown (the graceful permdown goes
+            out then).
         on_join: decides each join and what is tracked (see :data:`JoinHook`).
         on_event: answers application events (see :data:`EventHook`).
         limits: per-socket bounds.

@@ -28,6 +28,10 @@ The pieces, one module each:
 * ``_engine``: :class:`Simulation` runs a scenario once, driving every node through its pump,
   and returns a :class:`SimResult`; :func:`run` is the shortcut. A :data:`TrackerFactory` builds
   each node's tracker, so your own subclass or wrapper can be simulated.
+* Authenticated replication: with :attr:`Scenario.keyring` (:attr:`SimParams.sealed`, ``presence
+  simulate --sealed``) every node seals what it sends and checks what it receives. A
+  ``restart`` :class:`Fault` may carry the keyring of the node's new incarnation: a roll of a key
+  rotation is a shutdown and a restart of every node in turn, each with the new keyring.
 * ``_invariants``: the checks below, and the client-side view they replay diffs into.
 * ``_results``: :class:`SimResult` with the invariant :class:`Violation` list, the
   :class:`Metrics` and the trace digest.
@@ -48,6 +52,11 @@ slowest clock rate and the network's ``max_latency``):
   with phoenix.js ``syncDiff`` semantics on an empty client view, reproduce ``list(topic)``.
 * ``malformed``: no node rejects a delivered message as not valid (what one node's pump encoded,
   another's must decode).
+* ``rejected``: no tracker refuses a delivered message (a
+  :class:`~presence_core.MessageRejected` event) for a reason an honest cluster never gives (one
+  whose :attr:`~presence_core.RejectReason.normal` is false): with a keyring, a node sealing with
+  a key the others do not hold (a rotation done in one roll) breaks it. The refusals of every
+  reason are counted in :attr:`Metrics.rejected`.
 
 An exception raised by a tracker ends the run with an ``error`` violation.
 """

@@ -8,7 +8,9 @@ reading through :meth:`Pump.now`, arms a timer action at :attr:`Pump.deadline` a
 bytes, runs client operations through :meth:`Pump.command`, and puts every
 :class:`~presence_adapters.drivers.Transmission` on the virtual network (:class:`Links`). The
 codec is thus exercised on every message; a delivery the receiver rejects as malformed is a
-``malformed`` violation.
+``malformed`` violation. With a keyring (:attr:`Scenario.keyring`, or a ``restart`` fault's),
+every node's tracker seals what it sends and checks what it receives, and a message a tracker
+refuses for a reason an honest cluster never gives is a ``rejected`` violation.
 
 Events reach the engine through the pump's ``on_event``; they wait in the node's inbox until the
 call that produced them returns, so the trace reads "operation, then its diffs, then its sends".
@@ -31,7 +33,9 @@ from presence_core import (
     Event,
     GracefulPermdown,
     Heartbeat,
+    Keyring,
     Message,
+    MessageRejected,
     PresenceDiff,
     RemoteProtocolError,
     ReplicaDown,
@@ -45,19 +49,18 @@ from presence_core import (
     decode_message,
 )
 
-from ._invariants import Ident, Invariants, Observed, ReplayedClient
+from ._invariants import Ident, Invariants, Observed, ReplayedClient, Unchecked
 from ._network import Links
 from ._results import Metrics, SimResult, Violation, ViolationKind
-from ._scenario import Fault, FaultKind, Scenario, SimParams
+from ._scenario import Fault, FaultKind, Scenario, SimParams, describe_keyring
 
 __all__ = ["Simulation", "TrackerFactory", "run"]
 
 TrackerFactory = Callable[[ReplicaRef, TrackerConfig, random.Random], Tracker]
-"""Builds the tracker of one node incarnation: ``factory(replica, config, rng)``."""
+"""Builds the tracker of one node incarnation: ``factory(replica, config, rng)``.
 
-
-def _default_factory(replica: ReplicaRef, config: TrackerConfig, rng: random.Random) -> Tracker:
-    return Tracker(config=config, replica=replica, rng=rng)
+A custom factory chooses its trackers' keyrings itself: the scenario's keyrings (its own, and a
+``restart`` fault's) apply to the default factory only."""
 
 
 @attrs.define
@@ -70,6 +73,8 @@ class _Node:
     pump: Pump | None = None
     vsn: int = 0
     paused: bool = False
+    # the keyring of its next incarnation (the scenario's, or the last keyed restart's)
+    keyring: Keyring | None = None
     # deliveries that arrived while paused: (sender, transmission)
     queued: list[tuple[str, Transmission]] = attrs.Factory(list)
     # events the pump handed over during the current call
@@ -104,13 +109,22 @@ class Simulation:
     Args:
         scenario: what to run.
         tracker_factory: builds each node's tracker (default: a plain
-            :class:`~presence_core.Tracker`); pass your own subclass or wrapper to test it.
-            The simulation wraps it in a :class:`~presence_adapters.drivers.Pump`.
+            :class:`~presence_core.Tracker`, with the node's keyring); pass your own subclass
+            or wrapper to test it. The simulation wraps it in a
+            :class:`~presence_adapters.drivers.Pump`.
         keep_trace: keep the trace lines in the result (the digest is always computed).
         timeline: record per-check view sizes for plotting.
         on_progress: called as ``on_progress(virtual_now, virtual_end)`` every few virtual seconds.
         stop_on_violation: stop at the first violation instead of collecting them all.
         max_violations: stop after this many.
+        checks: check the invariants (the default). ``False`` runs the scenario with no
+            invariant at all, for soak runs of millions of operations: the checks remember
+            every ``phx_ref`` handed out (``duplicate_ref``) and replay every diff, which grows
+            with the run and costs more than the trackers. The run is otherwise the same (the
+            same operations, faults and messages; its trace differs only in step numbers and
+            the convergence lines). The result reports only the engine's own violations
+            (``error``, ``malformed``) and no convergence samples: inspect the nodes with
+            :meth:`trackers` and :meth:`tracked`.
 
     Raises:
         TypeError: ``scenario`` is not a :class:`Scenario`.
@@ -126,13 +140,14 @@ class Simulation:
         on_progress: Callable[[float, float], None] | None = None,
         stop_on_violation: bool = False,
         max_violations: int = 50,
+        checks: bool = True,
     ) -> None:
         if not isinstance(scenario, Scenario):
             raise TypeError(f"scenario must be a Scenario, not {type(scenario).__name__}")
         self.scenario = scenario
         self.bounds = scenario.bounds()
         self._ran = False
-        self._factory = tracker_factory or _default_factory
+        self._factory = tracker_factory
         self._keep_trace = keep_trace
         self._on_progress = on_progress
         self._stop_on_violation = stop_on_violation
@@ -150,8 +165,11 @@ class Simulation:
         self._nodes: dict[str, _Node] = {}
         for index, name in enumerate(scenario.nodes):
             rate = float(scenario.clock_rates.get(name, 1.0))
-            self._nodes[name] = _Node(name=name, rate=rate, offset=1000.0 * (index + 1))
-        self._invariants = Invariants(
+            self._nodes[name] = _Node(
+                name=name, rate=rate, offset=1000.0 * (index + 1), keyring=scenario.keyring
+            )
+        self._checks = checks
+        self._invariants = (Invariants if checks else Unchecked)(
             self.bounds, violate=self._violate, record=self._record, timeline=timeline
         )
         self._hash = hashlib.sha256()
@@ -165,6 +183,35 @@ class Simulation:
         self._diffs = 0
         self._largest_transfer = 0
         self._ops = 0
+        self._rejected: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def operations(self) -> int:
+        """Client operations performed so far."""
+        return self._ops
+
+    def trackers(self) -> dict[str, Tracker]:
+        """The tracker of every node that has one (running or paused), by node name.
+
+        For inspection during a run (from ``on_progress``) or after it: read it, never call or
+        change it, or the run stops being a function of its scenario. A crashed or shut down
+        node has none until it restarts.
+        """
+        return {
+            name: node.pump.tracker for name, node in self._nodes.items() if node.pump is not None
+        }
+
+    def tracked(self) -> dict[str, dict[tuple[str, str, str], str]]:
+        """What the live connections of each node track: ``{node: {(conn, topic, key): ref}}``.
+
+        A copy; nodes with no tracker are left out. After the settle phase every running
+        tracker should list exactly these presences.
+        """
+        return {
+            name: dict(node.model) for name, node in self._nodes.items() if node.pump is not None
+        }
 
     # ------------------------------------------------------------------ plumbing
 
@@ -223,7 +270,8 @@ class Simulation:
             self._push(fault.at, "fault", fault)
         self._push(scenario.duration, "settle", None)
         self._schedule_op()
-        self._push(scenario.check_interval, "check", None)
+        if self._checks:
+            self._push(scenario.check_interval, "check", None)
         self._push(0.0, "progress", None)
         self._push(self._end, "end", None)
         try:
@@ -237,7 +285,8 @@ class Simulation:
                 self.step += 1
                 self._dispatch(kind, payload)
             self.step += 1
-            self._invariants.final_check(self.now, self._observe())
+            if self._checks:
+                self._invariants.final_check(self.now, self._observe())
         except _Stop:
             pass
         except Exception as exc:  # a bug in the tracker: report it, with the seed and step
@@ -306,7 +355,12 @@ class Simulation:
         node.vsn += 1
         replica = ReplicaRef(node.name, node.vsn)
         rng = random.Random(f"{self._tracker_seed}:{node.name}:{node.vsn}")
-        tracker = self._factory(replica, self.scenario.config, rng)
+        if self._factory is not None:
+            tracker = self._factory(replica, self.scenario.config, rng)
+        else:
+            tracker = Tracker(
+                config=self.scenario.config, replica=replica, rng=rng, keyring=node.keyring
+            )
         node.inbox = []
         node.pump = Pump(tracker, on_event=node.inbox.append)
         self._traffic.append(node.pump.stats)
@@ -359,13 +413,19 @@ class Simulation:
         for event in events:
             if isinstance(event, PresenceDiff):
                 self._diffs += 1
-                node.client.apply(event)
+                if self._checks:
+                    node.client.apply(event)
                 joins = sorted(str(e.meta.get("phx_ref")) for e in event.joins)
                 leaves = sorted(str(e.meta.get("phx_ref")) for e in event.leaves)
                 self._record(f"diff {name} {event.topic} +{joins} -{leaves}")
             elif isinstance(event, (ReplicaUp, ReplicaDown, ReplicaPermdown)):
                 kind = type(event).__name__
                 self._record(f"{kind} {name} {event.replica.name}.{event.replica.vsn}")
+            elif isinstance(event, MessageRejected):
+                reason = event.reason.value
+                self._rejected[reason] = self._rejected.get(reason, 0) + 1
+                sender = "?" if event.sender is None else f"{event.sender.name}.{event.sender.vsn}"
+                self._record(f"rejected {name} {reason} from {sender}")
         for transmission in pump.take_transmissions():
             if transmission.to is None:
                 for dst in self.scenario.nodes:
@@ -422,7 +482,11 @@ class Simulation:
         data = transmission.data
         self._record(f"recv {src}->{node.name} {_summary(transmission.message)} {len(data)}B{note}")
         malformed = pump.stats.malformed
+        seen = len(node.inbox)
         pump.receive(data, now=node.now(self.now))
+        for event in node.inbox[seen:]:
+            if isinstance(event, MessageRejected):
+                self._invariants.rejected(node.name, src, event)
         if pump.stats.malformed != malformed:
             try:
                 decode_message(data, max_bytes=pump.tracker.config.max_message_bytes)
@@ -449,7 +513,7 @@ class Simulation:
             self._heal()
         else:
             for name in fault.nodes:
-                self._node_fault(kind, self._nodes[name])
+                self._node_fault(fault, self._nodes[name])
 
     def _heal(self) -> None:
         involved = self._links.heal()
@@ -457,7 +521,8 @@ class Simulation:
             self._disturb(*involved)
             self._invariants.disrupted("heal", self.now)
 
-    def _node_fault(self, kind: FaultKind, node: _Node) -> None:
+    def _node_fault(self, fault: Fault, node: _Node) -> None:
+        kind: FaultKind = fault.kind
         pump = node.pump
         if kind == "crash" and pump is not None:
             self._stop(node)
@@ -471,6 +536,9 @@ class Simulation:
             self._stop(node)
             self._invariants.disrupted(f"shutdown {node.name}", self.now)
         elif kind == "restart" and pump is None:
+            if fault.keyring is not None:
+                node.keyring = fault.keyring
+                self._record(f"keyring {node.name} {describe_keyring(fault.keyring)}")
             self._start(node)
             self._invariants.disrupted(f"restart {node.name}", self.now)
         elif kind == "pause" and pump is not None and not node.paused:
@@ -611,6 +679,7 @@ class Simulation:
             received_bytes=sum(stats.received_bytes for stats in traffic),
             malformed=sum(stats.malformed for stats in traffic),
             unsendable=sum(stats.unsendable for stats in traffic),
+            rejected=dict(sorted(self._rejected.items())),
         )
         return SimResult(
             scenario=self.scenario,

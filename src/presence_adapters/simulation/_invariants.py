@@ -8,8 +8,10 @@ and when it was last disturbed. A broken invariant is reported through the ``vio
 trace lines (convergence reached) go through ``record``.
 
 The invariants (see the package docstring and :class:`~presence_adapters.simulation.Bounds`):
-``convergence``, ``crashed_presence``, ``missing_presence``, ``duplicate_ref`` and
-``diff_replay``. The engine itself reports ``malformed`` and ``error``.
+``convergence``, ``crashed_presence``, ``missing_presence``, ``duplicate_ref``, ``diff_replay``
+and ``rejected`` (a simulated cluster is honest: no tracker may refuse a message for a reason
+that is not :attr:`~presence_core.RejectReason.normal`). The engine itself reports ``malformed``
+and ``error``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,19 @@ from typing import Any
 
 import attrs
 
-from presence_core import ClientView, PresenceDiff, PresenceMap, ReplicaRef, presence_diff_payload
+from presence_core import (
+    ClientView,
+    MessageRejected,
+    PresenceDiff,
+    PresenceMap,
+    ReplicaRef,
+    presence_diff_payload,
+)
 
 from ._results import ConvergenceSample, ViolationKind
 from ._scenario import Bounds
 
-__all__ = ["Ident", "Invariants", "Observed", "ReplayedClient", "TimelineRow"]
+__all__ = ["Ident", "Invariants", "Observed", "ReplayedClient", "TimelineRow", "Unchecked"]
 
 Ident = tuple[str, str, str]
 """``(conn, topic, key)``: one presence of one node, as its connections tracked it."""
@@ -176,6 +185,24 @@ class Invariants:
         """Start measuring how long the cluster takes to converge after ``cause``."""
         self._open.append((cause, now))
 
+    def rejected(self, node: str, src: str, event: MessageRejected) -> None:
+        """``node``'s tracker refused a message ``src`` sent (``event``).
+
+        A simulated cluster is honest (unless a custom tracker factory or network makes it
+        otherwise), so only the reasons an honest cluster produces over a network that loses,
+        duplicates and reorders (:attr:`~presence_core.RejectReason.normal`) are allowed; any
+        other breaks ``rejected``.
+        """
+        reason = event.reason
+        if reason.normal:
+            return
+        self._violate(
+            "rejected",
+            node,
+            f"refused a message {src} sent: {reason.value}: {event.detail}",
+            f"{src} {reason.value}",
+        )
+
     # ------------------------------------------------------------------ checks
 
     def check(self, now: float, running: Sequence[Observed]) -> None:
@@ -318,3 +345,34 @@ class Invariants:
             if any(ref not in seen for ref in alive):
                 return False
         return True
+
+
+class Unchecked(Invariants):
+    """Invariants that check nothing and remember nothing (``Simulation(checks=False)``).
+
+    The engine tells it the facts all the same; it drops them, so a soak run of millions of
+    operations keeps no record of the presences it has seen come and go.
+    """
+
+    def tracked(
+        self, node: str, owner: ReplicaRef, ref: str, ident: Ident, meta: dict[str, Any], now: float
+    ) -> None:
+        pass
+
+    def removed(self, ref: str, now: float) -> None:
+        pass
+
+    def stopped(self, replica: ReplicaRef, now: float) -> None:
+        pass
+
+    def disrupted(self, cause: str, now: float) -> None:
+        pass
+
+    def rejected(self, node: str, src: str, event: MessageRejected) -> None:
+        pass
+
+    def check(self, now: float, running: Sequence[Observed]) -> None:
+        pass
+
+    def final_check(self, now: float, running: Sequence[Observed]) -> None:
+        pass

@@ -18,6 +18,7 @@ ViolationKind = Literal[
     "duplicate_ref",
     "diff_replay",
     "malformed",
+    "rejected",
     "error",
 ]
 """The invariants a :class:`Violation` can name (``error``: the tracker raised)."""
@@ -86,6 +87,11 @@ class Metrics:
             ``malformed`` violation: the codec or the glue is broken).
         unsendable: messages a pump could not encode within the tracker's
             ``max_message_bytes`` (dropped before they reached the network).
+        rejected: delivered messages a tracker refused (its
+            :class:`~presence_core.MessageRejected` events), by reason (the
+            :class:`~presence_core.RejectReason` value; reasons never seen are absent). Those
+            whose reason is not :attr:`~presence_core.RejectReason.normal` are also ``rejected``
+            violations.
     """
 
     virtual_seconds: float
@@ -103,6 +109,7 @@ class Metrics:
     received_bytes: int = 0
     malformed: int = 0
     unsendable: int = 0
+    rejected: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def worst_convergence(self) -> float | None:
@@ -131,6 +138,7 @@ class Metrics:
             "received_bytes": self.received_bytes,
             "malformed": self.malformed,
             "unsendable": self.unsendable,
+            "rejected": dict(sorted(self.rejected.items())),
         }
 
 

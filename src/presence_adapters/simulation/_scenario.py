@@ -13,6 +13,7 @@ before anything runs.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,7 @@ from typing import Any, Literal, get_args
 
 import attrs
 
-from presence_core import TrackerConfig
+from presence_core import Key, Keyring, TrackerConfig
 
 from ._network import FaultyNetwork, NetworkModel, finite
 
@@ -35,6 +36,8 @@ __all__ = [
     "Scenario",
     "SimParams",
     "Workload",
+    "describe_keyring",
+    "sim_keyring",
 ]
 
 SIM_CONFIG = TrackerConfig(broadcast_period=0.5, max_silent_periods=4, permdown_period=60.0)
@@ -189,9 +192,16 @@ class Fault:
         nodes: the nodes concerned.
         others: the other side of a partition.
         one_way: a partition that only blocks ``nodes -> others``.
+        keyring: for a ``restart`` only: the keyring the new incarnation (and every later one of
+            these nodes) gets, replacing :attr:`Scenario.keyring`: a restart with a new
+            configuration, as one roll of a key rotation does. ``None``: the node keeps its
+            keyring. A restart that is skipped (the node is running) changes nothing. Only the
+            default tracker factory applies it (a custom one builds its own trackers).
 
     Raises:
-        ValueError: ``at`` is not a finite number ``>= 0``, or ``kind`` is not a fault kind.
+        ValueError: ``at`` is not a finite number ``>= 0``, ``kind`` is not a fault kind, or a
+            ``keyring`` on a fault that is not a restart.
+        TypeError: ``keyring`` is not a :class:`~presence_core.Keyring`.
     """
 
     at: float
@@ -199,19 +209,37 @@ class Fault:
     nodes: tuple[str, ...] = attrs.field(default=(), converter=_names)
     others: tuple[str, ...] = attrs.field(default=(), converter=_names)
     one_way: bool = False
+    keyring: Keyring | None = None
 
     def __attrs_post_init__(self) -> None:
         if finite("at", self.at) < 0:
             raise ValueError(f"a fault's time must be >= 0, not {self.at!r}")
         if self.kind not in _FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {list(_FAULT_KINDS)}")
+        if self.keyring is not None:
+            _keyring("keyring", self.keyring)
+            if self.kind != "restart":
+                raise ValueError(f"only a restart takes a keyring, not a {self.kind}")
 
     def describe(self) -> str:
-        """A one-line description."""
+        """A one-line description (key ids, never secrets)."""
         if self.kind == "partition":
             arrow = "->" if self.one_way else "<->"
             return f"partition {','.join(self.nodes)} {arrow} {','.join(self.others)}"
-        return f"{self.kind} {','.join(self.nodes)}".strip()
+        text = f"{self.kind} {','.join(self.nodes)}".strip()
+        if self.keyring is not None:
+            text += f" with keyring {describe_keyring(self.keyring)}"
+        return text
+
+
+def describe_keyring(keyring: Keyring) -> str:
+    """``current-id [+accepted-id...]``: a keyring by its key ids (never the secrets)."""
+    return " ".join([keyring.current.id, *(f"+{key.id}" for key in keyring.accepted)])
+
+
+def _keyring(what: str, value: object) -> None:
+    if not isinstance(value, Keyring):
+        raise TypeError(f"{what} must be a Keyring or None, not {type(value).__name__}")
 
 
 @attrs.frozen(kw_only=True)
@@ -229,13 +257,16 @@ class Scenario:
         clock_rates: each node's clock rate (1.0 = true time); missing nodes run at 1.0.
         check_interval: virtual seconds between invariant checks.
         params: the :class:`SimParams` the scenario was generated from, if any (for replay).
+        keyring: every node's keyring (``None``: unsealed replication). With one, every
+            message of the run is sealed and checked (see :class:`~presence_core.Keyring`); a
+            ``restart`` fault may give a node another one (a key rotation's roll).
 
     Raises:
         ValueError: no nodes or two with one name; a fault naming an unknown node; a clock rate
             outside ``[0.5, 2.0]``; a ``duration`` that is not positive and finite; a
             ``check_interval`` or a ``config.broadcast_period`` that is not finite or is below
             :data:`MIN_PERIOD`; a network whose ``max_latency`` is not finite and ``>= 0``.
-        TypeError: ``config``, ``network`` or ``workload`` is not of its class.
+        TypeError: ``config``, ``network``, ``workload`` or ``keyring`` is not of its class.
     """
 
     nodes: tuple[str, ...] = attrs.field(converter=_names)
@@ -248,8 +279,11 @@ class Scenario:
     clock_rates: Mapping[str, float] = attrs.field(factory=dict)
     check_interval: float = 0.25
     params: SimParams | None = None
+    keyring: Keyring | None = None
 
     def __attrs_post_init__(self) -> None:
+        if self.keyring is not None:
+            _keyring("keyring", self.keyring)
         if not self.nodes or len(set(self.nodes)) != len(self.nodes):
             raise ValueError("need at least one node, with distinct names")
         for what, value, cls in (
@@ -350,6 +384,8 @@ class SimParams:
         topics: topics of the workload, at least 1.
         keys: presence keys of the workload, at least 1.
         broadcast_period: every tracker's tick, at least :data:`MIN_PERIOD` seconds.
+        sealed: authenticated replication: every node gets the same keyring, derived from the
+            seed (one key, id ``sim``), so every message is sealed and checked.
 
     Raises:
         ValueError: a field is out of its range, or of the wrong type.
@@ -367,8 +403,11 @@ class SimParams:
     """A message limit for every node (``None``: the config's default). Deltas and transfers
     larger than it travel in parts; the limits on one presence are scaled down to fit it (see
     :func:`limits_for`)."""
+    sealed: bool = False
 
     def __attrs_post_init__(self) -> None:
+        if type(self.sealed) is not bool:
+            raise ValueError(f"sealed must be a bool, not {self.sealed!r}")
         if self.faults not in FAULT_MIXES:
             raise ValueError(f"unknown fault mix {self.faults!r}; one of {sorted(FAULT_MIXES)}")
         if self.max_message_bytes is not None and (
@@ -405,6 +444,8 @@ class SimParams:
             value = getattr(self, name)
             if value != getattr(defaults, name):
                 args += [flag, str(value)]
+        if self.sealed:
+            args.append("--sealed")
         return args
 
     def replay_command(self) -> str:
@@ -460,7 +501,15 @@ class SimParams:
             clock_rates=rates,
             check_interval=max(0.05, period / 2),
             params=self,
+            keyring=sim_keyring(self.seed) if self.sealed else None,
         )
+
+
+def sim_keyring(seed: int) -> Keyring:
+    """The keyring of a sealed simulated cluster (:attr:`SimParams.sealed`): one key, id
+    ``sim``, its secret a hash of the seed (a simulation needs no secrecy, only the real work of
+    sealing every message and checking it)."""
+    return Keyring(Key("sim", hashlib.sha256(f"presence-sim-key:{seed}".encode()).digest()))
 
 
 def _default_faults(

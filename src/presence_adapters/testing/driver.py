@@ -15,6 +15,11 @@ saying what went wrong. Every wait is bounded by a deadline; none sleeps for a f
 hopes. Every check also fails if it leaves behind a running task (listed on asyncio and trio), a
 warning (an unclosed stream's :class:`ResourceWarning` among them) or an unraisable exception, or
 a transport still connected to its hub.
+
+The authentication checks open nodes with a ``keyring``: a cluster sealed with one keyring
+converges, a node with another secret (or none) is refused, every refusal counted and none
+applied, and keys rotate at runtime in two rolls (:meth:`Presence.set_keyring
+<presence_adapters.Presence.set_keyring>`).
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from presence_adapters.transports._base import Transport
 from presence_adapters.transports.memory import MemoryHub
 from presence_core import (
     JSONValue,
+    Key,
+    Keyring,
     LocalProtocolError,
     PresenceMap,
+    RejectReason,
     ReplicaDown,
     ReplicaPermdown,
     ReplicaStatus,
@@ -74,8 +82,11 @@ __all__ = [
     "check_fetch_hook",
     "check_graceful_shutdown",
     "check_junk_flood_does_not_starve_the_timer",
+    "check_keys_rotate_at_runtime",
     "check_leaving_node_refuses_commands",
     "check_malformed_messages_are_counted",
+    "check_nodes_with_another_key_are_refused",
+    "check_sealed_nodes_converge",
     "check_shutdown_is_bounded",
     "check_slow_subscriber",
     "check_three_nodes_converge",
@@ -99,6 +110,7 @@ class NodeOpener(Protocol):
         fetch: FetchHook | None = None,
         rng: random.Random | None = None,
         shutdown_timeout: float = ...,
+        keyring: Keyring | None = None,
     ) -> AbstractAsyncContextManager[Presence]: ...
 
 
@@ -143,6 +155,11 @@ JUNK: tuple[bytes, ...] = (
 )
 """Messages no correct replica sends."""
 
+KEY_1 = Key("key-1", bytes(range(32)))
+KEY_2 = Key("key-2", bytes(range(32, 64)))
+OTHER_KEY_1 = Key("key-1", bytes(range(64, 96)))
+"""The keys of the authentication checks; the last one has the first one's id, another secret."""
+
 
 class _BodyError(Exception):
     """Raised by a check inside an ``async with`` to see what comes out."""
@@ -169,18 +186,28 @@ def _driver_check(check: DriverCheck) -> DriverCheck:
 
 @contextlib.asynccontextmanager
 async def _cluster(
-    open_node: NodeOpener, hub: MemoryHub, names: Sequence[str], config: TrackerConfig = FAST
+    open_node: NodeOpener,
+    hub: MemoryHub,
+    names: Sequence[str],
+    config: TrackerConfig = FAST,
+    keyring: Keyring | None = None,
 ) -> AsyncIterator[list[Presence]]:
     """Open one node per name on ``hub``; wait until all see each other up; close them on exit
     and check that every transport left the hub."""
     async with contextlib.AsyncExitStack() as stack:
+        options: dict[str, Any] = {} if keyring is None else {"keyring": keyring}
         nodes = [
-            await stack.enter_async_context(open_node(hub.connect(name), config=config))
+            await stack.enter_async_context(open_node(hub.connect(name), config=config, **options))
             for name in names
         ]
         await _all_up(nodes)
         yield nodes
     _all_closed(hub)
+
+
+def _as_any(value: object) -> Any:
+    """``value``, typed as anything: to pass a wrong type on purpose."""
+    return value
 
 
 def _all_closed(hub: MemoryHub) -> None:
@@ -393,6 +420,159 @@ async def check_three_nodes_converge(open_node: NodeOpener) -> None:
             await _converge([a, b, c], "lobby", ["carol"])
         await _converge([a, b], "room", ["alice", "bob"])
         await _converge([a, b], "lobby", [])
+
+
+# ---------------------------------------------------------------------- authentication
+
+
+def _rejected(node: Presence, reason: RejectReason) -> int:
+    """How many messages ``node`` refused for ``reason``, checking that its pump and its tracker
+    agree (the pump counts the tracker's events, so they must)."""
+    counted = node.stats.rejected_by_reason.get(reason, 0)
+    tracked = node.tracker_stats().rejected.get(reason, 0)
+    if counted != tracked:
+        raise AssertionError(
+            f"{node.name}'s pump counted {counted} {reason.value} rejections, its tracker "
+            f"{tracked}: every MessageRejected event must reach the pump's stats"
+        )
+    return counted
+
+
+def _abnormal(node: Presence) -> dict[str, int]:
+    """What ``node`` refused for reasons an honest cluster never gives, by reason."""
+    return {
+        reason.value: count
+        for reason, count in node.stats.rejected_by_reason.items()
+        if not reason.normal
+    }
+
+
+def _nothing_refused(nodes: Sequence[Presence]) -> None:
+    """No node refused a message for a reason an honest cluster never gives (a transfer request
+    that overtook its sender's first heartbeat, say, is normal), nor dropped one as malformed."""
+    for node in nodes:
+        if _abnormal(node) or node.stats.malformed:
+            raise AssertionError(
+                f"{node.name} refused messages ({_abnormal(node)}) and dropped "
+                f"{node.stats.malformed} malformed ones, in a cluster whose nodes all hold the "
+                "same keys"
+            )
+
+
+@_driver_check
+async def check_sealed_nodes_converge(open_node: NodeOpener) -> None:
+    """Nodes opened with the same keyring replicate as unsealed ones do, and refuse nothing."""
+    hub = MemoryHub()
+    keyring = Keyring(KEY_1)
+    async with _cluster(open_node, hub, ["a", "b"], keyring=keyring) as (a, b):
+        if a.keyring != keyring or b.keyring != keyring:
+            raise AssertionError(f"open_node(keyring=...) must reach the tracker: {a.keyring!r}")
+        a.track("conn-a", "room", "alice", {"status": "online"})
+        b.track("conn-b", "room", "bob", {"status": "away"})
+        await _converge([a, b], "room", ["alice", "bob"])
+        async with open_node(hub.connect("c"), config=FAST, keyring=keyring) as c:
+            await _all_up([a, b, c])
+            await _converge([a, b, c], "room", ["alice", "bob"])  # a transfer, sealed
+            c.track("conn-c", "room", "carol", {})
+            await _converge([a, b, c], "room", ["alice", "bob", "carol"])
+            _nothing_refused([a, b, c])
+        await _converge([a, b], "room", ["alice", "bob"])
+        _nothing_refused([a, b])
+
+
+@_driver_check
+async def check_nodes_with_another_key_are_refused(open_node: NodeOpener) -> None:
+    """A node sealing with another secret (under the same key id), or not at all, is refused by
+    a sealed cluster: none of its messages is applied (its presences and the node itself stay
+    unknown), and every refusal is counted, as ``unauthenticated``. The unsealed node drops the
+    sealed messages as malformed; the cluster carries on."""
+    hub = MemoryHub()
+    async with _cluster(open_node, hub, ["a", "b"], keyring=Keyring(KEY_1)) as (a, b):
+        a.track("conn-a", "room", "alice", {})
+        await _converge([a, b], "room", ["alice"])
+        async with (
+            open_node(hub.connect("forger"), config=FAST, keyring=Keyring(OTHER_KEY_1)) as forger,
+            open_node(hub.connect("plain"), config=FAST) as plain,
+        ):
+            forger.track("conn-f", "room", "mallory", {})
+            plain.track("conn-p", "room", "eve", {})
+            # Each outsider broadcasts every few periods: several of each are refused.
+            await wait_until(
+                lambda: min(_rejected(n, RejectReason.UNAUTHENTICATED) for n in (a, b)) >= 6,
+                "a and b refuse the outsiders' messages",
+            )
+            await wait_until(lambda: plain.stats.malformed >= 2, "plain drops sealed messages")
+            for node in (a, b):
+                peers = {"a", "b"} - {node.name}
+                if sorted(node.list("room")) != ["alice"] or set(node.replicas()) != peers:
+                    raise AssertionError(
+                        f"{node.name} applied a refused message: it lists "
+                        f"{sorted(node.list('room'))} and knows {sorted(node.replicas())}"
+                    )
+                if set(_abnormal(node)) != {RejectReason.UNAUTHENTICATED.value}:
+                    raise AssertionError(
+                        f"{node.name} refused messages for other reasons too: {_abnormal(node)}"
+                    )
+            if sorted(forger.list("room")) != ["mallory"]:
+                raise AssertionError(
+                    f"the forger applied the cluster's messages: {forger.list('room')}"
+                )
+            b.track("conn-b", "room", "bob", {})
+            await _converge([a, b], "room", ["alice", "bob"])  # the cluster carries on
+
+
+@_driver_check
+async def check_keys_rotate_at_runtime(open_node: NodeOpener) -> None:
+    """Keys rotate without a restart and without a refusal in two rolls of
+    :meth:`Presence.set_keyring`: first every node accepts the new key, then every node seals
+    with it. Making a key current before the peers accept it (one roll) gets the node's
+    messages refused, and counted."""
+    hub = MemoryHub()
+    async with _cluster(open_node, hub, ["a", "b"], keyring=Keyring(KEY_1)) as (a, b):
+        step = 0
+
+        async def replicated() -> None:
+            # Each node's newest message reached the other: nothing sealed before is in flight
+            # (the hub delivers in order), so a key dropped now refuses nothing.
+            nonlocal step
+            step += 1
+            a.track("conn-a", "room", f"a{step}", {})
+            b.track("conn-b", "room", f"b{step}", {})
+            await _has(b, "room", f"a{step}")
+            await _has(a, "room", f"b{step}")
+
+        rolls = (
+            Keyring(KEY_1, accepted=(KEY_2,)),  # 1: accept the new key, still seal with the old
+            Keyring(KEY_2, accepted=(KEY_1,)),  # 2: seal with the new key, accept the old
+            Keyring(KEY_2),  # then the old key goes
+        )
+        for keyring in rolls:
+            for node in (a, b):
+                node.set_keyring(keyring)
+                await replicated()  # a cluster half-way through a roll works too
+            if a.keyring != keyring:
+                raise AssertionError(f"set_keyring must replace the keyring: {a.keyring!r}")
+        _nothing_refused([a, b])
+        a.set_keyring(Keyring(KEY_1))  # a one-roll rotation: b does not hold KEY_1 any more
+        a.track("conn-a", "room", "unseen", {})
+        await wait_until(
+            lambda: _rejected(b, RejectReason.UNAUTHENTICATED) > 0, "b refuses a's messages"
+        )
+        if "unseen" in b.list("room"):
+            raise AssertionError("b applied a message sealed with a key it does not hold")
+    async with open_node(hub.connect("plain"), config=FAST) as plain:
+        wrong: tuple[tuple[Any, str], ...] = (
+            (Keyring(KEY_1), "a keyring on a node opened without one"),
+            (KEY_1, "a Key instead of a Keyring"),
+        )
+        for keyring, what in wrong:
+            try:
+                plain.set_keyring(keyring)
+            except LocalProtocolError:
+                pass
+            else:
+                raise AssertionError(f"set_keyring must refuse {what}")
+    _all_closed(hub)
 
 
 # ---------------------------------------------------------------------- liveness
@@ -1019,6 +1199,8 @@ async def check_default_name_and_incarnation(open_node: NodeOpener) -> None:
         ("a name that is not the transport's", lambda: open_node(transport, name="y")),
         ("a negative incarnation", lambda: open_node(transport, vsn=-1)),
         ("a shutdown timeout of 0", lambda: open_node(transport, shutdown_timeout=0)),
+        ("a Key instead of a Keyring", lambda: open_node(transport, keyring=_as_any(KEY_1))),
+        ("a secret instead of a Keyring", lambda: open_node(transport, keyring=_as_any(b"s"))),
     ]
     try:
         for what, call in invalid:
@@ -1048,6 +1230,9 @@ DRIVER_CHECKS: tuple[DriverCheck, ...] = (
     check_closed_node,
     check_malformed_messages_are_counted,
     check_junk_flood_does_not_starve_the_timer,
+    check_sealed_nodes_converge,
+    check_nodes_with_another_key_are_refused,
+    check_keys_rotate_at_runtime,
     check_transport_failure_surfaces,
     check_leaving_node_refuses_commands,
     check_shutdown_is_bounded,

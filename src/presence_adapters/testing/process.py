@@ -41,12 +41,23 @@ protocol, or fails a command, raises :class:`~presence_adapters.testing.NodeProc
 the end of its standard error; a wait that times out raises :class:`AssertionError` (as the
 conformance suites' waits do) saying what it waited for and what the node saw instead.
 
+**Authenticated replication.** ``NodeProcess(..., keyring=Keyring(...))`` opens the child's node
+with that keyring (see :func:`~presence_adapters.drivers.asyncio.open_node`). The secrets never
+appear on the child's command line, which every user of the machine can read (``ps``,
+``/proc/PID/cmdline``), nor in its environment (``ps e``, ``/proc/PID/environ``): the command
+line only says ``--keyring-stdin``, and the parent writes the keyring as the first line of the
+child's standard input, a pipe only the two processes hold (``{"keyring": TEXT}``, ``TEXT`` in
+the format of :func:`~presence_adapters.parse_keyring`). The child reads it before it opens its
+node. :meth:`NodeProcess.set_keyring` rotates the keys of the running node the same way, and
+:meth:`NodeProcess.restarted` takes the keyring of the next incarnation (a roll of a rotation).
+
 **The protocol.** One JSON object per line. The parent sends commands ``{"id": N, "op": NAME,
 ...arguments}``; the child answers each with ``{"reply": N, "ok": true, "value": ..., "t": T}``
 (``T``: when the child ran it) or ``{"reply": N, "ok": false, "error": "Type: message", "t": T}``.
 Commands: ``ping``, ``track``, ``update``, ``untrack``, ``untrack_conn``, ``track_many``,
-``list``, ``count``, ``replicas``, ``stats``, ``watch`` and ``stop`` (the node leaves
-gracefully; the reply comes once it has left, and the child exits). Unasked, the child writes
+``list``, ``count``, ``replicas``, ``stats``, ``watch``, ``set_keyring`` (``keyring``: its text)
+and ``stop`` (the node leaves gracefully; the reply comes once it has left, and the child
+exits). Unasked, the child writes
 events ``{"event": KIND, "t": T, ...}``: ``ready`` (once, when the node runs), ``watch`` (a
 topic's presences when its watch began), ``diff`` (``topic``, ``joins``, ``leaves``),
 ``replica`` (``kind``: ``up``, ``down`` or ``permdown``; ``name``, ``vsn``) and ``broker``
@@ -69,13 +80,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
+from types import EllipsisType, TracebackType
 from typing import IO, Any, Literal
 
 import anyio
 import attrs
 from anyio.abc import Process
 
+from presence_adapters._keyfile import format_keyring, parse_keyring
 from presence_adapters.drivers import PumpStats
 from presence_adapters.presence import Presence, Subscription, TopicDiff
 from presence_adapters.transports._base import Transport
@@ -83,12 +95,15 @@ from presence_adapters.transports._broker import Backoff, BrokerConnected, Broke
 from presence_core import (
     Entry,
     JSONValue,
+    Keyring,
     Meta,
     PresenceMap,
+    RejectReason,
     ReplicaDown,
     ReplicaRef,
     ReplicaUp,
     TrackerConfig,
+    TrackerStats,
 )
 
 __all__ = [
@@ -245,7 +260,10 @@ class NodeStats:
     """A child's counters (:meth:`NodeProcess.stats`).
 
     Attributes:
-        pump: the node's traffic (:attr:`Presence.stats <presence_adapters.Presence.stats>`).
+        pump: the node's traffic (:attr:`Presence.stats <presence_adapters.Presence.stats>`),
+            refused messages included.
+        tracker: the tracker's counters and gauges (:meth:`Presence.tracker_stats
+            <presence_adapters.Presence.tracker_stats>`).
         transport: the transport's counters (:class:`~presence_adapters.BrokerStats` and the
             transport's own), by name.
         max_payload: the transport's ``max_payload``.
@@ -255,6 +273,7 @@ class NodeStats:
     """
 
     pump: PumpStats
+    tracker: TrackerStats
     transport: Mapping[str, int]
     max_payload: int
     cpu: float
@@ -287,6 +306,9 @@ class NodeProcess:
         shutdown_timeout: the most seconds a stopping node spends leaving the cluster.
         start_timeout: the most seconds to wait until the child's node runs.
         env: variables added to the child's environment.
+        keyring: authenticate the node's replication with this keyring; it reaches the child
+            through its standard input, never its command line or environment (see the
+            module's docstring).
 
     Attributes:
         url: the broker's URL.
@@ -317,8 +339,11 @@ class NodeProcess:
         shutdown_timeout: float = 2.0,
         start_timeout: float = START_TIMEOUT,
         env: Mapping[str, str] | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         broker_of(url)  # refuse a URL of no known broker before anything starts
+        # Written out now: a keyring the format cannot carry is refused before anything starts.
+        self._keyring_text = None if keyring is None else format_keyring(keyring)
         for what, value in (("name", name), ("namespace", namespace), ("prefix", prefix)):
             if type(value) is not str or not value:
                 raise ValueError(f"{what} must be a non-empty str, not {value!r}")
@@ -334,6 +359,7 @@ class NodeProcess:
         self._shutdown_timeout = shutdown_timeout
         self._start_timeout = start_timeout
         self._env = dict(env or {})
+        self._keyring = keyring
 
         self.started_at: float | None = None
         self.ready_at: float | None = None
@@ -440,11 +466,21 @@ class NodeProcess:
             command.append("--no-metas")
         for topic in self._watch:
             command += ["--watch", topic]
+        if self._keyring_text is not None:
+            command.append("--keyring-stdin")  # the keyring itself travels on standard input
         return command
 
-    def restarted(self, *, vsn: int | None = None) -> NodeProcess:
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keyring the node was started with, or last given by :meth:`set_keyring`."""
+        return self._keyring
+
+    def restarted(
+        self, *, vsn: int | None = None, keyring: Keyring | EllipsisType | None = ...
+    ) -> NodeProcess:
         """A new :class:`NodeProcess` with the same options, not started: the same node name,
-        a new incarnation (``vsn``, or by default one the driver picks from the clock)."""
+        a new incarnation (``vsn``, or by default one the driver picks from the clock), and
+        ``keyring`` (by default the same one: pass another for a roll of a key rotation)."""
         return NodeProcess(
             self.url,
             name=self.name,
@@ -458,6 +494,7 @@ class NodeProcess:
             shutdown_timeout=self._shutdown_timeout,
             start_timeout=self._start_timeout,
             env=self._env,
+            keyring=self._keyring if isinstance(keyring, EllipsisType) else keyring,
         )
 
     # ------------------------------------------------------------------ lifetime
@@ -481,6 +518,10 @@ class NodeProcess:
                 start_new_session=True,
             )
             self._pid = self._process.pid
+            if self._keyring_text is not None:
+                await self._send_line(
+                    {"keyring": self._keyring_text}, "its keyring", COMMAND_TIMEOUT
+                )
             await self._wait(
                 lambda: self._replica is not None,
                 "its node runs",
@@ -599,23 +640,12 @@ class NodeProcess:
                 child is gone.
             AssertionError: no reply within ``timeout`` seconds.
         """
-        process = self._require_process()
+        self._require_process()
         if self._exiting is not None:
             raise NodeProcessError(f"node {self.name!r} was {self._exiting}: it runs no {op!r}")
         self._ids += 1
         ident = self._ids
-        line = json.dumps({"id": ident, "op": op, **args}, separators=(",", ":")).encode() + b"\n"
-        assert process.stdin is not None
-        try:
-            with anyio.fail_after(timeout):
-                async with self._send_lock:
-                    await process.stdin.send(line)
-        except TimeoutError:
-            raise AssertionError(
-                f"node {self.name!r} did not read the command {op!r} within {timeout:g} s"
-            ) from None
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise self._error(f"could not be sent the command {op!r} ({exc!r})") from exc
+        await self._send_line({"id": ident, "op": op, **args}, f"the command {op!r}", timeout)
         await self._wait(
             lambda: ident in self._replies,
             f"it answers the command {op!r}",
@@ -626,6 +656,34 @@ class NodeProcess:
         if not answer["ok"]:
             raise NodeProcessError(f"node {self.name!r}: {op} failed: {answer['error']}")
         return Reply(value=answer["value"], t=float(answer["t"]))
+
+    async def _send_line(self, message: Mapping[str, Any], what: str, timeout: float) -> None:
+        """Write one JSON line on the child's standard input (``what`` names it in errors: it
+        may hold a secret, which no error message quotes)."""
+        process = self._require_process()
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        assert process.stdin is not None
+        try:
+            with anyio.fail_after(timeout):
+                async with self._send_lock:
+                    await process.stdin.send(line)
+        except TimeoutError:
+            raise AssertionError(
+                f"node {self.name!r} did not read {what} within {timeout:g} s"
+            ) from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise self._error(f"could not be sent {what} ({exc!r})") from exc
+
+    async def set_keyring(self, keyring: Keyring) -> None:
+        """Replace the running node's keyring (:meth:`Presence.set_keyring
+        <presence_adapters.Presence.set_keyring>`): one node's step of a key rotation done
+        without a restart. The keyring travels on the child's standard input.
+
+        Raises:
+            NodeProcessError: the child refused it (its node was started without a keyring).
+        """
+        await self.command("set_keyring", keyring=format_keyring(keyring))
+        self._keyring = keyring
 
     async def ping(self) -> float:
         """Read everything the child wrote so far; returns the child's clock when it answered."""
@@ -699,8 +757,13 @@ class NodeProcess:
         reply = await self.command("stats")
         value = reply.value
         assert isinstance(value, dict)
+        pump = dict(value["pump"])
+        pump["rejected_by_reason"] = _reasons(pump["rejected_by_reason"])
+        tracker = dict(value["tracker"])
+        tracker["rejected"] = _reasons(tracker["rejected"])
         return NodeStats(
-            pump=PumpStats(**value["pump"]),
+            pump=PumpStats(**pump),
+            tracker=TrackerStats(**tracker),
             transport=dict(value["transport"]),
             max_payload=int(value["max_payload"]),
             cpu=float(value["cpu"]),
@@ -1014,6 +1077,16 @@ class _ReadOnly(Mapping[str, SeenPresence]):
         return len(self._inner)
 
 
+def _reasons(counts: Mapping[str, int]) -> dict[RejectReason, int]:
+    """Counts by reason, from JSON (keyed by the reasons' values)."""
+    return {RejectReason(reason): int(count) for reason, count in counts.items()}
+
+
+def _by_value(counts: Mapping[RejectReason, int]) -> dict[str, int]:
+    """Counts by reason, for JSON."""
+    return {reason.value: count for reason, count in counts.items()}
+
+
 def _seen(topic: str, rows: Any, t: float) -> list[SeenPresence]:
     return [
         SeenPresence(
@@ -1034,7 +1107,9 @@ def _seen(topic: str, rows: Any, t: float) -> list[SeenPresence]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The child's entry point: ``python -m presence_adapters.testing.process --url URL --name
-    NAME --namespace NS [--config JSON] [--watch TOPIC]...`` (what :class:`NodeProcess` runs).
+    NAME --namespace NS [--config JSON] [--watch TOPIC]... [--keyring-stdin]`` (what
+    :class:`NodeProcess` runs). With ``--keyring-stdin`` the first line of standard input is
+    the keyring, ``{"keyring": TEXT}``.
 
     Returns:
         The exit status: 0 after a graceful stop (or when standard input closed).
@@ -1054,6 +1129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--watch", action="append", default=[], help="a topic to watch")
     parser.add_argument("--no-metas", action="store_true", help="watch without the metas")
     parser.add_argument("--shutdown-timeout", type=float, default=2.0)
+    parser.add_argument(
+        "--keyring-stdin",
+        action="store_true",
+        help='read a keyring first, as one line of standard input: {"keyring": TEXT}',
+    )
     options = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING,
@@ -1108,10 +1188,21 @@ async def _child(options: argparse.Namespace, protocol: IO[bytes]) -> int:
     commands = asyncio.StreamReader(limit=MAX_LINE)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
     config = TrackerConfig(**json.loads(options.config))
+    keyring = None
+    if options.keyring_stdin:
+        # The parent writes it right after starting the child, before any command.
+        line = await commands.readline()
+        keyring = parse_keyring(
+            json.loads(line)["keyring"] if line else "", source="the keyring on standard input"
+        )
     try:
         transport = await _connect(options, output)
         async with open_node(
-            transport, vsn=options.vsn, config=config, shutdown_timeout=options.shutdown_timeout
+            transport,
+            vsn=options.vsn,
+            config=config,
+            shutdown_timeout=options.shutdown_timeout,
+            keyring=keyring,
         ) as presence:
             child = _Child(output, transport, presence, metas=not options.no_metas)
             await child.serve(commands, options.watch)
@@ -1275,14 +1366,23 @@ class _Child:
             }
         if op == "stats":
             counters: Any = getattr(self._transport, "stats", None)
+            pump = attrs.asdict(presence.stats)
+            pump["rejected_by_reason"] = _by_value(presence.stats.rejected_by_reason)
+            tracker = attrs.asdict(presence.tracker_stats())
+            tracker["rejected"] = _by_value(presence.tracker_stats().rejected)
             return {
-                "pump": attrs.asdict(presence.stats),
+                "pump": pump,
+                "tracker": tracker,
                 "transport": attrs.asdict(counters) if attrs.has(type(counters)) else {},
                 "max_payload": self._transport.max_payload,
                 "cpu": time.process_time(),
             }
         if op == "watch":
             self._watch(request["topic"], bool(request["metas"]))
+            return None
+        if op == "set_keyring":
+            source = "the keyring of set_keyring"
+            presence.set_keyring(parse_keyring(request["keyring"], source=source))
             return None
         raise ValueError(f"unknown command {op!r}")
 

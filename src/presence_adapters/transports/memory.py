@@ -29,11 +29,12 @@ import attrs
 
 from presence_adapters._errors import PayloadTooLarge, TransportClosed, TransportError
 from presence_adapters._runtime import AsyncEvent, Runtime, current_runtime
+from presence_core import TrackerConfig
 
 __all__ = ["HubStats", "LinkFaults", "MemoryHub", "MemoryTransport"]
 
-DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
-"""The hub's default ``max_payload``: the core's default ``max_message_bytes``."""
+DEFAULT_MAX_PAYLOAD = TrackerConfig().max_message_bytes
+"""The hub's default ``max_payload``: the core's default ``max_message_bytes`` (1 MiB)."""
 
 
 def _probability(_instance: object, attribute: attrs.Attribute[float], value: object) -> None:
