@@ -5,7 +5,9 @@ Full mode (the default) uses BENCH.md's sizes, takes a few minutes and writes
 ``--out`` (``docs/`` by default). ``--quick`` uses small sizes, checks every result, judges no
 target and writes nothing unless ``--out`` is given; it leaves out the broker section.
 ``--brokers`` runs only the broker section (nodes in processes over Redis and NATS; with
-``--quick``, at small sizes) and prints it, writing nothing.
+``--quick``, at small sizes) and prints it, writing nothing. ``--soak`` runs only the soak (a
+million operations and 100 restarts in the simulator, memory sampled along the way; with
+``--quick``, the test's 20,000 operations) and prints its curve, writing nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from ._brokers import measure_brokers
 from ._report import ROOT, Results, render_broker_text, render_rst, render_text, write_plot
+from ._soak import CI_SOAK, FULL_SOAK, render_soak, run_soak
 from ._suite import FULL_PLAN, QUICK_PLAN, run_suite
 
 __all__ = ["main", "write_outputs"]
@@ -73,12 +76,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="presences of the state that reaches a new node over a broker "
         "(default 100,000; quick 1,000)",
     )
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="run only the soak (a million operations, 100 restarts; memory sampled along the "
+        "way) and print its curve; writes nothing",
+    )
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.broker_presences is not None and args.broker_presences < 1:
         parser.error("--broker-presences must be at least 1")
 
+    if args.soak:
+        if args.out is not None or args.brokers:
+            parser.error("--soak prints the soak only; it takes no --out or --brokers")
+        print(render_soak(run_soak(CI_SOAK if args.quick else FULL_SOAK, progress=_progress)))
+        return 0
     plan = QUICK_PLAN if args.quick else FULL_PLAN
     if args.broker_presences is not None:
         brokers = dataclasses.replace(plan.brokers, presences=args.broker_presences)
