@@ -391,3 +391,11 @@ def test_an_authentic_frame_with_a_counter_out_of_range_is_refused() -> None:
     mac = hmac.new(K1.secret, header + BODY, hashlib.sha256).digest()
     with pytest.raises(AuthenticationError, match="vsn or counter out of range"):
         unseal(header + mac + BODY, Keyring(K1))
+
+
+def test_a_frame_whose_key_id_or_name_is_not_text_is_refused() -> None:
+    for kid, name in ((b"k\xff", b"a"), (b"k1", b"\xc3\x28")):
+        header = MAGIC + bytes([len(kid)]) + kid + len(name).to_bytes(2, "big") + name
+        frame = header + (1).to_bytes(8, "big") * 2 + bytes(32) + BODY
+        with pytest.raises(AuthenticationError, match="key id or origin name is not text"):
+            unseal(frame, Keyring(K1))
