@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,19 +128,20 @@ def one_input(data: bytes) -> None:
         raise AssertionError("the tracker took bytes that decode_message refuses")
 
 
-def write_seeds(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for index, data in enumerate(SAMPLES):
-        (directory / f"message-{index:02d}.json").write_bytes(data)
+def run(one_input: Callable[[bytes], None], seeds: list[bytes], file_name: str) -> None:
+    """The harnesses' command line: ``--write-seeds DIR``, or libFuzzer's own arguments.
 
-
-def main() -> None:
+    ``file_name`` names seed ``i`` with ``file_name.format(i)``.
+    """
     if sys.argv[1:2] == ["--write-seeds"]:
-        write_seeds(Path(sys.argv[2]))
+        directory = Path(sys.argv[2])
+        directory.mkdir(parents=True, exist_ok=True)
+        for index, data in enumerate(seeds):
+            (directory / file_name.format(index)).write_bytes(data)
         return
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()
 
 
 if __name__ == "__main__":
-    main()
+    run(one_input, SAMPLES, "message-{:02d}.json")

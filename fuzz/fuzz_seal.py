@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
-from pathlib import Path
 
 import atheris
 
@@ -40,7 +38,7 @@ with atheris.instrument_imports(include=["presence_core"]):
         unseal,
     )
 
-from fuzz_codec import CONFIG, NOW, SAMPLES, observed
+from fuzz_codec import CONFIG, NOW, SAMPLES, observed, run
 
 KEYRING = Keyring(Key("fuzz", b"k" * 32))
 
@@ -87,19 +85,5 @@ def one_input(data: bytes) -> None:
         raise AssertionError("a frame that is not authentic changed the tracker")
 
 
-def write_seeds(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for index, data in enumerate(FRAMES):
-        (directory / f"sealed-{index:02d}.bin").write_bytes(data)
-
-
-def main() -> None:
-    if sys.argv[1:2] == ["--write-seeds"]:
-        write_seeds(Path(sys.argv[2]))
-        return
-    atheris.Setup(sys.argv, one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    run(one_input, FRAMES, "sealed-{:02d}.bin")
