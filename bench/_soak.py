@@ -367,7 +367,12 @@ def footprint(tracker: Tracker, *, retained: bool = False) -> Footprint:
     records: Mapping[Any, Any] = _probe(tracker, "remote replica records", "_records")
     requests: Mapping[Any, Any] = _probe(tracker, "outstanding transfer requests", "_requests")
     heartbeat_parts = _probe(tracker, "heartbeats in parts", "_heartbeat_parts")
-    replying = sum(1 for r in requests.values() if _probe(r, "a reply in parts", "parts"))
+    replying = sum(
+        1
+        for r in requests.values()
+        for parts in _probe(r, "the replies in parts, by request id", "asked").values()
+        if parts is not None
+    )
     clockset = sum(
         1 for r in records.values() if _probe(r, "a sampled clock", "sampled") is not None
     )

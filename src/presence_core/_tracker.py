@@ -29,7 +29,7 @@ Every message from another replica is checked before it changes anything (``docs
 * with a :class:`~presence_core.Keyring`, it must be sealed by a key we hold, by the replica it
   claims to come from, and never seen before (``_security``);
 * its bytes must decode within the configured limits (``DecodeLimits``, from the config);
-* a transfer reply must answer the request we are waiting for, from the replica we asked; a
+* a transfer reply must answer one of our latest requests, from the replica we asked; a
   transfer request must come from a replica we know (up or down), at most once per broadcast
   period;
 * what it claims about third replicas is cut at what they announced themselves (``_claims``);
@@ -101,6 +101,9 @@ bring it back."""
 MAX_TRANSFER_REQUESTS = 8
 """The most transfer requests one clock sample sends (the replicas that know the most first):
 peers with incomparable clocks cannot make a node ask every one of them at once."""
+
+MAX_ASKED = 4
+"""How many of the latest transfer requests to one replica a reply is still taken for."""
 
 MAX_PARTS = 1 << 20
 """The most parts one message may claim to be sent in."""
@@ -215,19 +218,35 @@ class _Assembly:
 
 
 class _Request:
-    """A transfer request we sent, until its reply has fully arrived.
+    """The transfer requests we sent one replica, until a reply to one has fully arrived.
 
-    ``heard`` is set when it is sent and whenever a part of its reply arrives, and cleared at
-    every clock sample: a request whose reply went quiet for a whole sampling period is asked
+    ``heard`` is set when a request is sent and whenever a part of a reply arrives, and cleared
+    at every clock sample: a request whose reply went quiet for a whole sampling period is asked
     again, one still streaming in is not (a large state comes in many parts).
+
+    Asking again does not disown the earlier requests: the replica may still be encoding or
+    sending its reply to one of them (a large state takes seconds), and refusing that reply
+    would make a slow transfer start over for ever. The last :data:`MAX_ASKED` request ids are
+    waited for, each with its own parts; the first reply to complete ends them all.
     """
 
-    __slots__ = ("heard", "parts", "ref", "request_id")
+    __slots__ = ("asked", "heard", "ref")
 
-    def __init__(self, ref: ReplicaRef, request_id: int) -> None:
+    def __init__(self, ref: ReplicaRef) -> None:
         self.ref = ref
-        self.request_id = request_id
-        self.parts: _Assembly | None = None
+        self.asked: dict[int, _Assembly | None] = {}  # request id -> its reply's parts so far
+        self.heard = True
+
+    @property
+    def request_id(self) -> int:
+        """The latest request id."""
+        return next(reversed(self.asked))
+
+    def ask(self, request_id: int) -> None:
+        """Wait for a reply to ``request_id`` too (the oldest beyond MAX_ASKED is forgotten)."""
+        self.asked[request_id] = None
+        while len(self.asked) > MAX_ASKED:
+            del self.asked[next(iter(self.asked))]
         self.heard = True
 
 
@@ -497,13 +516,14 @@ class Tracker:
             self._silent_periods += 1
 
         if self._sample_countdown <= 1:
-            targets = self._sample_clocks()
+            targets, behind = self._sample_clocks()
             for name, pending in sorted(self._requests.items()):
                 if pending.ref in targets and pending.heard:
                     targets.remove(pending.ref)  # its reply may still be on its way
-                elif pending.ref not in targets and not pending.heard:
-                    # Quiet for a whole sample, and no longer needed: a lost part is not waited
-                    # for for ever (what it lacked, if anything, makes its clock lead again).
+                elif pending.ref in behind and not pending.heard:
+                    # Quiet for a whole sample, and its clock says it knows nothing more: a
+                    # lost part is not waited for for ever. (A replica that sent no clock is
+                    # still waited for: a large reply can take it seconds to encode.)
                     del self._requests[name]
                 pending.heard = False
             for ref in targets:
@@ -522,8 +542,10 @@ class Tracker:
             elif silence > down_period:
                 self._apply(record, LivenessInput.SILENCE_DOWN_PERIOD)
 
-    def _sample_clocks(self) -> builtins.list[ReplicaRef]:
+    def _sample_clocks(self) -> tuple[builtins.list[ReplicaRef], set[ReplicaRef]]:
         """Whom to ask for a transfer: the replicas that know what we do not (SPEC §3.5).
+
+        Returns the replicas to ask, and those whose latest clock our own dominates.
 
         Of the clocks heard since the last sample (the latest per replica, claims about third
         replicas cut), those our own clock does not dominate; of those, the ones no other
@@ -534,10 +556,14 @@ class Tracker:
         """
         own = self._state.clocks()[1]
         ahead: builtins.list[tuple[int, ReplicaRef, Context]] = []
+        behind: set[ReplicaRef] = set()
         for record in self._records.values():
             clock = record.sampled
             record.sampled = None
-            if clock is None or dominates(own, clock):
+            if clock is None:
+                continue
+            if dominates(own, clock):
+                behind.add(record.ref)
                 continue
             excess = sum(max(0, value - own.get(replica, 0)) for replica, value in clock.items())
             ahead.append((-excess, record.ref, clock))
@@ -551,7 +577,7 @@ class Tracker:
                 for j, (_, _, other) in enumerate(chosen)
             )
         ]
-        return sorted(kept)
+        return sorted(kept), behind
 
     # ------------------------------------------------------------------ outputs
 
@@ -1059,7 +1085,9 @@ class Tracker:
         bound for all, however many senders.
         """
         assemblies = [*self._heartbeat_parts.values()]
-        assemblies.extend(r.parts for r in self._requests.values() if r.parts is not None)
+        assemblies.extend(
+            parts for r in self._requests.values() for parts in r.asked.values() if parts
+        )
         held = self._state.cloud_dots + sum(a.dots for a in assemblies)
         incoming = sum(len(dots) for dots in payload.clouds.values())
         if held + incoming > self.config.max_cloud_dots:
@@ -1118,7 +1146,7 @@ class Tracker:
         sender = message.sender
         name = sender.name
         pending = self._requests.get(name)
-        if pending is None or pending.ref != sender or pending.request_id != message.request_id:
+        if pending is None or pending.ref != sender or message.request_id not in pending.asked:
             self._reject(
                 RejectReason.UNSOLICITED,
                 sender,
@@ -1146,12 +1174,15 @@ class Tracker:
             self._emit_merge(self._state.merge_part(payload))
             # A part in a generation would claim what it does not carry: start them afresh.
             self._generations.clear()
-            if pending.parts is None or pending.parts.count != message.parts:
-                pending.parts = _Assembly(sender, message.request_id, message.parts)
-            self._add_part(pending.parts, message.part, payload, bounds)
-            if pending.parts.complete:
+            parts = pending.asked[message.request_id]
+            if parts is None or parts.count != message.parts:
+                parts = pending.asked[message.request_id] = _Assembly(
+                    sender, message.request_id, message.parts
+                )
+            self._add_part(parts, message.part, payload, bounds)
+            if parts.complete:
                 del self._requests[name]
-                self._state.complete_parts(pending.parts.seen_context(), pending.parts.clouds)
+                self._state.complete_parts(parts.seen_context(), parts.clouds)
                 if isinstance(payload, SnapshotPart):
                     self._transfers_full += 1
                 else:
@@ -1172,7 +1203,10 @@ class Tracker:
         request = TransferRequest(
             request_id=self._request_ids, sender=self.replica, clock=self._state.clocks()[1]
         )
-        self._requests[ref.name] = _Request(ref, self._request_ids)
+        pending = self._requests.get(ref.name)
+        if pending is None or pending.ref != ref:
+            pending = self._requests[ref.name] = _Request(ref)
+        pending.ask(self._request_ids)
         self._send(request, ref.name)
 
     def _forget_request(self, ref: ReplicaRef) -> None:

@@ -819,7 +819,9 @@ def test_a_replica_that_goes_down_mid_message_is_not_waited_for() -> None:
     assert "a" not in b._heartbeat_parts
 
 
-def test_a_reply_to_an_older_request_is_refused() -> None:
+def test_a_reply_to_an_earlier_request_still_counts_and_completes_it() -> None:
+    # A large state takes the holder seconds to encode: the newcomer asks again meanwhile, and
+    # the reply to its first request must not be thrown away (it would start over for ever).
     cluster = big_cluster(60)
     a = cluster["a"]
 
@@ -833,19 +835,30 @@ def test_a_reply_to_an_older_request_is_refused() -> None:
         assert cluster.now < 5.0
     replies = [s.message for s in cluster.messages(TransferAck, sender="a")]
     older = [m for m in replies if isinstance(m, TransferAck) and m.request_id == 1]
-    newer = [m for m in replies if isinstance(m, TransferAck) and m.request_id == 2]
     assert len(older) > 1
-    assert len(newer) > 1
-    for message in older:  # the first reply arrives late: we no longer wait for it
-        b.receive(message, now=cluster.now)
-    assert b.count("room") == 0
-    assert b.stats().rejected[RejectReason.UNSOLICITED] == len(older)
     assert b._requests["a"].request_id == 2
-    for message in newer:
+    for message in older:  # the first reply arrives late, whole
         b.receive(message, now=cluster.now)
     assert b.count("room") == live(60)
-    assert "a" not in b._requests
+    assert "a" not in b._requests  # complete: no more waiting for the second one
     assert b.state.context[a.replica] == a.state.clock
+    assert b.stats().rejected == {}
+
+
+def test_a_reply_to_a_request_long_superseded_is_refused() -> None:
+    tracker = make_tracker("b", **SMALL)
+    tracker.receive(Heartbeat(sender=A, clock={A: 3}), now=0.0)
+    for _ in range(_tracker.MAX_ASKED + 1):
+        tracker._request_transfer(A)
+    oldest, latest = 1, tracker._requests["a"].request_id
+    assert latest == _tracker.MAX_ASKED + 1
+    empty = Snapshot(replica=A, context={A: 3}, clouds={}, values={})
+    tracker.receive(TransferAck(request_id=oldest, sender=A, payload=empty), now=0.0)
+    assert tracker.stats().rejected == {RejectReason.UNSOLICITED: 1}
+    assert "a" in tracker._requests
+    tracker.receive(TransferAck(request_id=latest - 1, sender=A, payload=empty), now=0.0)
+    assert "a" not in tracker._requests
+    assert tracker.state.context[A] == 3
 
 
 def test_a_snapshot_never_comes_in_parts() -> None:
@@ -1017,3 +1030,21 @@ def test_an_assembly_sees_only_what_every_part_could_speak_for() -> None:
     assert late.seen_context() == {A: 30, C: 0}
     assert late.clouds == {}
     assert late.dots == 0
+
+
+def test_a_replica_busy_encoding_a_large_reply_is_waited_for() -> None:
+    # The holder of a large state sends nothing for seconds while it encodes the reply: its
+    # silence is not a reason to stop waiting (only a clock that no longer leads is).
+    b = make_tracker("b", **SMALL)
+    b.handle_timer(now=0.0)
+    b.receive(Heartbeat(sender=A, clock={A: 3}), now=0.0)
+    b._request_transfer(A)
+    request_id = b._requests["a"].request_id
+    for i in range(1, 4):  # 0.3 s of samples without a clock from a (down period: 0.4 s)
+        b.handle_timer(now=i * 0.1)
+    assert b._requests["a"].request_id == request_id
+    reply = Snapshot(replica=A, context={A: 3}, clouds={}, values={})
+    b.receive(TransferAck(request_id=request_id, sender=A, payload=reply), now=0.35)
+    assert "a" not in b._requests
+    assert b.state.context[A] == 3
+    assert b.stats().rejected == {}
