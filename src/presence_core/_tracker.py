@@ -1018,9 +1018,20 @@ class Tracker:
         return cut
 
     def _over_clouds(self, clouds: Mapping[ReplicaRef, frozenset[int] | set[int]]) -> bool:
-        """True if parking ``clouds`` could take the clouds over ``max_cloud_dots``."""
+        """True if ``clouds`` could take the dots held over ``max_cloud_dots``.
+
+        The dots held are the parked ones plus those of every message in parts being
+        assembled: one bound for all, however many senders. Checked before anything is merged.
+        """
         incoming = sum(len(dots) for dots in clouds.values())
-        return incoming > 0 and self._state.cloud_dots + incoming > self.config.max_cloud_dots
+        if not incoming:
+            return False
+        assemblies = [*self._heartbeat_parts.values()]
+        assemblies.extend(
+            parts for r in self._requests.values() for parts in r.asked.values() if parts
+        )
+        held = self._state.cloud_dots + sum(a.dots for a in assemblies)
+        return held + incoming > self.config.max_cloud_dots
 
     def _too_many_parts(self, sender: ReplicaRef, parts: int) -> bool:
         if parts <= MAX_PARTS:
@@ -1079,21 +1090,7 @@ class Tracker:
         payload: Delta | SnapshotPart,
         bounds: Mapping[ReplicaRef, int],
     ) -> None:
-        """Count a part in, unless its clouds would take the dots held over ``max_cloud_dots``.
-
-        The dots of every message in parts being assembled count with the parked clouds: one
-        bound for all, however many senders.
-        """
-        assemblies = [*self._heartbeat_parts.values()]
-        assemblies.extend(
-            parts for r in self._requests.values() for parts in r.asked.values() if parts
-        )
-        held = self._state.cloud_dots + sum(a.dots for a in assemblies)
-        incoming = sum(len(dots) for dots in payload.clouds.values())
-        if held + incoming > self.config.max_cloud_dots:
-            # Its dots stay unseen (its adds were merged); a later transfer repairs that.
-            self._reject_clouds(assembly.sender, payload.clouds)
-            return
+        """Count a part in (its clouds were checked against ``max_cloud_dots`` already)."""
         caps = dict(bounds)  # the part was cut at these: it spoke for no more
         caps[assembly.sender] = MAX_WIRE_INT  # its claims about itself are never cut
         assembly.add(part, payload, caps)
