@@ -6,9 +6,20 @@ Every warning is an error, so the API reference cannot silently lose an object.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from sphinx.util import inspect as sphinx_inspect
 
 from presence_core import __version__
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from state_machines import write_all
+
+# The state diagrams and tables are drawn from the code's tables at every build (they are not
+# committed): see docs/state_machines.py.
+write_all(Path(__file__).parent / "_generated")
 
 # Sphinx 9.0 prints an alias from autodoc_type_aliases (below) as "TypeAliasForwardRef('name')"
 # in signatures; printed as its bare name, the signature links it to its documented entry.
@@ -22,14 +33,18 @@ version = ".".join(__version__.split(".")[:2])
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.graphviz",
     "sphinx.ext.napoleon",
 ]
+
+# The state diagrams (docs/state_machines.py) need Graphviz's ``dot`` (Debian: graphviz).
+graphviz_output_format = "svg"
 
 # No intersphinx: the build must work without network access.
 nitpicky = False
 
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_generated"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"

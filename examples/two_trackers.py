@@ -127,7 +127,7 @@ wake_all()  # the first wake-up starts each tracker's clock
 track("node-a", "ws-1", "alice", "online")
 track("node-b", "ws-7", "bob", "online")
 run_until(0.5)
-print("node-a lists:", node_a.list(TOPIC))
+print("node-a lists:", node_a.presences(TOPIC))
 
 update("node-a", "ws-1", "alice", "away")
 run_until(0.8)
@@ -135,9 +135,9 @@ run_until(0.8)
 print("-- the link breaks: each side marks the other down after 0.4 s of silence")
 connected = False
 run_until(1.5)
-print("node-a lists:", node_a.list(TOPIC))
+print("node-a lists:", node_a.presences(TOPIC))
 
 print("-- the link heals: heartbeats bring the replicas back up, joins are re-emitted")
 connected = True
 run_until(2.0)
-print("node-a lists:", node_a.list(TOPIC))
+print("node-a lists:", node_a.presences(TOPIC))

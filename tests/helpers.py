@@ -152,7 +152,7 @@ def observe(tracker: Tracker) -> dict[str, Any]:
         "stopped": tracker.stopped,
         "next_deadline": tracker.next_deadline(),
         "topics": tracker.topics(),
-        "lists": {topic: tracker.list(topic) for topic in all_topics},
+        "lists": {topic: tracker.presences(topic) for topic in all_topics},
         "counts": {topic: tracker.count(topic) for topic in all_topics},
         "entries": stored,
         "context": dict(state.context),

@@ -572,7 +572,7 @@ class Presence:
 
     def list(self, topic: str) -> PresenceMap:
         """The presences of ``topic``: ``{key: {"metas": [...]}}`` (keys sorted)."""
-        return self._tracker.list(topic)
+        return self._tracker.presences(topic)
 
     def get_by_key(self, topic: str, key: str) -> dict[str, builtins.list[Mapping[str, JSONValue]]]:
         """The presence of ``key`` in ``topic``: ``{"metas": [...]}`` (empty metas if absent)."""

@@ -37,6 +37,9 @@ from ._events import ReplicaDown as ReplicaDown
 from ._events import ReplicaPermdown as ReplicaPermdown
 from ._events import ReplicaUp as ReplicaUp
 from ._events import Unsendable as Unsendable
+from ._lifecycle import LIFECYCLE as LIFECYCLE
+from ._lifecycle import Lifecycle as Lifecycle
+from ._lifecycle import LifecycleInput as LifecycleInput
 from ._liveness import TRANSITIONS as TRANSITIONS
 from ._liveness import LivenessAction as LivenessAction
 from ._liveness import LivenessInput as LivenessInput
@@ -52,6 +55,12 @@ from ._meta import Meta as Meta
 from ._meta import ReadOnlyError as ReadOnlyError
 from ._meta import thaw_meta as thaw_meta
 from ._parts import encode_parts as encode_parts
+from ._payloads import Delta as Delta
+from ._payloads import Entry as Entry
+from ._payloads import MergeResult as MergeResult
+from ._payloads import Snapshot as Snapshot
+from ._payloads import SnapshotPart as SnapshotPart
+from ._payloads import merge_deltas as merge_deltas
 from ._presence import PresenceMap as PresenceMap
 from ._presence import group as group
 from ._presence import presence_diff_payload as presence_diff_payload
@@ -65,13 +74,7 @@ from ._security import ReplayWindow as ReplayWindow
 from ._security import Sealed as Sealed
 from ._security import seal as seal
 from ._security import unseal as unseal
-from ._state import Delta as Delta
-from ._state import Entry as Entry
-from ._state import MergeResult as MergeResult
 from ._state import ReplicaState as ReplicaState
-from ._state import Snapshot as Snapshot
-from ._state import SnapshotPart as SnapshotPart
-from ._state import merge_deltas as merge_deltas
 from ._tracker import MetaUpdater as MetaUpdater
 from ._tracker import ReplicaInfo as ReplicaInfo
 from ._tracker import Tracker as Tracker
@@ -111,6 +114,9 @@ __all__ = [
     "Key",
     "Keyring",
     "Left",
+    "LIFECYCLE",
+    "Lifecycle",
+    "LifecycleInput",
     "LimitExceeded",
     "LivenessAction",
     "LivenessInput",

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import overload
 
-from ._state import Delta, Entry, Snapshot, SnapshotPart, _trusted
+from ._payloads import Delta, Entry, Snapshot, SnapshotPart, _trusted
 from ._vclock import ReplicaRef
 
 __all__ = ["clamp_clock", "clamp_payload"]
@@ -35,15 +35,18 @@ Bounds = Mapping[ReplicaRef, int]
 def clamp_clock(
     clock: Mapping[ReplicaRef, int], sender: ReplicaRef, bounds: Bounds
 ) -> dict[ReplicaRef, int]:
-    """``clock`` with every third replica cut at its bound, and replicas without one left out."""
-    result: dict[ReplicaRef, int] = {}
-    for replica, value in clock.items():
-        if replica == sender:
-            result[replica] = value
-        else:
-            bound = bounds.get(replica)
-            if bound is not None:
-                result[replica] = min(value, bound)
+    """``clock`` with every third replica cut at its bound, and replicas without one left out.
+
+    The sender's claim about itself is never cut (a bound of its, if any, is ignored).
+    """
+    result = {
+        replica: value if value <= bound else bound
+        for replica, value in clock.items()
+        if (bound := bounds.get(replica)) is not None and replica != sender
+    }
+    own = clock.get(sender)
+    if own is not None:
+        result[sender] = own
     return result
 
 

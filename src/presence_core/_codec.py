@@ -5,7 +5,7 @@ Theory of operation
 
 A message travels as one JSON document, UTF-8, in a versioned, self-describing envelope::
 
-    {"clock":[["node-b",7,3]],"delta":null,"own":5,"sender":["node-a",1],"type":"heartbeat","v":1}
+    {"clock":[["node-b",7,3]],"delta":null,"own":5,"sender":["node-a",1],"type":"heartbeat","v":2}
 
 Encoding is canonical: object keys sorted, no whitespace, non-ASCII characters written as UTF-8
 rather than escaped, every list in a fixed order (replicas by ``(name, vsn)``, entries by clock,
@@ -56,7 +56,8 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from itertools import accumulate, chain
 from typing import Any, Final, NoReturn, Union
 
@@ -70,8 +71,8 @@ from ._errors import (
     shown,
 )
 from ._messages import GracefulPermdown, Heartbeat, Message, TransferAck, TransferRequest
-from ._meta import FrozenDict, copy_meta
-from ._state import Delta, Entry, Snapshot, SnapshotPart
+from ._meta import JSONValue, copy_meta
+from ._payloads import Delta, Entry, Snapshot, SnapshotPart, _trusted, stored_entry
 from ._vclock import ReplicaRef
 
 __all__ = [
@@ -85,7 +86,7 @@ __all__ = [
     "encode_message",
 ]
 
-WIRE_VERSION: Final = 1
+WIRE_VERSION: Final = 2
 """The envelope version this codec writes and the only one it reads."""
 
 DEFAULT_MAX_BYTES: Final = 1024 * 1024
@@ -97,8 +98,8 @@ DEFAULT_MAX_DOTS: Final = 65_536
 :func:`~presence_core.encode_parts` cuts a message that holds more into parts that do not."""
 
 MAX_NESTING: Final = 64
-"""Deepest nesting of arrays and objects a decoded message may have. The envelope puts a meta 6
-levels down and a meta may nest ``MAX_DEPTH`` (32) levels, so a valid message nests at most 38
+"""Deepest nesting of arrays and objects a decoded message may have. The envelope puts a meta 5
+levels down and a meta may nest ``MAX_DEPTH`` (32) levels, so a valid message nests at most 37
 deep; 64 leaves room for a meta a few levels too deep to be refused by its path."""
 
 MAX_WIRE_INT: Final = 2**63 - 1
@@ -199,9 +200,9 @@ def encode_message(message: Message, *, max_bytes: int = DEFAULT_MAX_BYTES) -> b
     Equal messages give equal bytes, however their dicts and sets were ordered (metas compare
     by value, so ``{"n": 1}`` and ``{"n": 1.0}`` are equal but encode differently).
 
-    Metas are written as they are stored: the codec trusts that they passed
-    :func:`~presence_core._meta.copy_meta` on their way into the state, and only checks what JSON
-    itself cannot write.
+    Metas are written as they are stored: the codec trusts that they were validated on their way
+    into the state (as :meth:`ReplicaState.join <presence_core.ReplicaState.join>` validates
+    one), and only checks what JSON itself cannot write.
 
     Args:
         message: the message.
@@ -395,22 +396,25 @@ def _encode_values(
             raise LocalProtocolError(f"{path}: owner {_ref_text(owner)} is not in the context")
         cloud = clouds.get(owner, frozenset())
         rows = values[owner]
-        entries: list[list[object]] = []
+        entries: list[object] = []  # flat: five items per entry (see docs/wire.rst)
         for clock in sorted(rows):
             entry = rows[clock]
+            # The meta as stored (the fourth item), written as it is: reading ``.meta`` would
+            # copy it.
+            topic, key, conn, meta, _owner, _clock = entry
             if not (
                 type(clock) is int
                 and 1 <= clock <= MAX_WIRE_INT
                 and (first < clock <= upto or clock in cloud)
-                and type(entry.topic) is str
-                and type(entry.key) is str
-                and type(entry.conn) is str
+                and type(topic) is str
+                and type(key) is str
+                and type(conn) is str
             ):
                 raise LocalProtocolError(
                     f"{path}: entry {entry!r} cannot be sent: clocks are ints from 1 to 2**63 - 1, "
                     "the payload must have seen its dot, and conn, topic and key are str"
                 )
-            entries.append([clock, entry.conn, entry.topic, entry.key, entry.meta])
+            entries += (clock, conn, topic, key, meta)
         result.append([owner.name, _encode_int(owner.vsn, f"{path}.vsn", 0), entries])
     return result
 
@@ -502,7 +506,7 @@ _STEPS: Final = bytes.maketrans(b"()", b"\x01\xff")
 """``(`` as +1 and ``)`` as -1, read as signed bytes."""
 _PASSES: Final = 8
 """Removals of ``()`` pairs before the depth left is summed: enough for every valid message
-without a nested meta (7 levels deep), and few enough to stay cheap on a hostile one."""
+without a nested meta (6 levels deep), and few enough to stay cheap on a hostile one."""
 _ALL_BUT_QUOTES: Final = bytes(byte if byte == ord('"') else ord("a") for byte in range(256))
 _SLICE: Final = 1 << 16
 """The bytes :func:`_long_runs` translates at a time."""
@@ -762,6 +766,27 @@ def _render(root: str, trail: _Trail) -> str:
     return root + "".join(reversed(steps))
 
 
+_checked_ref: Final[Callable[[tuple[str, int]], ReplicaRef]] = partial(tuple.__new__, ReplicaRef)
+"""A ReplicaRef of a name and vsn the reader checked, without ReplicaRef's checking
+constructor: a clock names every replica, and most messages are clocks."""
+
+_RECENT_REFS: Final[dict[str, ReplicaRef]] = {}
+"""The refs decoded lately, by name (emptied when it holds :data:`_RECENT_REFS_MAX`): every
+heartbeat's clock names the same replicas, and finding a ref costs a third of making one."""
+
+_RECENT_REFS_MAX: Final = 4096
+
+
+def _recent_ref(name: str, vsn: int) -> ReplicaRef:
+    """The ref ``(name, vsn)`` (checked by the caller), made once while it stays recent."""
+    ref = _RECENT_REFS.get(name)
+    if ref is None or ref.vsn != vsn:
+        if len(_RECENT_REFS) >= _RECENT_REFS_MAX:
+            _RECENT_REFS.clear()
+        ref = _RECENT_REFS[name] = _checked_ref((name, vsn))
+    return ref
+
+
 def _is_text(value: str) -> bool:
     return _SURROGATE.search(value) is None
 
@@ -874,19 +899,20 @@ class _Reader:
             own = document["own"]
             if own is not None:
                 clock = {sender: self.number(own, "heartbeat.own", 0), **clock}
-            return Heartbeat(
-                sender=sender,
-                clock=clock,
-                delta=None
+            delta = (
+                None
                 if raw_delta is None
                 else self.delta(
                     self.fields(raw_delta, "heartbeat.delta", _DELTA_FIELDS), "heartbeat.delta"
-                ),
-                part=part,
-                parts=parts,
+                )
+            )
+            # Every field checked above: the constructor would check the clock again.
+            return _trusted(
+                Heartbeat, sender=sender, clock=clock, delta=delta, part=part, parts=parts
             )
         if kind == _TRANSFER_REQUEST:
-            return TransferRequest(
+            return _trusted(  # every field checked: the constructor would check the clock again
+                TransferRequest,
                 request_id=self.number(document["request_id"], "transfer_request.request_id", 0),
                 sender=sender,
                 clock=self.context(document["clock"], "transfer_request.clock"),
@@ -999,7 +1025,22 @@ class _Reader:
         return self.ref_of(value[0], value[1], path)
 
     def ref_of(self, name: object, vsn: object, path: str) -> ReplicaRef:
-        return ReplicaRef(self.name(name, f"{path}.name"), self.number(vsn, f"{path}.vsn", 0))
+        ref = self.usual_ref(name, vsn)
+        if ref is None:
+            ref = ReplicaRef(self.name(name, f"{path}.name"), self.number(vsn, f"{path}.vsn", 0))
+        return ref
+
+    def usual_ref(self, name: object, vsn: object) -> ReplicaRef | None:
+        """The ref, if it passes every check at a glance (a short name); else None."""
+        if (
+            type(name) is str
+            and type(vsn) is int
+            and 0 < len(name) <= self.name_chars
+            and 0 <= vsn <= MAX_WIRE_INT
+            and (not self.check_text or _is_text(name))
+        ):
+            return _recent_ref(name, vsn)
+        return None
 
     def items(self, value: object, path: str, shape: str) -> list[Any]:
         if type(value) is not list:
@@ -1013,14 +1054,43 @@ class _Reader:
     # -------------------------------------------------------------- causality
 
     def context(self, value: object, path: str) -> dict[ReplicaRef, int]:
+        if type(value) is not list:
+            self.expected(path, "an array", value)
+        self.replicas(value, path)
         result: dict[ReplicaRef, int] = {}
-        for i, (name, vsn, clock) in enumerate(self.items(value, path, "[name, vsn, clock]")):
-            where = f"{path}[{i}]"
-            ref = self.ref_of(name, vsn, where)
-            if ref in result:
-                self.fail(where, f"duplicate replica {_ref_text(ref)}")
-            result[ref] = self.number(clock, f"{where}.clock", 0)
+        name_chars, check_text, recent = self.name_chars, self.check_text, _RECENT_REFS
+        # Every heartbeat's clock names every replica: the usual item is checked inline, at a
+        # glance, and only one that fails that is diagnosed (and its path built).
+        for item in value:
+            if type(item) is list and len(item) == 3:
+                name, vsn, clock = item
+                if (
+                    type(name) is str
+                    and type(vsn) is int
+                    and type(clock) is int
+                    and 0 < len(name) <= name_chars
+                    and 0 <= vsn <= MAX_WIRE_INT
+                    and 0 <= clock <= MAX_WIRE_INT
+                    and (not check_text or _is_text(name))
+                ):
+                    ref = recent.get(name)
+                    if ref is None or ref.vsn != vsn:
+                        ref = _recent_ref(name, vsn)
+                    if ref not in result:
+                        result[ref] = clock
+                        continue
+            self.context_item(item, f"{path}[{len(result)}]", result)
         return result
+
+    def context_item(self, item: object, where: str, result: dict[ReplicaRef, int]) -> None:
+        """Add what :meth:`context`'s glance held back, or fail on what is wrong with it."""
+        if type(item) is not list or len(item) != 3:
+            self.expected(where, "[name, vsn, clock]", item)
+        name, vsn, clock = item
+        ref = self.ref_of(name, vsn, where)
+        if ref in result:
+            self.fail(where, f"duplicate replica {_ref_text(ref)}")
+        result[ref] = self.number(clock, f"{where}.clock", 0)
 
     def clouds(self, value: object, path: str) -> dict[ReplicaRef, frozenset[int]]:
         result: dict[ReplicaRef, frozenset[int]] = {}
@@ -1085,7 +1155,6 @@ class _Reader:
         """
         result: dict[ReplicaRef, dict[int, Entry]] = {}
         empty: frozenset[int] = frozenset()
-        new_entry = tuple.__new__  # Entry's own __new__ does just this, one call slower
         groups = self.items(value, path, "[name, vsn, entries]")
         conn_chars, topic_chars, key_chars = self.identity_chars
         flat_items, identities_fit = self.entry_bounds() if groups else (0, False)
@@ -1103,10 +1172,17 @@ class _Reader:
             cloud = clouds.get(owner, empty)
             if type(entries) is not list:
                 self.expected(f"{where}.entries", "an array", entries)
+            if len(entries) % 5:
+                self.expected(
+                    f"{where}.entries",
+                    "an array of five items per entry: clock, conn, topic, key, meta",
+                    entries,
+                )
             rows: dict[int, Entry] = {}
-            for j, item in enumerate(entries):
-                if type(item) is not list or len(item) != 5:
-                    self.expected(f"{where}.entries[{j}]", "[clock, conn, topic, key, meta]", item)
+            # One flat array per owner, not one per entry: a list per entry doubled the objects
+            # a transfer's decoding leaves to the garbage collector.
+            items = iter(entries)
+            for j, item in enumerate(zip(items, items, items, items, items, strict=True)):
                 clock, conn, topic, key, meta = item
                 # The hot path: one test of everything, the diagnosis only when it fails.
                 if not (
@@ -1132,15 +1208,14 @@ class _Reader:
                     )
                 if len(meta) > flat_items or not _CONTAINERS.isdisjoint(map(type, meta.values())):
                     meta = self.meta(meta, f"{where}.entries[{j}].meta")
-                else:
-                    meta = FrozenDict(meta)
-                rows[clock] = new_entry(Entry, (topic, key, conn, meta, owner, clock))
+                # A flat meta is stored as parsed: the dict is this message's alone.
+                rows[clock] = stored_entry((topic, key, conn, meta, owner, clock))
             result[owner] = rows
         return result
 
     def check_entry(
         self,
-        item: list[Any],
+        item: tuple[Any, ...],
         path: str,
         owner: ReplicaRef,
         span: tuple[int, int],
@@ -1179,17 +1254,17 @@ class _Reader:
                     f"{path}.{field}", f"{size} bytes of UTF-8, over max_{field}_bytes={limit}"
                 )
 
-    def meta(self, meta: dict[str, Any], path: str) -> FrozenDict:
+    def meta(self, meta: dict[str, Any], path: str) -> dict[str, JSONValue]:
         """A meta the hot path could not take as it is: nested, or with many items.
 
         A nested meta goes through :func:`copy_meta` (its depth); either is measured as compact
         JSON unless the message is too :meth:`small` to hold a meta over the limit.
         """
         if _CONTAINERS.isdisjoint(map(type, meta.values())):
-            frozen = FrozenDict(meta)
+            stored: dict[str, JSONValue] = meta
         else:
             try:
-                frozen = copy_meta(meta)
+                stored = copy_meta(meta)
             except LocalProtocolError as exc:
                 problem = exc.message
                 if len(problem) > 200:  # the path of a deep meta
@@ -1200,7 +1275,7 @@ class _Reader:
             size = _json_size(meta)  # the parsed plain dict: the encoder's fast path, same JSON
             if size > limit:
                 self.fail(path, f"{size} bytes as compact JSON, over max_meta_bytes={limit}")
-        return frozen
+        return stored
 
     # -------------------------------------------------------------- payloads
 
@@ -1216,7 +1291,8 @@ class _Reader:
                     f"{clock} is below the start clock {start[ref]} of {_ref_text(ref)}",
                 )
         values = self.values(fields["values"], f"{path}.values", None, clouds)
-        return Delta(replica=replica, values=values, clouds=clouds, start=start, end=end)
+        # Every field checked here: the constructor would copy and check every entry again.
+        return _trusted(Delta, replica=replica, values=values, clouds=clouds, start=start, end=end)
 
     def snapshot(self, fields: dict[str, Any], path: str) -> Snapshot:
         replica = self.ref(fields["replica"], f"{path}.replica")
@@ -1224,7 +1300,7 @@ class _Reader:
         clouds = self.clouds(fields["clouds"], f"{path}.clouds")
         covered = {owner: (0, clock) for owner, clock in context.items()}
         values = self.values(fields["values"], f"{path}.values", covered, clouds)
-        return Snapshot(replica=replica, context=context, clouds=clouds, values=values)
+        return _trusted(Snapshot, replica=replica, context=context, clouds=clouds, values=values)
 
     def snapshot_part(self, fields: dict[str, Any], path: str) -> SnapshotPart:
         replica = self.ref(fields["replica"], f"{path}.replica")
@@ -1233,8 +1309,13 @@ class _Reader:
         clouds = self.clouds(fields["clouds"], f"{path}.clouds")
         covered = {owner: ranges.get(owner, (0, 0)) for owner in context}
         values = self.values(fields["values"], f"{path}.values", covered, clouds)
-        return SnapshotPart(
-            replica=replica, context=context, ranges=ranges, clouds=clouds, values=values
+        return _trusted(
+            SnapshotPart,
+            replica=replica,
+            context=context,
+            ranges=ranges,
+            clouds=clouds,
+            values=values,
         )
 
     def ranges(

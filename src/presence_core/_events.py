@@ -16,8 +16,8 @@ import attrs
 
 from ._errors import InvalidArgument
 from ._messages import Message, _message, _ref, _to
+from ._payloads import Entry
 from ._security import MessageRejected
-from ._state import Entry
 from ._vclock import ReplicaRef
 
 __all__ = ["Event", "PresenceDiff", "ReplicaDown", "ReplicaPermdown", "ReplicaUp", "Unsendable"]

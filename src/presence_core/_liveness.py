@@ -95,17 +95,17 @@ TRANSITIONS: Final[
 
 
 def transition(
-    status: ReplicaStatus, event: LivenessInput
+    status: ReplicaStatus, trigger: LivenessInput
 ) -> tuple[ReplicaStatus, tuple[LivenessAction, ...]]:
-    """Look up the transition for ``event`` in ``status``.
+    """Look up the transition for ``trigger`` in ``status``.
 
     Raises:
         LocalProtocolError: the pair is not in :data:`TRANSITIONS` (for example silence of a
             replica that has no record).
     """
     try:
-        return TRANSITIONS[(status, event)]
+        return TRANSITIONS[(status, trigger)]
     except KeyError:
         raise LocalProtocolError(
-            f"no liveness transition for input {event.name} in state {status.name}"
+            f"no liveness transition for input {trigger.name} in state {status.name}"
         ) from None

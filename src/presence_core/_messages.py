@@ -14,7 +14,7 @@ from typing import Any, Union
 import attrs
 
 from ._errors import InvalidArgument, shown
-from ._state import Delta, Snapshot, SnapshotPart
+from ._payloads import Delta, Snapshot, SnapshotPart
 from ._vclock import ReplicaRef
 
 __all__ = [

@@ -46,7 +46,7 @@ from itertools import pairwise
 from ._codec import DEFAULT_MAX_DOTS, encode_unlimited
 from ._errors import LimitExceeded, LocalProtocolError
 from ._messages import Heartbeat, Message, TransferAck
-from ._state import Delta, Entry, Snapshot, SnapshotPart, _trusted
+from ._payloads import Delta, Entry, Snapshot, SnapshotPart, _trusted
 from ._vclock import ReplicaRef
 
 __all__ = ["encode_parts"]

@@ -14,14 +14,14 @@ from collections.abc import Iterable, Mapping
 from ._errors import InvalidArgument
 from ._events import PresenceDiff
 from ._meta import JSONValue
-from ._state import Entry
+from ._payloads import Entry
 
 __all__ = ["PresenceMap", "group", "presence_diff_payload"]
 
 PresenceMap = dict[str, dict[str, list[Mapping[str, JSONValue]]]]
 """``{key: {"metas": [meta, ...]}}``."""
 
-_OWNER_CONN = operator.itemgetter(4, 2)
+_OWNER_CONN = operator.attrgetter("owner", "conn")
 """Order of the metas of one key: by owner (name, then vsn), then connection."""
 
 _ENTRY = frozenset({Entry})
@@ -30,8 +30,8 @@ _ENTRY = frozenset({Entry})
 def group(entries: Iterable[Entry]) -> PresenceMap:
     """Group entries by key into Phoenix's ``{key: {"metas": [...]}}`` shape, deterministically.
 
-    The metas are the stored ones, read-only (see :class:`~presence_core.Entry`); the dicts and
-    lists around them are new, the caller's to change.
+    The metas are read-only (:attr:`Entry.meta <presence_core.Entry.meta>`); the dicts and lists
+    around them are new, the caller's to change.
 
     Raises:
         InvalidArgument: ``entries`` is not an iterable of :class:`~presence_core.Entry`.
@@ -52,20 +52,20 @@ def group(entries: Iterable[Entry]) -> PresenceMap:
     # entry of a large topic.
     by_key: dict[str, Entry | list[Entry]] = {}
     for entry in entries:
-        found = by_key.setdefault(entry[1], entry)
+        found = by_key.setdefault(entry.key, entry)
         if found is not entry:
             if isinstance(found, list):
                 found.append(entry)
             else:
-                by_key[entry[1]] = [found, entry]
+                by_key[entry.key] = [found, entry]
     result: PresenceMap = {}
     for key in sorted(by_key):
         rows = by_key[key]
         if isinstance(rows, list):
             rows.sort(key=_OWNER_CONN)
-            result[key] = {"metas": [row[3] for row in rows]}
+            result[key] = {"metas": [row.meta for row in rows]}
         else:
-            result[key] = {"metas": [rows[3]]}
+            result[key] = {"metas": [rows.meta]}
     return result
 
 

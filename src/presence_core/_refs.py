@@ -29,12 +29,13 @@ class RefGenerator:
         replica: the replica incarnation.
     """
 
-    __slots__ = ("_count", "prefix")
+    __slots__ = ("_count", "_next", "prefix")
 
     def __init__(self, replica: ReplicaRef) -> None:
         seed = f"{len(replica.name)}:{replica.name}:{replica.vsn}".encode()
         self.prefix: str = _b64(hashlib.blake2b(seed, digest_size=9).digest())
         self._count = 0
+        self._next: str | None = None  # the ref peek made, kept for advance
 
     @property
     def count(self) -> int:
@@ -42,12 +43,17 @@ class RefGenerator:
         return self._count
 
     def peek(self) -> str:
-        """The ref :meth:`advance` will hand out next (nothing changes)."""
-        count = self._count + 1
-        return self.prefix + _b64(count.to_bytes(max(3, (count.bit_length() + 7) // 8), "big"))
+        """The ref :meth:`advance` will hand out next (made once, however often it is asked)."""
+        ref = self._next
+        if ref is None:
+            count = self._count + 1
+            size = max(3, (count.bit_length() + 7) // 8)
+            ref = self._next = self.prefix + _b64(count.to_bytes(size, "big"))
+        return ref
 
     def advance(self) -> str:
         """Hand out the next ref: the prefix and the next counter value (16 characters or more)."""
         ref = self.peek()
         self._count += 1
+        self._next = None
         return ref

@@ -35,11 +35,17 @@ Storage
 
 Three indexes, chosen for the hot paths (join, merge, get_by_topic, replica_down):
 
-* ``_rows[owner][clock] -> Entry``: the values table by dot (merge, extract, up/down/remove);
-* ``_own_ids[conn][(topic, key)] -> Entry`` for our own entries (identity lookups and leave of a
-  whole connection) and ``_ids[owner][(conn, topic, key)] -> Entry`` for the others' (identity
-  lookups in merges, one flat key per entry);
-* ``_topics[topic][owner][clock] -> Entry``: listing a topic while skipping down owners wholesale.
+* ``_rows[owner][clock] -> Entry`` for the other replicas' entries: the values by dot (merges,
+  extracts, up/down/remove). Ours are found by topic (``_own_topics``) and, in the window since
+  the last broadcast, in ``_delta_values``;
+* ``_topics[topic][owner][clock] -> Entry``: listing a topic while skipping down owners wholesale
+  (``_own_topics[topic]`` is the same dict as ``_topics[topic][replica]``);
+* identities, ``conn -> topic -> slot`` per owner (``_own_ids`` for ours, ``_ids[owner]`` for
+  the others'): the slot is the entry itself when the connection holds one key in that topic
+  (the rule: a channel tracks itself once), and ``{key: Entry}`` only when it holds several.
+  Keys are the entry's own strings, so indexing a presence allocates nothing per presence: a
+  tuple key per presence cost 56 bytes and, being built in every merge, most of a merge's
+  garbage collections (see :func:`_find`, :func:`_claim`, :func:`_release`).
 
 Our own dots are never parked in ``_clouds``: the context entry of our own replica is our clock,
 which already covers them. The pending delta keeps only its start clock, the adds and the
@@ -50,392 +56,87 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
-from typing import Any, NamedTuple, TypeVar
+from typing import Union
 
-import attrs
+from ._errors import AlreadyTracked, LocalProtocolError, NoPresence
+from ._meta import Meta, copy_meta
+from ._payloads import Delta, Entry, MergeResult, Snapshot, SnapshotPart, _trusted, stored_entry
+from ._vclock import Context, ReplicaRef, compact_cloud
 
-from ._errors import AlreadyTracked, InvalidArgument, LocalProtocolError, NoPresence, shown
-from ._meta import JSONValue, Meta, copy_meta
-from ._vclock import Context, ReplicaRef, compact_cloud, dominates_or_equal, lowerbound, upperbound
+__all__ = ["ReplicaState"]
 
-__all__ = [
-    "Delta",
-    "Entry",
-    "MergeResult",
-    "ReplicaState",
-    "Snapshot",
-    "SnapshotPart",
-    "merge_deltas",
-]
+Slot = Union[Entry, dict[str, Entry]]  # noqa: UP007 (a runtime alias needs Union on 3.10)
+"""One connection's presence in one topic: the entry, or ``{key: Entry}`` for several keys."""
 
-Dot = tuple[ReplicaRef, int]
+Identities = dict[str, dict[str, Slot]]
+"""One owner's identity index: ``conn -> topic -> slot``."""
 
 
-class _EntryFields(NamedTuple):
-    topic: str
-    key: str
-    conn: str
-    meta: Mapping[str, JSONValue]
-    owner: ReplicaRef
-    clock: int
+def _find(identities: Identities, conn: str, topic: str, key: str) -> Entry | None:
+    """The entry of identity ``(conn, topic, key)`` in ``identities``, if any."""
+    topics = identities.get(conn)
+    slot = None if topics is None else topics.get(topic)
+    if slot is None or isinstance(slot, dict):
+        return None if slot is None else slot.get(key)
+    return slot if slot.key == key else None
 
 
-class Entry(_EntryFields):
-    """One presence as the CRDT stores it.
-
-    Built by the state and the codec past this constructor (``tuple.__new__``: they made or
-    checked every field); built by hand, every field is checked and the meta is copied and frozen
-    like one given to :meth:`ReplicaState.join`.
-
-    Attributes:
-        topic: the topic the presence is in.
-        key: the presence key (several entries may share a key: one per connection).
-        conn: the connection id, unique within the owning replica.
-        meta: the metadata: the stored object, read-only (a frozen ``dict`` whose mutating
-            methods raise a :exc:`LocalProtocolError` that is also a ``TypeError``).
-        owner: the replica incarnation that created the entry and alone may remove it.
-        clock: the owner's clock at the add; ``(owner, clock)`` is the entry's dot.
-
-    Raises:
-        InvalidArgument: ``topic``, ``key`` or ``conn`` is not a ``str``, ``meta`` not a JSON
-            object, ``owner`` not a :class:`ReplicaRef`, or ``clock`` not an ``int >= 1``.
-    """
-
-    __slots__ = ()
-
-    def __new__(
-        cls, topic: str, key: str, conn: str, meta: Meta, owner: ReplicaRef, clock: int
-    ) -> Entry:
-        for value, name in ((topic, "topic"), (key, "key"), (conn, "conn")):
-            if type(value) is not str:
-                raise InvalidArgument(f"Entry.{name} must be a str, not {type(value).__name__}")
-        if not isinstance(owner, ReplicaRef):
-            raise InvalidArgument(f"Entry.owner must be a ReplicaRef, not {type(owner).__name__}")
-        if type(clock) is not int or clock < 1:
-            raise InvalidArgument(f"Entry.clock must be an int >= 1, not {shown(clock)}")
-        try:
-            stored = copy_meta(meta)
-        except LocalProtocolError as exc:
-            raise InvalidArgument(f"Entry.{exc.message}") from None
-        return super().__new__(cls, topic, key, conn, stored, owner, clock)
-
-    @property
-    def dot(self) -> Dot:
-        """The entry's tag: ``(owner, clock)``."""
-        return (self.owner, self.clock)
-
-
-Values = Mapping[ReplicaRef, Mapping[int, Entry]]
-Clouds = Mapping[ReplicaRef, frozenset[int]]
-
-
-def _mapping(value: object, what: str) -> Mapping[Any, Any]:
-    if type(value) is not dict and not isinstance(value, Mapping):
-        raise InvalidArgument(f"{what} must be a mapping, not {type(value).__name__}")
-    return value
-
-
-def _frozen_clouds(clouds: Mapping[ReplicaRef, Iterable[int]]) -> dict[ReplicaRef, frozenset[int]]:
-    result: dict[ReplicaRef, frozenset[int]] = {}
-    for replica, dots in _mapping(clouds, "clouds").items():
-        try:
-            result[replica] = frozenset(dots)
-        except TypeError:  # not iterable, or holding something unhashable
-            raise InvalidArgument(f"clouds[{replica!r}] must be a set of ints >= 1") from None
-    return result
-
-
-def _copied_values(values: Values) -> dict[ReplicaRef, dict[int, Entry]]:
-    result: dict[ReplicaRef, dict[int, Entry]] = {}
-    for owner, rows in _mapping(values, "values").items():
-        result[owner] = dict(_mapping(rows, f"values[{owner!r}]"))
-    return result
-
-
-def _copied_context(context: Context) -> dict[ReplicaRef, int]:
-    return dict(_mapping(context, "a context"))
-
-
-def _check_context(context: Context, what: str) -> None:
-    for replica, clock in context.items():
-        if not isinstance(replica, ReplicaRef):
-            raise InvalidArgument(f"{what} keys must be ReplicaRef, not {type(replica).__name__}")
-        if type(clock) is not int or clock < 0:
-            raise InvalidArgument(f"{what}[{replica!r}] must be an int >= 0, not {shown(clock)}")
-
-
-def _check_payload(replica: object, values: Values, clouds: Clouds) -> None:
-    if not isinstance(replica, ReplicaRef):
-        raise InvalidArgument(f"replica must be a ReplicaRef, not {type(replica).__name__}")
-    for owner, dots in clouds.items():
-        if not isinstance(owner, ReplicaRef):
-            raise InvalidArgument(f"clouds keys must be ReplicaRef, not {type(owner).__name__}")
-        if any(type(dot) is not int or dot < 1 for dot in dots):
-            raise InvalidArgument(f"clouds[{owner!r}] must hold ints >= 1")
-    for owner, rows in values.items():
-        for clock, entry in rows.items():
-            if not isinstance(entry, Entry):
-                raise InvalidArgument(f"values must hold Entry, not {type(entry).__name__}")
-            if entry.owner != owner or entry.clock != clock:
-                raise InvalidArgument(f"entry {entry!r} is filed under dot ({owner!r}, {clock})")
-
-
-_Payload = TypeVar("_Payload", "Snapshot", "SnapshotPart", "Delta")
-
-
-def _trusted(cls: type[_Payload], **fields: object) -> _Payload:
-    """Build a Snapshot or Delta from fields the caller already owns and validated.
-
-    The public constructors copy and check every entry; the state and the codec build payloads
-    from data they made or checked themselves, so they skip that work (an extract of 100,000
-    entries would otherwise be checked twice). Every field must be a private, never-mutated copy.
-    """
-    payload = object.__new__(cls)
-    for name, value in fields.items():
-        object.__setattr__(payload, name, value)
-    return payload
-
-
-@attrs.frozen(kw_only=True)
-class Snapshot:
-    """A full-state extract: what a transfer carries when no delta generation fits (SPEC §4.5).
-
-    Built by :meth:`ReplicaState.extract` (or decoded from the wire); merged with
-    :meth:`ReplicaState.merge`.
-
-    Attributes:
-        replica: the replica that extracted it.
-        context: its context, restricted to the replicas the requester knows.
-        clouds: its clouds, likewise restricted.
-        values: the entries, by owner then clock, without the requester's own and without those of
-            replicas the requester does not know.
-    """
-
-    replica: ReplicaRef
-    context: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
-    clouds: Mapping[ReplicaRef, frozenset[int]] = attrs.field(converter=_frozen_clouds)
-    values: Mapping[ReplicaRef, Mapping[int, Entry]] = attrs.field(converter=_copied_values)
-
-    def __attrs_post_init__(self) -> None:
-        _check_payload(self.replica, self.values, self.clouds)
-        _check_context(self.context, "context")
-
-    def entries(self) -> Iterator[Entry]:
-        """Every entry carried, owner by owner."""
-        for rows in self.values.values():
-            yield from rows.values()
-
-
-def _ranges(value: Mapping[ReplicaRef, tuple[int, int]]) -> dict[ReplicaRef, tuple[int, int]]:
-    ranges: dict[ReplicaRef, tuple[int, int]] = {}
-    for owner, span in _mapping(value, "ranges").items():
-        if not isinstance(span, (tuple, list)) or len(span) != 2:
-            raise InvalidArgument(
-                f"ranges[{owner!r}] must be a pair (first, last), not {shown(span)}"
-            )
-        first, last = span
-        ranges[owner] = (first, last)
-    return ranges
-
-
-@attrs.frozen(kw_only=True)
-class SnapshotPart:
-    """One part of a full-state extract too large for one message (``docs/wire.rst``).
-
-    A part *covers*, for each owner it names, the dots ``first < clock <= last`` of
-    ``ranges[owner]`` and the dots in ``clouds[owner]``: the sender had seen every one of them,
-    and ``values`` holds exactly its live entries among them. Merging a part
-    (:meth:`ReplicaState.merge_part`) adds and removes within what it covers and nowhere else,
-    so parts merge in any order and any number of times, and a lost part only leaves its dots
-    unknown: it never removes what another part carries.
-
-    ``context`` is the whole extract's, the same in every part. It joins the receiver's, with
-    the parts' clouds, only once every part of one reply was merged
-    (:meth:`ReplicaState.complete_parts`): a covered dot may be a remove whose removed entry is
-    in another part.
-
-    Attributes:
-        replica: the replica that extracted it.
-        context: the whole extract's context.
-        ranges: per owner, the dots ``(first, last]`` covered, with ``last`` at most the context.
-        clouds: per owner, further dots covered (observed beyond the context).
-        values: the live entries among the covered dots, by owner then clock.
-    """
-
-    replica: ReplicaRef
-    context: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
-    ranges: Mapping[ReplicaRef, tuple[int, int]] = attrs.field(converter=_ranges)
-    clouds: Mapping[ReplicaRef, frozenset[int]] = attrs.field(converter=_frozen_clouds)
-    values: Mapping[ReplicaRef, Mapping[int, Entry]] = attrs.field(converter=_copied_values)
-
-    def __attrs_post_init__(self) -> None:
-        _check_payload(self.replica, self.values, self.clouds)
-        _check_context(self.context, "context")
-        for owner, (first, last) in self.ranges.items():
-            upto = self.context.get(owner)
-            if upto is None:
-                raise InvalidArgument(f"ranges[{owner!r}]: the owner is not in the context")
-            if type(first) is not int or type(last) is not int or not 0 <= first < last <= upto:
-                raise InvalidArgument(
-                    f"ranges[{owner!r}] must be ints 0 <= first < last <= {upto}, "
-                    f"not ({shown(first)}, {shown(last)})"
-                )
-        for owner, rows in self.values.items():
-            first, last = self.ranges.get(owner, (0, 0))
-            cloud = self.clouds.get(owner, frozenset())
-            for clock in rows:
-                if not (first < clock <= last or clock in cloud):
-                    raise InvalidArgument(
-                        f"values[{owner!r}][{clock}] is outside what the part covers"
-                    )
-
-    def entries(self) -> Iterator[Entry]:
-        """Every entry carried, owner by owner."""
-        for rows in self.values.values():
-            yield from rows.values()
-
-
-@attrs.frozen(kw_only=True)
-class Delta:
-    """A delta-state: the events of one or more broadcast windows (SPEC §4.2).
-
-    Attributes:
-        replica: the replica that produced it.
-        values: the adds made in the window that were not removed within it, by owner then clock.
-        clouds: every dot of the window (adds, removes and tombstones of removed entries).
-        start: the context at the start of the window.
-        end: the context at the end of the window.
-    """
-
-    replica: ReplicaRef
-    values: Mapping[ReplicaRef, Mapping[int, Entry]] = attrs.field(converter=_copied_values)
-    clouds: Mapping[ReplicaRef, frozenset[int]] = attrs.field(converter=_frozen_clouds)
-    start: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
-    end: Mapping[ReplicaRef, int] = attrs.field(converter=_copied_context)
-
-    def __attrs_post_init__(self) -> None:
-        _check_payload(self.replica, self.values, self.clouds)
-        _check_context(self.start, "start")
-        _check_context(self.end, "end")
-
-    @property
-    def size(self) -> int:
-        """Number of values plus number of dots in the clouds (the measure of delta size caps)."""
-        return sum(len(rows) for rows in self.values.values()) + sum(
-            len(dots) for dots in self.clouds.values()
-        )
-
-    def is_empty(self) -> bool:
-        """True if the window holds no event at all (no dot in any cloud)."""
-        return not any(self.clouds.values())
-
-    def entries(self) -> Iterator[Entry]:
-        """Every entry carried, owner by owner."""
-        for rows in self.values.values():
-            yield from rows.values()
-
-    def extract(self, remote_ref: ReplicaRef | None, remote_context: Context) -> Delta:
-        """This delta as sent to ``remote_ref``: only replicas it knows, never its own entries.
-
-        With ``remote_ref=None`` no replica's entries are left out (see
-        :meth:`ReplicaState.extract`).
-        """
-        known = remote_context.keys()
-        return _trusted(
-            Delta,
-            replica=self.replica,
-            values={
-                owner: rows
-                for owner, rows in self.values.items()
-                if owner != remote_ref and owner in known
-            },
-            clouds={r: dots for r, dots in self.clouds.items() if r in known},
-            start={r: c for r, c in self.start.items() if r in known},
-            end={r: c for r, c in self.end.items() if r in known},
-        )
-
-    def without_replica(self, replica: ReplicaRef) -> Delta:
-        """This delta with every trace of a permanently down ``replica`` removed."""
-        return _trusted(
-            Delta,
-            replica=self.replica,
-            values={owner: rows for owner, rows in self.values.items() if owner != replica},
-            clouds={r: dots for r, dots in self.clouds.items() if r != replica},
-            start={r: c for r, c in self.start.items() if r != replica},
-            end={r: c for r, c in self.end.items() if r != replica},
-        )
-
-
-def merge_deltas(a: Delta, b: Delta) -> Delta | None:
-    """Join two deltas into one covering both windows, or ``None`` if they are not contiguous.
-
-    Two deltas are contiguous when each one's end dominates-or-equals the other's start. The
-    result spans the lower bound of the starts to the upper bound of the ends and holds every dot
-    of both. A value survives unless the other delta observed its removal (has its dot without
-    the value); a concurrent add of a different dot always survives.
-
-    Raises:
-        InvalidArgument: ``a`` or ``b`` is not a :class:`Delta`.
-    """
-    for name, value in (("a", a), ("b", b)):
-        if not isinstance(value, Delta):
-            raise InvalidArgument(f"{name} must be a Delta, not {type(value).__name__}")
-    if not (dominates_or_equal(b.end, a.start) and dominates_or_equal(a.end, b.start)):
+def _claim(identities: Identities, entry: Entry) -> Entry | None:
+    """File ``entry`` under its identity unless one is filed there: return that one, or None."""
+    topics = identities.get(entry.conn)
+    if topics is None:
+        identities[entry.conn] = {entry.topic: entry}
         return None
-    # A generation ``a`` is often large and ``b`` a single window: copy ``a`` wholesale (C-level)
-    # and walk only ``b``. Payloads are immutable, so unchanged rows and clouds are shared.
-    clouds: dict[ReplicaRef, frozenset[int]] = dict(a.clouds)
-    for replica, dots in b.clouds.items():
-        mine = clouds.get(replica)
-        clouds[replica] = dots if mine is None else mine | dots
-    values: dict[ReplicaRef, Mapping[int, Entry]] = {}
-    for owner, rows in a.values.items():
-        theirs = b.values.get(owner, {})
-        observed = b.clouds.get(owner)
-        if not observed:
-            kept: Mapping[int, Entry] = rows
-        elif len(observed) < len(rows):
-            trimmed = dict(rows)
-            for dot in observed:
-                if dot in trimmed and dot not in theirs:
-                    del trimmed[dot]
-            kept = trimmed
+    slot = topics.setdefault(entry.topic, entry)
+    return None if slot is entry else _claim_taken(topics, slot, entry)
+
+
+def _claim_taken(topics: dict[str, Slot], slot: Slot, entry: Entry) -> Entry | None:
+    """:func:`_claim` where the connection already holds ``slot`` in the entry's topic."""
+    key = entry.key
+    if isinstance(slot, dict):
+        filed = slot.setdefault(key, entry)
+        return None if filed is entry else filed
+    if slot.key == key:
+        return slot
+    topics[entry.topic] = {slot.key: slot, key: entry}  # a second key of this connection here
+    return None
+
+
+def _replace(identities: Identities, old: Entry, new: Entry) -> None:
+    """File ``new`` where ``old`` (same identity) was filed."""
+    topics = identities[old.conn]
+    slot = topics[old.topic]
+    if isinstance(slot, dict):
+        slot[old.key] = new
+    else:
+        topics[old.topic] = new
+
+
+def _release(identities: Identities, entry: Entry) -> None:
+    """Unfile ``entry`` (it is filed)."""
+    conn, topic = entry.conn, entry.topic
+    topics = identities[conn]
+    slot = topics[topic]
+    if isinstance(slot, dict):
+        del slot[entry.key]
+        if len(slot) == 1:
+            (topics[topic],) = slot.values()  # back to one key
+    else:
+        del topics[topic]
+        if not topics:
+            del identities[conn]
+
+
+def _filed(topics: Mapping[str, Slot]) -> list[Entry]:
+    """Every entry of one connection's slots."""
+    found: list[Entry] = []
+    for slot in topics.values():
+        if isinstance(slot, dict):
+            found.extend(slot.values())
         else:
-            kept = {c: e for c, e in rows.items() if c in theirs or c not in observed}
-        if kept:
-            values[owner] = kept
-    for owner, rows in b.values.items():
-        ours = a.values.get(owner, {})
-        seen = a.clouds.get(owner, frozenset())
-        added = {c: e for c, e in rows.items() if c not in ours and c not in seen}
-        if added:
-            existing = values.get(owner)
-            values[owner] = added if existing is None else {**existing, **added}
-    return _trusted(
-        Delta,
-        replica=a.replica,
-        values=values,
-        clouds=clouds,
-        start=lowerbound(a.start, b.start),
-        end=upperbound(a.end, b.end),
-    )
-
-
-@attrs.frozen(kw_only=True)
-class MergeResult:
-    """What a merge (or a replica going up or down) changed in the visible presences.
-
-    Attributes:
-        joins: entries that appeared, in a deterministic order.
-        leaves: entries that disappeared; a replaced entry (a remote update) shows up here with its
-            old meta while the new one is in ``joins``.
-    """
-
-    joins: tuple[Entry, ...] = ()
-    leaves: tuple[Entry, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.joins or self.leaves)
+            found.append(slot)
+    return found
 
 
 def _check_str(value: object, what: str) -> str:
@@ -500,8 +201,8 @@ class ReplicaState:
         self._clouds: dict[ReplicaRef, set[int]] = {}
         # Rows of the other replicas by dot; ours are found through ``_own_topics``.
         self._rows: dict[ReplicaRef, dict[int, Entry]] = {}
-        self._own_ids: dict[str, dict[tuple[str, str], Entry]] = {}
-        self._ids: dict[ReplicaRef, dict[tuple[str, str, str], Entry]] = {}
+        self._own_ids: Identities = {}
+        self._ids: dict[ReplicaRef, Identities] = {}
         self._topics: dict[str, dict[ReplicaRef, dict[int, Entry]]] = {}
         # Our own rows of each topic: the same dicts as ``_topics[topic][replica]``.
         self._own_topics: dict[str, dict[int, Entry]] = {}
@@ -532,9 +233,25 @@ class ReplicaState:
         return self._clock
 
     @property
-    def context(self) -> Mapping[ReplicaRef, int]:
-        """The full causal context, including replicas marked down (a read-only copy)."""
+    def context(self) -> dict[ReplicaRef, int]:
+        """Everything observed: every replica's clock, replicas marked down included (a copy).
+
+        What merges and extracts reason with. What this replica *announces* leaves the down
+        replicas out: :attr:`up_context`.
+        """
         return {self.replica: self._clock, **self._context}
+
+    @property
+    def up_context(self) -> dict[ReplicaRef, int]:
+        """The context without the replicas marked down: what heartbeats and transfer requests
+        announce (a new dict, the caller's to keep)."""
+        down = self._down
+        context = {self.replica: self._clock}
+        if not down:
+            context.update(self._context)
+        else:
+            context.update((r, c) for r, c in self._context.items() if r not in down)
+        return context
 
     @property
     def clouds(self) -> Mapping[ReplicaRef, frozenset[int]]:
@@ -542,14 +259,14 @@ class ReplicaState:
         return {r: frozenset(dots) for r, dots in self._clouds.items() if dots}
 
     def clocks(self) -> tuple[ReplicaRef, dict[ReplicaRef, int]]:
-        """What this replica announces: ``(replica, context without replicas marked down)``."""
-        down = self._down
-        context = {self.replica: self._clock}
-        if not down:
-            context.update(self._context)
-        else:
-            context.update((r, c) for r, c in self._context.items() if r not in down)
-        return self.replica, context
+        """``(replica, up_context)``, Phoenix's ``State.clocks/1`` (what a peer extracts for)."""
+        return self.replica, self.up_context
+
+    def clock_of(self, replica: ReplicaRef) -> int | None:
+        """``replica``'s clock in the context (ours for this replica), or ``None`` if unknown."""
+        if replica == self.replica:
+            return self._clock
+        return self._context.get(replica)
 
     def seen(self, owner: ReplicaRef, clock: int) -> bool:
         """True if the dot ``(owner, clock)`` is covered by the context or the clouds."""
@@ -644,6 +361,9 @@ class ReplicaState:
     def join(self, conn: str, topic: str, key: str, meta: Meta) -> Entry:
         """Add a presence owned by this replica (one dot).
 
+        ``meta`` is validated and deep-copied (objects and arrays nested in it frozen): the
+        caller keeps theirs.
+
         Returns:
             The stored entry.
 
@@ -655,18 +375,10 @@ class ReplicaState:
             _check_str(conn, "conn")
             _check_str(topic, "topic")
             _check_str(key, "key")
-        return self._add_own(conn, topic, key, copy_meta(meta))
-
-    def _add_own(self, conn: str, topic: str, key: str, stored: dict[str, JSONValue]) -> Entry:
-        """:meth:`join` once the arguments are checked and ``stored`` is a private copy."""
         replica = self.replica
         clock = self._clock + 1
-        entry = _new_entry(Entry, (topic, key, conn, stored, replica, clock))
-        identity = (topic, key)
-        by_conn = self._own_ids.get(conn)
-        if by_conn is None:
-            self._own_ids[conn] = {identity: entry}
-        elif by_conn.setdefault(identity, entry) is not entry:
+        entry = stored_entry((topic, key, conn, copy_meta(meta), replica, clock))
+        if _claim(self._own_ids, entry) is not None:
             raise AlreadyTracked(conn, topic, key)
         self._clock = clock
         rows = self._own_topics.get(topic)
@@ -694,12 +406,9 @@ class ReplicaState:
             _check_str(conn, "conn")
             _check_str(topic, "topic")
             _check_str(key, "key")
-        by_conn = self._own_ids.get(conn)
-        if by_conn is None:
-            return None
-        entry = by_conn.get((topic, key))
+        entry = _find(self._own_ids, conn, topic, key)
         if entry is not None:
-            self._remove_own(entry, by_conn)
+            self._remove_own(entry)
         return entry
 
     def leave_conn(self, conn: str) -> tuple[Entry, ...]:
@@ -712,19 +421,19 @@ class ReplicaState:
             LocalProtocolError: ``conn`` is not a str.
         """
         _check_str(conn, "conn")
-        by_conn = self._own_ids.get(conn)
-        if not by_conn:
+        topics = self._own_ids.get(conn)
+        if not topics:
             return ()
-        removed = tuple(sorted(by_conn.values(), key=_by_clock))
+        removed = tuple(sorted(_filed(topics), key=_by_clock))
         for entry in removed:
-            self._remove_own(entry, by_conn)
+            self._remove_own(entry)
         return removed
 
     def update(self, conn: str, topic: str, key: str, meta: Meta) -> tuple[Entry, Entry]:
         """Replace the meta of this replica's presence ``(conn, topic, key)`` (two dots).
 
         The old dot is tombstoned, one dot is used for the remove and one for the new add; the
-        row is replaced in place, so readers never see the presence missing.
+        row is replaced in place, so readers never see the presence missing. ``meta`` is copied.
 
         Returns:
             ``(old_entry, new_entry)``.
@@ -736,28 +445,23 @@ class ReplicaState:
         old = self.get(conn, topic, key)
         if old is None:
             raise NoPresence(conn, topic, key)
-        return old, self._replace_own(old, copy_meta(meta))
-
-    def _replace_own(self, old: Entry, stored: dict[str, JSONValue]) -> Entry:
-        """:meth:`update` of the stored entry ``old`` once ``stored`` is a private copy."""
-        topic, key, conn, _meta, replica, _clock = old
+        stored = copy_meta(meta)
+        replica = old.owner
         self._delta_values.pop(old.clock, None)
         self._delta_tombs.setdefault(replica, set()).add(old.clock)
         clock = self._clock + 2
         self._clock = clock
-        new = _new_entry(Entry, (topic, key, conn, stored, replica, clock))
-        self._own_ids[conn][(topic, key)] = new
+        new = stored_entry((topic, key, conn, stored, replica, clock))
+        _replace(self._own_ids, old, new)
         rows = self._own_topics[topic]
         del rows[old.clock]
         rows[clock] = new
         self._delta_values[clock] = new
-        return new
+        return old, new
 
-    def _remove_own(self, entry: Entry, by_conn: dict[tuple[str, str], Entry]) -> None:
-        topic, key, conn, _meta, replica, clock = entry
-        del by_conn[(topic, key)]
-        if not by_conn:
-            del self._own_ids[conn]
+    def _remove_own(self, entry: Entry) -> None:
+        _release(self._own_ids, entry)
+        topic, replica, clock = entry.topic, entry.owner, entry.clock
         rows = self._own_topics[topic]
         del rows[clock]
         if not rows:
@@ -776,9 +480,9 @@ class ReplicaState:
 
     def _unlink(self, entry: Entry) -> None:
         """Drop another replica's entry from every index."""
-        topic, key, conn, _meta, owner, clock = entry
+        owner, clock, topic = entry.owner, entry.clock, entry.topic
         del self._rows[owner][clock]
-        del self._ids[owner][(conn, topic, key)]
+        _release(self._ids[owner], entry)
         by_owner = self._topics[topic]
         rows = by_owner[owner]
         del rows[clock]
@@ -860,12 +564,12 @@ class ReplicaState:
         if owner is not None:
             _check_ref(owner, "owner")
         if owner is None or owner == self.replica:
-            return sorted(self._own_ids.get(conn, {}).values(), key=_by_clock)
-        if owner in self._down:
+            identities = self._own_ids
+        elif owner in self._down:
             return []
-        # Other replicas' entries are indexed by full identity only: a scan of that owner's.
-        found = [e for (c, _, _), e in self._ids.get(owner, {}).items() if c == conn]
-        return sorted(found, key=_by_clock)
+        else:
+            identities = self._ids.get(owner, {})
+        return sorted(_filed(identities.get(conn, {})), key=_by_clock)
 
     def get(self, conn: str, topic: str, key: str, owner: ReplicaRef | None = None) -> Entry | None:
         """The entry with this identity (``owner`` defaults to this replica), hidden or not.
@@ -879,9 +583,8 @@ class ReplicaState:
         if owner is not None:
             _check_ref(owner, "owner")
         if owner is None or owner == self.replica:
-            by_conn = self._own_ids.get(conn)
-            return None if by_conn is None else by_conn.get((topic, key))
-        return self._ids.get(owner, {}).get((conn, topic, key))
+            return _find(self._own_ids, conn, topic, key)
+        return _find(self._ids.get(owner, {}), conn, topic, key)
 
     def topics(self) -> list[str]:
         """Every topic with at least one visible entry, sorted."""
@@ -944,7 +647,7 @@ class ReplicaState:
     def take_delta(self) -> Delta:
         """Return the pending delta, then reset it (what a broadcast does).
 
-        Clouds need no compaction here: merges keep them compact as they go (see :meth:`_see`).
+        Clouds need no compaction here: merges keep them compact as they go.
         """
         delta = self._pending_delta(self._delta_values)  # reset_delta gives up this dict
         self.reset_delta()
@@ -966,7 +669,7 @@ class ReplicaState:
     @property
     def cloud_dots(self) -> int:
         """How many dots the clouds hold, over every replica (what ``max_cloud_dots`` bounds)."""
-        return sum(len(dots) for dots in self._clouds.values())
+        return sum(map(len, self._clouds.values()))
 
     # ------------------------------------------------------------------ extract and merge
 
@@ -1072,117 +775,12 @@ class ReplicaState:
         *,
         whole: bool,
     ) -> MergeResult:
-        # ``covered``: what the remote speaks for below its clouds, per owner: dots (first, last].
-        me = self.replica
-        context = self._context
-        clouds = self._clouds
-        remote_values = remote.values
-        remote_clouds = remote.clouds
-
-        # 1. Adds we have not seen, of owners we know (never our own: only we make those).
-        adds: list[tuple[ReplicaRef, dict[int, Entry]]] = []
-        for owner, rows in remote_values.items():
-            known = context.get(owner)
-            if known is None or owner == me:
-                continue
-            dots = clouds.get(owner)
-            if dots:
-                accepted = {c: e for c, e in rows.items() if c > known and c not in dots}
-            elif known:
-                accepted = {c: e for c, e in rows.items() if c > known}
-            else:
-                accepted = dict(rows)
-            if accepted:
-                adds.append((owner, accepted))
-
-        # 2. Observed removes: our copies of remote entries that the remote has seen but dropped.
-        removed: list[Entry] = []
-        for owner in _union_keys(covered, remote_clouds):
-            stored = self._rows.get(owner)
-            if not stored or owner == me:
-                continue
-            carried = remote_values.get(owner, {})
-            first, last = covered.get(owner, (0, 0))
-            observed = remote_clouds.get(owner, frozenset())
-            candidates: Iterable[Entry]
-            if last - first + len(observed) < len(stored):
-                # Fewer covered dots than stored rows (a delta, a part): look the dots up.
-                covered_dots = chain(range(first + 1, last + 1), sorted(observed))
-                candidates = [stored[c] for c in covered_dots if c in stored]
-            else:
-                candidates = list(stored.values())
-            removed.extend(
-                e
-                for e in candidates
-                if e.clock not in carried and (first < e.clock <= last or e.clock in observed)
-            )
-
-        if not adds and not removed:
-            self._merge_causality(remote, (), whole=whole)
-            return MergeResult()
-
-        leaves: list[Entry] = []
-        tombs = self._delta_tombs
-        for entry in removed:
-            self._unlink(entry)
-            owner_tombs = tombs.get(entry.owner)
-            if owner_tombs is None:
-                tombs[entry.owner] = {entry.clock}
-            else:
-                owner_tombs.add(entry.clock)
-            leaves.append(entry)
-
-        # 3. Adds: one row per identity; a newer dot of the owner replaces, an older one is stale.
-        # This loop runs once per entry of a full transfer, so the indexes are filled inline.
-        joins: list[Entry] = []
-        dropped: set[int] = set()  # ids of entries this merge ends up not joining after all
-        topics = self._topics
-        for owner, accepted in adds:
-            rows = self._rows.setdefault(owner, {})
-            rows.update(accepted)
-            ids = self._ids.setdefault(owner, {})
-            owner_topics: dict[str, dict[int, Entry]] = {}  # topic -> this owner's rows there
-            for clock, entry in accepted.items():
-                topic, key, conn, _meta, _owner, _clock = entry
-                identity = (conn, topic, key)
-                old = ids.setdefault(identity, entry)
-                if old is not entry:
-                    if old.clock > clock:
-                        # A stale add (upstream #213): the newer row stays.
-                        del rows[clock]
-                        dropped.add(id(entry))
-                        continue
-                    self._unlink(old)
-                    owner_topics.clear()  # the unlink may have dropped a cached topic dict
-                    ids[identity] = entry
-                    if self.seen(owner, old.clock):
-                        leaves.append(old)
-                    else:  # two dots of one identity in this very payload
-                        dropped.add(id(old))
-                topic_rows = owner_topics.get(topic)
-                if topic_rows is None:
-                    by_owner = topics.get(topic)
-                    if by_owner is None:
-                        by_owner = topics[topic] = {}
-                    topic_rows = by_owner.get(owner)
-                    if topic_rows is None:
-                        topic_rows = by_owner[owner] = {}
-                    owner_topics[topic] = topic_rows
-                topic_rows[clock] = entry
-            joins.extend(accepted.values())
-        if dropped:
-            joins = [e for e in joins if id(e) not in dropped]
-
-        self._merge_causality(remote, adds, whole=whole)
-        return MergeResult(joins=tuple(joins), leaves=tuple(leaves))
-
-    def _merge_causality(
-        self,
-        remote: Snapshot | SnapshotPart | Delta,
-        adds: Iterable[tuple[ReplicaRef, Mapping[int, Entry]]],
-        *,
-        whole: bool,
-    ) -> None:
+        """Merge ``remote``, which speaks for ``covered`` (per owner, the dots ``(first, last]``)
+        and its clouds, in four phases: take the adds, apply the observed removes, index the
+        adds, see the dots."""
+        adds = self._unseen_adds(remote.values)
+        leaves = self._remove_observed(remote.values, covered, remote.clouds)
+        joins = self._index_adds(adds, leaves) if adds else []
         if whole:
             # Unlike Phoenix, the dots of removed entries stay in the clouds: they have been
             # observed, and forgetting one beyond a gap would let a redelivered add bring the
@@ -1190,7 +788,136 @@ class ReplicaState:
             self._see(remote.context if isinstance(remote, Snapshot) else {}, remote.clouds)
         else:
             # A part: only the adds it made are seen (see merge_part).
-            self._see({}, {owner: accepted.keys() for owner, accepted in adds})
+            self._see({}, {owner: accepted.keys() for owner, accepted in adds})  # stale ones too
+        if not joins and not leaves:
+            return _NOTHING
+        return MergeResult(joins=tuple(joins), leaves=tuple(leaves))
+
+    def _unseen_adds(
+        self, values: Mapping[ReplicaRef, Mapping[int, Entry]]
+    ) -> list[tuple[ReplicaRef, Mapping[int, Entry]]]:
+        """Phase 1: the adds whose dot we have not seen, of owners we know, by owner.
+
+        Never our own: only we make those. The mappings are read-only (an owner we have seen
+        nothing of gets the payload's own rows, uncopied).
+        """
+        me = self.replica
+        context = self._context
+        clouds = self._clouds
+        adds: list[tuple[ReplicaRef, Mapping[int, Entry]]] = []
+        for owner, rows in values.items():
+            known = context.get(owner)
+            if known is None or owner == me:
+                continue
+            dots = clouds.get(owner)
+            accepted: Mapping[int, Entry]
+            if dots:
+                accepted = {c: e for c, e in rows.items() if c > known and c not in dots}
+            elif known:
+                accepted = {c: e for c, e in rows.items() if c > known}
+            else:
+                accepted = rows
+            if accepted:
+                adds.append((owner, accepted))
+        return adds
+
+    def _remove_observed(
+        self,
+        values: Mapping[ReplicaRef, Mapping[int, Entry]],
+        covered: Mapping[ReplicaRef, tuple[int, int]],
+        clouds: Mapping[ReplicaRef, frozenset[int]],
+    ) -> list[Entry]:
+        """Phase 2: remove our copies of remote entries the remote has seen but no longer
+        carries; tombstone them in our pending delta (we gossip the removal on). The leaves."""
+        me = self.replica
+        leaves: list[Entry] = []
+        for owner in _union_keys(covered, clouds):
+            stored = self._rows.get(owner)
+            if not stored or owner == me:
+                continue
+            carried = values.get(owner, {})
+            first, last = covered.get(owner, (0, 0))
+            observed = clouds.get(owner, frozenset())
+            candidates: Iterable[Entry]
+            if last - first + len(observed) < len(stored):
+                # Fewer covered dots than stored rows (a delta, a part): look the dots up.
+                covered_dots = chain(range(first + 1, last + 1), sorted(observed))
+                candidates = [stored[c] for c in covered_dots if c in stored]
+            else:
+                candidates = list(stored.values())
+            gone = [
+                e
+                for e in candidates
+                if e.clock not in carried and (first < e.clock <= last or e.clock in observed)
+            ]
+            if gone:
+                tombs = self._delta_tombs.setdefault(owner, set())
+                for entry in gone:
+                    self._unlink(entry)
+                    tombs.add(entry.clock)
+                leaves.extend(gone)
+        return leaves
+
+    def _index_adds(
+        self, adds: list[tuple[ReplicaRef, Mapping[int, Entry]]], leaves: list[Entry]
+    ) -> list[Entry]:
+        """Phase 3: store the adds, one row per identity (upstream #213); return the joins.
+
+        An add for an identity already stored with an older dot replaces that row, which joins
+        ``leaves``; one with an older dot than the stored row is stale and dropped. Two dots of
+        one identity in this very payload: the newer stays and the older was never news.
+        """
+        joins: list[Entry] = []
+        seen = self.seen
+        for owner, accepted in adds:
+            rows = self._rows.setdefault(owner, {})
+            rows.update(accepted)  # all at once, at C speed; the few dropped are taken out below
+            identities = self._ids.setdefault(owner, {})
+            rows_of_topic: dict[str, dict[int, Entry]] = {}  # this owner's rows, by topic
+            dropped: list[int] = []  # clocks of ``accepted`` that end up not joining
+            # Once per entry of a full transfer: _claim's usual case is inlined.
+            for clock, entry in accepted.items():
+                topic, conn = entry.topic, entry.conn
+                topic_rows = rows_of_topic.get(topic)
+                if topic_rows is None:
+                    topic_rows = rows_of_topic[topic] = self._topic_rows(topic, owner)
+                conn_topics = identities.get(conn)
+                if conn_topics is None:
+                    identities[conn] = {topic: entry}
+                else:
+                    slot = conn_topics.setdefault(topic, entry)
+                    old = None if slot is entry else _claim_taken(conn_topics, slot, entry)
+                    if old is not None:
+                        if old.clock > clock:  # stale: the newer row stays
+                            del rows[clock]
+                            dropped.append(clock)
+                            continue
+                        # Same identity, so same topic: its rows keep the new entry, and no
+                        # index dict empties (rows_of_topic stays true).
+                        _replace(identities, old, entry)
+                        del rows[old.clock]
+                        del topic_rows[old.clock]
+                        if seen(owner, old.clock):
+                            leaves.append(old)
+                        else:  # an add of this payload, replaced by a newer one of it
+                            dropped.append(old.clock)
+                topic_rows[clock] = entry
+            if dropped:
+                gone = set(dropped)
+                joins.extend(e for c, e in accepted.items() if c not in gone)
+            else:
+                joins.extend(accepted.values())
+        return joins
+
+    def _topic_rows(self, topic: str, owner: ReplicaRef) -> dict[int, Entry]:
+        """``owner``'s rows in ``topic``, made empty if there are none."""
+        by_owner = self._topics.get(topic)
+        if by_owner is None:
+            by_owner = self._topics[topic] = {}
+        rows = by_owner.get(owner)
+        if rows is None:
+            rows = by_owner[owner] = {}
+        return rows
 
     def _see(
         self, remote_context: Context, remote_clouds: Mapping[ReplicaRef, Iterable[int]]
@@ -1245,8 +972,8 @@ class ReplicaState:
                 dots.difference_update(range(start + 1, base + 1))
 
 
-_new_entry = tuple.__new__
-"""Builds an Entry without the named tuple's Python-level ``__new__`` (join is a hot path)."""
+_NOTHING = MergeResult()
+"""The result of a merge that changed no presence (immutable: one for all)."""
 
 
 def _by_clock(entry: Entry) -> int:

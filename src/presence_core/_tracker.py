@@ -43,7 +43,6 @@ reported as a :class:`~presence_core.MessageRejected` event (undecodable bytes a
 
 from __future__ import annotations
 
-import builtins
 import json
 import math
 import random
@@ -60,6 +59,7 @@ from ._config import TrackerConfig
 from ._deltas import DeltaGenerations
 from ._errors import LimitExceeded, LocalProtocolError, NoPresence, RemoteProtocolError, shown
 from ._events import Event, PresenceDiff, ReplicaDown, ReplicaPermdown, ReplicaUp, Unsendable
+from ._lifecycle import Lifecycle, LifecycleInput, advance
 from ._liveness import LivenessAction, LivenessInput, ReplicaStatus, transition
 from ._messages import (
     GracefulPermdown,
@@ -69,8 +69,9 @@ from ._messages import (
     TransferAck,
     TransferRequest,
 )
-from ._meta import JSONValue, Meta, copy_meta, thaw_meta
+from ._meta import JSONValue, Meta, copy_meta, json_fits, thaw_meta
 from ._parts import encode_parts
+from ._payloads import Delta, Entry, MergeResult, Snapshot, SnapshotPart
 from ._presence import PresenceMap, group
 from ._refs import RefGenerator
 from ._security import (
@@ -85,7 +86,7 @@ from ._security import (
     seal_overhead,
     unseal,
 )
-from ._state import Delta, Entry, MergeResult, ReplicaState, Snapshot, SnapshotPart
+from ._state import ReplicaState
 from ._vclock import Context, ReplicaRef, dominates
 
 __all__ = ["MetaUpdater", "ReplicaInfo", "Tracker", "TrackerStats"]
@@ -128,6 +129,18 @@ def _clock_bytes(ref: ReplicaRef) -> int:
 
 
 def _check_identity(config: TrackerConfig, conn: object, topic: object, key: object) -> None:
+    if (
+        type(conn) is str
+        and type(topic) is str
+        and type(key) is str
+        and conn.isascii()
+        and topic.isascii()
+        and key.isascii()
+        and len(conn) <= config.max_conn_bytes
+        and len(topic) <= config.max_topic_bytes
+        and len(key) <= config.max_key_bytes
+    ):
+        return  # the usual case, at a glance: ASCII is a byte a character, and never a surrogate
     for what, value, limit in (
         ("conn", conn, config.max_conn_bytes),
         ("topic", topic, config.max_topic_bytes),
@@ -306,8 +319,8 @@ class _Record:
         self.status = status
         self.clock = 0  # the highest clock of its own it announced
         self.answered: float | None = None  # ``now`` of our last transfer reply to it
-        # Its latest heartbeat clock, claims cut (``None`` once sampled or if it told us nothing)
-        self.sampled: dict[ReplicaRef, int] | None = None
+        # Its latest heartbeat clock, as sent (``None`` once sampled or if it told us nothing)
+        self.sampled: Mapping[ReplicaRef, int] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -320,7 +333,7 @@ class TrackerStats:
         received: messages handed to :meth:`Tracker.receive`.
         rejected: messages refused, by reason (reasons never seen are absent).
         claims_cut: accepted payloads whose claims about third replicas went beyond what those
-            announced, and were cut (``_claims``).
+            announced, and were cut (``docs/security.rst``).
         transfer_requests_sent: transfer requests this tracker sent.
         transfer_requests_answered: transfer requests it answered.
         transfers_received_delta: transfer replies fully received that held a delta generation.
@@ -415,14 +428,14 @@ class Tracker:
         self._events: deque[Event] = deque()
         self._outbox: list[Outbound] = []
         self._last_now: float | None = None
-        self._next_tick: float | None = None
+        self._next_tick: float | None = None  # set while RUNNING only
         self._silent_periods = config.max_silent_periods
         self._sample_countdown = config.clock_sample_periods
         self._request_ids = 0
         self._requests: dict[str, _Request] = {}
         # Per sender, the heartbeat in parts being received (a newer one replaces it).
         self._heartbeat_parts: dict[str, _Assembly] = {}
-        self._stopped = False
+        self._lifecycle = Lifecycle.NEW
         # Per name, the highest incarnation retired on purpose (it left gracefully, or a newer
         # one replaced it): a heartbeat of theirs still in flight must not bring them back.
         # Bounded; the oldest are forgotten first. (A replica permanently down after a silence
@@ -471,7 +484,8 @@ class Tracker:
 
     def _commit_now(self, now: float) -> None:
         self._last_now = now
-        if self._next_tick is None and not self._stopped:
+        if self._lifecycle is Lifecycle.NEW:
+            self._lifecycle = advance(Lifecycle.NEW, LifecycleInput.FIRST_NOW)
             period = self.config.broadcast_period
             self._next_tick = now + self._rng.random() * _JITTER * period
 
@@ -496,7 +510,8 @@ class Tracker:
         """
         now = self._check_now(now)
         self._commit_now(now)
-        if self._next_tick is None or now < self._next_tick:
+        due = self._next_tick  # None unless running
+        if due is None or now < due:
             return
         self._tick(now)
         self._next_tick = now + self.config.broadcast_period
@@ -542,26 +557,31 @@ class Tracker:
             elif silence > down_period:
                 self._apply(record, LivenessInput.SILENCE_DOWN_PERIOD)
 
-    def _sample_clocks(self) -> tuple[builtins.list[ReplicaRef], set[ReplicaRef]]:
+    def _sample_clocks(self) -> tuple[list[ReplicaRef], set[ReplicaRef]]:
         """Whom to ask for a transfer: the replicas that know what we do not (SPEC §3.5).
 
         Returns the replicas to ask, and those whose latest clock our own dominates.
 
-        Of the clocks heard since the last sample (the latest per replica, claims about third
-        replicas cut), those our own clock does not dominate; of those, the ones no other
+        Of the clocks heard since the last sample (the latest per replica, its claims about
+        third replicas cut now, at what they announced by now), those our own clock does not
+        dominate; of those, the ones no other
         dominates; at most :data:`MAX_TRANSFER_REQUESTS` of them, those that know the most
         first. Phoenix folds every heartbeat's clock into a set as it arrives, which costs
         O(N^2) per heartbeat when N peers send incomparable clocks; sampling once per period
         costs O(N) per clock, and the pairwise pass is over a bounded few.
         """
-        own = self._state.clocks()[1]
-        ahead: builtins.list[tuple[int, ReplicaRef, Context]] = []
+        own = self._state.up_context
+        bounds = {
+            ref: bound for ref in self._state.context if (bound := self._bound(ref)) is not None
+        }
+        ahead: list[tuple[int, ReplicaRef, Context]] = []
         behind: set[ReplicaRef] = set()
         for record in self._records.values():
-            clock = record.sampled
+            sampled = record.sampled
             record.sampled = None
-            if clock is None:
+            if sampled is None:
                 continue
+            clock = clamp_clock(sampled, record.ref, bounds)
             if dominates(own, clock):
                 behind.add(record.ref)
                 continue
@@ -585,7 +605,7 @@ class Tracker:
         """The next event for the application, or ``None`` when there is none."""
         return self._events.popleft() if self._events else None
 
-    def messages_to_send(self) -> builtins.list[Outbound]:
+    def messages_to_send(self) -> list[Outbound]:
         """Every message queued for other replicas, oldest first (the queue is emptied)."""
         outbox, self._outbox = self._outbox, []
         return outbox
@@ -632,7 +652,7 @@ class Tracker:
         )
 
     def _emit_diff(self, joins: tuple[Entry, ...], leaves: tuple[Entry, ...]) -> None:
-        by_topic: dict[str, tuple[builtins.list[Entry], builtins.list[Entry]]] = {}
+        by_topic: dict[str, tuple[list[Entry], list[Entry]]] = {}
         for entry in joins:
             by_topic.setdefault(entry.topic, ([], []))[0].append(entry)
         for entry in leaves:
@@ -644,20 +664,22 @@ class Tracker:
     # ------------------------------------------------------------------ local commands
 
     def _check_running(self) -> None:
-        if self._stopped:
+        if self._lifecycle is Lifecycle.STOPPED:
             raise LocalProtocolError("the tracker was stopped by graceful_permdown")
 
     def _checked_meta(self, meta: object, *, ref: str, prev: str | None) -> dict[str, JSONValue]:
+        """``meta`` copied as it will be stored, with its refs, within ``max_meta_bytes``."""
         stored = copy_meta(meta, phx_ref=ref, phx_ref_prev=prev)
+        limit = self.config.max_meta_bytes
+        if json_fits(stored, limit):
+            return stored
         try:
             text = json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
         except ValueError as exc:  # an int over Python's int-to-str digit limit
             raise LocalProtocolError(f"meta cannot be written as JSON: {exc}") from None
         size = len(_check_unicode(text, "meta"))
-        if size > self.config.max_meta_bytes:
-            raise LimitExceeded(
-                f"meta is {size} bytes as JSON, over max_meta_bytes={self.config.max_meta_bytes}"
-            )
+        if size > limit:
+            raise LimitExceeded(f"meta is {size} bytes as JSON, over max_meta_bytes={limit}")
         return stored
 
     def track(self, *, conn: str, topic: str, key: str, meta: Meta, now: float) -> str:
@@ -681,7 +703,7 @@ class Tracker:
         _check_identity(self.config, conn, topic, key)
         ref = self._refs.peek()
         stored = self._checked_meta(meta, ref=ref, prev=None)
-        entry = self._state._add_own(conn, topic, key, stored)  # raises AlreadyTracked first
+        entry = self._state.join(conn, topic, key, stored)  # raises AlreadyTracked first
         self._refs.advance()
         self._commit_now(now)
         self._events.append(PresenceDiff(topic=topic, joins=(entry,)))
@@ -725,7 +747,7 @@ class Tracker:
         ref = self._refs.peek()
         stored = self._checked_meta(new_meta, ref=ref, prev=prev if isinstance(prev, str) else None)
         self._refs.advance()
-        new = self._state._replace_own(old, stored)
+        _, new = self._state.update(conn, topic, key, stored)
         self._commit_now(now)
         self._events.append(PresenceDiff(topic=topic, joins=(new,), leaves=(old,)))
         return ref
@@ -773,7 +795,7 @@ class Tracker:
         self._check_running()
         self._last_now = now
         self._broadcast(GracefulPermdown(sender=self.replica))
-        self._stopped = True
+        self._lifecycle = advance(self._lifecycle, LifecycleInput.GRACEFUL_PERMDOWN)
         self._next_tick = None
 
     # ------------------------------------------------------------------ queries
@@ -786,7 +808,12 @@ class Tracker:
     @property
     def stopped(self) -> bool:
         """True after :meth:`graceful_permdown`."""
-        return self._stopped
+        return self._lifecycle is Lifecycle.STOPPED
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Where this tracker is in its life: new, running or stopped (:data:`~presence_core.LIFECYCLE`)."""
+        return self._lifecycle
 
     @property
     def keyring(self) -> Keyring | None:
@@ -832,7 +859,7 @@ class Tracker:
             cloud_dots=self._state.cloud_dots,
         )
 
-    def list(self, topic: str) -> PresenceMap:
+    def presences(self, topic: str) -> PresenceMap:
         """The visible presences of ``topic`` in Phoenix's shape: ``{key: {"metas": [...]}}``.
 
         Keys are sorted; metas of one key are ordered by owning replica, then connection, so every
@@ -840,7 +867,7 @@ class Tracker:
         """
         return group(self._state.get_by_topic(topic))
 
-    def get_by_key(self, topic: str, key: str) -> dict[str, builtins.list[Mapping[str, JSONValue]]]:
+    def get_by_key(self, topic: str, key: str) -> dict[str, list[Mapping[str, JSONValue]]]:
         """The presence of ``key`` in ``topic`` as ``{"metas": [...]}`` (empty metas if absent)."""
         return group(self._state.get_by_key(topic, key)).get(key, {"metas": []})
 
@@ -848,7 +875,7 @@ class Tracker:
         """The number of visible presences (metas) in ``topic``, without building the list."""
         return self._state.count(topic)
 
-    def topics(self) -> builtins.list[str]:
+    def topics(self) -> list[str]:
         """Every topic with at least one visible presence, sorted."""
         return self._state.topics()
 
@@ -956,7 +983,7 @@ class Tracker:
                 f"the message says it comes from {sender!r}, but {origin!r} sealed it",
             )
             return
-        if self._stopped or sender.name == self.replica.name:
+        if self._lifecycle is Lifecycle.STOPPED or sender.name == self.replica.name:
             return
         if isinstance(message, Heartbeat):
             self._receive_heartbeat(message, now)
@@ -980,15 +1007,35 @@ class Tracker:
         windows[origin] = window  # now the most recent
         return window
 
-    def _bounds(self, sender: ReplicaRef) -> dict[ReplicaRef, int]:
-        """Per replica, the highest clock of its own a peer may claim to have seen (``_claims``)."""
-        context = self._state.context
-        bounds = dict(context)
-        for record in self._records.values():
-            held = context.get(record.ref)
-            if held is not None and record.clock > held:
-                bounds[record.ref] = record.clock
-        bounds.pop(sender, None)
+    def _bound(self, replica: ReplicaRef) -> int | None:
+        """The highest clock of its own ``replica`` may be claimed to have reached (``_claims``):
+        our context for it, or what it announced itself if higher; ``None`` if unknown."""
+        held = self._state.clock_of(replica)
+        if held is not None:
+            record = self._records.get(replica.name)
+            if record is not None and record.ref == replica and record.clock > held:
+                held = record.clock
+        return held
+
+    def _bounds(
+        self, sender: ReplicaRef, payload: Delta | Snapshot | SnapshotPart
+    ) -> dict[ReplicaRef, int]:
+        """The bound of every third replica ``payload`` names (the sender has none: its claims
+        about itself are never cut). A heartbeat's delta names its sender alone, so this costs
+        nothing per replica known."""
+        named = set(payload.clouds)
+        named.update(payload.values)
+        if isinstance(payload, Delta):
+            named.update(payload.start)
+            named.update(payload.end)
+        else:
+            named.update(payload.context)
+        named.discard(sender)
+        bounds = {}
+        for replica in named:
+            bound = self._bound(replica)
+            if bound is not None:
+                bounds[replica] = bound
         return bounds
 
     @overload
@@ -1047,9 +1094,10 @@ class Tracker:
             return
         delta = message.delta
         sent_window: object = None
-        bounds = self._bounds(sender)
+        bounds: dict[ReplicaRef, int] = {}
         if delta is not None:
             sent_window = (tuple(delta.start.items()), tuple(delta.end.items()))
+            bounds = self._bounds(sender, delta)
             delta = self._cut(delta, sender, bounds)
             if self._over_clouds(delta.clouds):
                 self._reject_clouds(sender, delta.clouds)
@@ -1058,7 +1106,7 @@ class Tracker:
         if record is None:
             return
         record.clock = max(record.clock, message.clock.get(sender, 0))
-        record.sampled = clamp_clock(message.clock, sender, bounds)
+        record.sampled = message.clock  # cut when sampled: most heartbeats are never sampled
         if delta is not None and message.parts == 1:
             self._emit_merge(self._state.merge(delta))
             self._push_generation_delta(delta)
@@ -1159,7 +1207,7 @@ class Tracker:
         payload = message.payload
         own = payload.end if isinstance(payload, Delta) else payload.context
         record.clock = max(record.clock, own.get(sender, 0))
-        bounds = self._bounds(sender)
+        bounds = self._bounds(sender, message.payload)
         payload = self._cut(message.payload, sender, bounds)
         if self._over_clouds(payload.clouds):
             self._reject_clouds(sender, payload.clouds)
@@ -1276,8 +1324,8 @@ class Tracker:
         while len(retired) > _RETIRED_MEMORY:
             del retired[next(iter(retired))]
 
-    def _apply(self, record: _Record, event: LivenessInput) -> None:
-        status, actions = transition(record.status, event)
+    def _apply(self, record: _Record, trigger: LivenessInput) -> None:
+        status, actions = transition(record.status, trigger)
         ref = record.ref
         for action in actions:
             if action is LivenessAction.UP:
@@ -1295,7 +1343,7 @@ class Tracker:
                 self._events.append(ReplicaPermdown(replica=ref))
                 self._state.remove_down_replica(ref)
                 self._generations.remove_replica(ref)
-                if event is not LivenessInput.SILENCE_PERMDOWN_PERIOD:
+                if trigger is not LivenessInput.SILENCE_PERMDOWN_PERIOD:
                     self._retire(ref)  # it left or restarted: it cannot come back
         record.status = status
         if status is ReplicaStatus.UNKNOWN and self._records.get(ref.name) is record:

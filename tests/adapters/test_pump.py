@@ -146,7 +146,7 @@ def test_a_failing_command_raises_and_changes_nothing() -> None:
         )
     assert events == []
     assert pump.pending == 0
-    assert tracker.list("room") == {}
+    assert tracker.presences("room") == {}
 
 
 def test_directed_messages_name_their_replica() -> None:
@@ -159,7 +159,7 @@ def test_directed_messages_name_their_replica() -> None:
         a.wake(now=now)
         a.take_transmissions()
     directed: list[tuple[str, str, type]] = []
-    while now < 2.0 and "alice" not in b.tracker.list("room"):
+    while now < 2.0 and "alice" not in b.tracker.presences("room"):
         now += 0.01
         for src, dst in ((a, b), (b, a)):
             src.wake(now=now)
@@ -169,7 +169,7 @@ def test_directed_messages_name_their_replica() -> None:
                         (src.tracker.replica.name, transmission.to, type(transmission.message))
                     )
                 dst.receive(transmission.data, now=now)
-    assert "alice" in b.tracker.list("room")
+    assert "alice" in b.tracker.presences("room")
     assert any(isinstance(event, ReplicaUp) for event in b_events)
     assert ("b", "a", TransferRequest) in directed
     assert ("a", "b", TransferAck) in directed
@@ -188,7 +188,7 @@ def test_malformed_messages_are_dropped_counted_and_logged_at_a_bounded_rate(
 ) -> None:
     pump, events = make_pump()
     track(pump, "alice", 0.0)
-    before = pump.tracker.list("room")
+    before = pump.tracker.presences("room")
     caplog.set_level(logging.WARNING, logger="presence_adapters")
     pump.receive(JUNK, now=0.0)
     for index in range(50):
@@ -200,7 +200,7 @@ def test_malformed_messages_are_dropped_counted_and_logged_at_a_bounded_rate(
     assert "50 warnings suppressed" in caplog.records[1].getMessage()
     assert pump.stats.malformed == pump.stats.received == 52
     assert pump.stats.received_bytes == len(JUNK) * 2 + sum(2 * i for i in range(50))
-    assert pump.tracker.list("room") == before
+    assert pump.tracker.presences("room") == before
     assert len(events) == 1
 
 

@@ -178,7 +178,7 @@ def test_an_int_just_within_the_digit_limit_is_a_meta(digit_limit: int) -> None:
     tracker = make_tracker("a")
     big = 10 ** (digit_limit - 1)  # exactly digit_limit digits
     tracker.track(conn="c1", topic="lobby", key="u1", meta={"n": big}, now=1.0)
-    assert tracker.list("lobby")["u1"]["metas"][0]["n"] == big
+    assert tracker.presences("lobby")["u1"]["metas"][0]["n"] == big
 
 
 # ----------------------------------------------------------------------------- identities

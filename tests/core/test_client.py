@@ -443,9 +443,9 @@ def server_history(seed: int, steps: int) -> tuple[list[dict[str, Any]], list[di
             live = [ident for ident in live if ident[0] != conn]
         while (event := tracker.next_event()) is not None:
             assert isinstance(event, _PresenceDiff)
-            lists.append(json.loads(json.dumps(tracker.list("t"))))
+            lists.append(json.loads(json.dumps(tracker.presences("t"))))
             diffs.append(json.loads(json.dumps(presence_diff_payload(event))))
-    lists.append(json.loads(json.dumps(tracker.list("t"))))
+    lists.append(json.loads(json.dumps(tracker.presences("t"))))
     return lists, diffs
 
 

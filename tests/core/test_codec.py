@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import make_tracker
+from helpers import make_tracker, observe
 from presence_core import (
     ConfigurationError,
     Delta,
@@ -64,7 +64,7 @@ from presence_core._messages import (
 )
 from presence_core._meta import MAX_DEPTH, FrozenDict, copy_meta
 from presence_core._parts import encode_parts
-from presence_core._state import _trusted
+from presence_core._payloads import _trusted
 
 A = ReplicaRef("node-a", 1)
 B = ReplicaRef("node-b", 7)
@@ -316,9 +316,12 @@ def check_real_classes(message: Message) -> None:
         )
         for owner, rows in payload.values.items():
             assert type(owner) is ReplicaRef
-            assert all(
-                type(entry) is Entry and type(entry.meta) is FrozenDict for entry in rows.values()
-            )
+            for entry in rows.values():
+                assert type(entry) is Entry
+                # Stored as a plain dict (its fourth item); handed out as a frozen copy.
+                assert type(entry[3]) is dict
+                assert type(entry.meta) is FrozenDict
+                assert entry.meta == entry[3]
 
 
 def decodes_or_rejects(data: bytes) -> Message | None:
@@ -505,20 +508,28 @@ def test_mutated_json_never_raises_anything_else(message: Message, data: st.Data
 # ---------------------------------------------------------------------- exact bytes and sizes
 
 
+def exact(message: Message, data: bytes) -> None:
+    """``message`` encodes to exactly ``data`` (written by hand), which decodes back to it."""
+    assert encode_message(message) == data
+    assert decode_message(data) == message
+
+
 def test_exact_bytes_of_an_idle_heartbeat() -> None:
-    message = Heartbeat(sender=A, clock={B: 3, A: 5})
-    assert encode_message(message) == (
+    exact(
+        Heartbeat(sender=A, clock={B: 3, A: 5}),
         b'{"clock":[["node-b",7,3]],"delta":null,"own":5,'
-        b'"sender":["node-a",1],"type":"heartbeat","v":1}'
+        b'"sender":["node-a",1],"type":"heartbeat","v":2}',
     )
-    assert encode_message(Heartbeat(sender=A, clock={})) == (
-        b'{"clock":[],"delta":null,"own":null,"sender":["node-a",1],"type":"heartbeat","v":1}'
+    exact(
+        Heartbeat(sender=A, clock={}),
+        b'{"clock":[],"delta":null,"own":null,"sender":["node-a",1],"type":"heartbeat","v":2}',
     )
     # Another incarnation of the sender's name is another replica: it stays in the clock.
     other_a = ReplicaRef("node-a", 2)
-    assert encode_message(Heartbeat(sender=A, clock={other_a: 2, A: 0})) == (
+    exact(
+        Heartbeat(sender=A, clock={other_a: 2, A: 0}),
         b'{"clock":[["node-a",2,2]],"delta":null,"own":0,'
-        b'"sender":["node-a",1],"type":"heartbeat","v":1}'
+        b'"sender":["node-a",1],"type":"heartbeat","v":2}',
     )
 
 
@@ -530,14 +541,46 @@ def test_exact_bytes_of_a_delta_and_non_ascii_text() -> None:
         start={A: 0},
         end={A: 8},
     )
-    assert (
-        encode_message(Heartbeat(sender=A, clock={A: 8}, delta=delta))
-        == (
+    # The entry is five items in a row in its owner's array: clock, conn, topic, key, meta.
+    exact(
+        Heartbeat(sender=A, clock={A: 8}, delta=delta),
+        (
             '{"clock":[],"delta":{"clouds":[["node-a",1,[[1,3],[5,5],[7,8]]]],'
             '"end":[["node-a",1,8]],"replica":["node-a",1],"start":[["node-a",1,0]],'
-            '"values":[["node-a",1,[[3,"c3","salle:é","zoë",{"a":[true,null],"b":1.5}]]]]},'
-            '"own":8,"sender":["node-a",1],"type":"heartbeat","v":1}'
-        ).encode()
+            '"values":[["node-a",1,[3,"c3","salle:é","zoë",{"a":[true,null],"b":1.5}]]]},'
+            '"own":8,"sender":["node-a",1],"type":"heartbeat","v":2}'
+        ).encode(),
+    )
+
+
+def test_exact_bytes_of_entries_of_several_owners() -> None:
+    """Each owner's entries are one flat array, five items per entry, in clock order."""
+    snapshot = Snapshot(
+        replica=A,
+        context={B: 2, A: 5},
+        clouds={},
+        values={
+            B: {2: Entry("t", "k2", "c2", {}, B, 2)},
+            A: {5: Entry("t", "k5", "c5", {"n": 5}, A, 5), 1: Entry("t", "k1", "c1", {}, A, 1)},
+        },
+    )
+    exact(
+        TransferAck(request_id=9, sender=A, payload=snapshot),
+        b'{"payload":{"clouds":[],"context":[["node-a",1,5],["node-b",7,2]],"kind":"snapshot",'
+        b'"replica":["node-a",1],"values":[["node-a",1,[1,"c1","t","k1",{},5,"c5","t","k5",'
+        b'{"n":5}]],["node-b",7,[2,"c2","t","k2",{}]]]},"request_id":9,"sender":["node-a",1],'
+        b'"type":"transfer_ack","v":2}',
+    )
+    # An owner without entries has an empty array (zero entries of five items).
+    exact(
+        Heartbeat(
+            sender=A,
+            clock={},
+            delta=Delta(replica=A, values={B: {}}, clouds={}, start={}, end={}),
+        ),
+        b'{"clock":[],"delta":{"clouds":[],"end":[],"replica":["node-a",1],"start":[],'
+        b'"values":[["node-b",7,[]]]},"own":null,"sender":["node-a",1],"type":"heartbeat",'
+        b'"v":2}',
     )
 
 
@@ -598,7 +641,7 @@ def test_large_snapshot_round_trips() -> None:
 
 
 def test_defaults() -> None:
-    assert WIRE_VERSION == 1
+    assert WIRE_VERSION == 2
     assert TrackerConfig().max_message_bytes == DEFAULT_MAX_BYTES
     assert MAX_WIRE_INT == 2**63 - 1
 
@@ -611,8 +654,8 @@ def test_accepts_bytearray_and_memoryview() -> None:
 
 def test_accepts_non_canonical_spellings() -> None:
     text = (
-        ' { "v" : 1 , "type" : "heartbeat" , "delta" : { "start" : [], "end" : [], '
-        '"replica" : [ "\\u006eode-a" , 1 ] , "values" : [ ["b", 1, [[2, "c", "t", "k", {}]]] ], '
+        ' { "v" : 2 , "type" : "heartbeat" , "delta" : { "start" : [], "end" : [], '
+        '"replica" : [ "\\u006eode-a" , 1 ] , "values" : [ ["b", 1, [ 2, "c", "t", "k", {} ]] ], '
         '"clouds" : [ ["b", 1, [[1, 2], [3, 3]]], ["a", 1, []] ] } , '
         '"sender" : ["node-a", 1], "clock" : [["b", 1, 0], ["a", 1, 2]] , "own" : 5 } '
     )
@@ -798,7 +841,7 @@ def test_oversize_is_refused_before_parsing() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"\xff", b'{"v":1,"type":"\xc3"}', b'{"v":1,"type":"\xed\xa0\x80"}', b"\xfe\xff\x00{"],
+    [b"\xff", b'{"v":2,"type":"\xc3"}', b'{"v":2,"type":"\xed\xa0\x80"}', b"\xfe\xff\x00{"],
 )
 def test_invalid_utf8(data: bytes) -> None:
     assert rejected(data).message.startswith("message: not valid UTF-8")
@@ -809,14 +852,14 @@ def test_utf8_byte_order_mark() -> None:
     assert rejected(data).message.startswith("message: not valid JSON")
 
 
-@pytest.mark.parametrize("data", [b"", b"{", b'{"v":1,', b"{'v':1}", b'{"v":1}x', b'"\x01"', b"01"])
+@pytest.mark.parametrize("data", [b"", b"{", b'{"v":2,', b"{'v':2}", b'{"v":2}x', b'"\x01"', b"01"])
 def test_invalid_json(data: bytes) -> None:
     assert rejected(data).message.startswith("message: not valid JSON: ")
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_non_standard_constants(constant: str) -> None:
-    data = f'{{"v":1,"type":"heartbeat","sender":["a",1],"own":null,"clock":[],"delta":{constant}}}'
+    data = f'{{"v":2,"type":"heartbeat","sender":["a",1],"own":null,"clock":[],"delta":{constant}}}'
     assert (
         rejected(data.encode()).message
         == f"message: not valid JSON: {constant} is not a JSON number"
@@ -831,14 +874,14 @@ def test_numbers_that_overflow_a_float() -> None:
 
 
 def test_duplicate_object_keys() -> None:
-    data = b'{"v":1,"type":"graceful_permdown","sender":["a",1],"sender":["b",1]}'
+    data = b'{"v":2,"type":"graceful_permdown","sender":["a",1],"sender":["b",1]}'
     assert rejected(data).message == "message: not valid JSON: duplicate key 'sender' in an object"
 
 
 def test_deep_nesting() -> None:
     data = b"[" * 100_000 + b"]" * 100_000
     assert rejected(data).message == DEEP
-    data = b'{"v":1,"a":' * 50_000 + b"1" + b"}" * 50_000
+    data = b'{"v":2,"a":' * 50_000 + b"1" + b"}" * 50_000
     assert rejected(data).message == DEEP
 
 
@@ -870,12 +913,15 @@ def test_huge_integers() -> None:
 @pytest.mark.parametrize(
     ("version", "message"),
     [
-        (2, "message.v: unsupported wire version 2 (this codec speaks 1)"),
-        (0, "message.v: unsupported wire version 0 (this codec speaks 1)"),
-        ("1", "message.v: expected the wire version 1, got '1'"),
-        (True, "message.v: expected the wire version 1, got true"),
-        (1.0, "message.v: expected the wire version 1, got 1.0"),
-        (None, "message.v: expected the wire version 1, got null"),
+        (1, "message.v: unsupported wire version 1 (this codec speaks 2)"),
+        (3, "message.v: unsupported wire version 3 (this codec speaks 2)"),
+        (0, "message.v: unsupported wire version 0 (this codec speaks 2)"),
+        ("2", "message.v: expected the wire version 2, got '2'"),
+        ("1", "message.v: expected the wire version 2, got '1'"),
+        (True, "message.v: expected the wire version 2, got true"),
+        (2.0, "message.v: expected the wire version 2, got 2.0"),
+        (1.0, "message.v: expected the wire version 2, got 1.0"),
+        (None, "message.v: expected the wire version 2, got null"),
     ],
 )
 def test_wire_version(version: object, message: str) -> None:
@@ -886,6 +932,70 @@ def test_wire_version(version: object, message: str) -> None:
     assert error.replica is None
     del document["v"]
     assert rejected(document).message == "message.v: missing field (the wire version)"
+
+
+V1_HEARTBEAT = (
+    b'{"clock":[["node-b",7,0]],"delta":{"clouds":[["node-a",1,[[2,4]]]],'
+    b'"end":[["node-a",1,4]],"replica":["node-a",1],"start":[["node-a",1,2]],'
+    b'"values":[["node-a",1,[[3,"c3","room:lobby","carol",{"phx_ref":"F3","status":"online"}]]]]},'
+    b'"own":4,"sender":["node-a",1],"type":"heartbeat","v":1}'
+)
+"""The heartbeat of :func:`heartbeat_doc` as wire version 1 wrote it: one array per entry."""
+
+V1_MESSAGES = [
+    b'{"clock":[["node-b",7,3]],"delta":null,"own":5,"sender":["node-a",1],"type":"heartbeat",'
+    b'"v":1}',
+    V1_HEARTBEAT,
+    b'{"clock":[["node-a",1,2],["node-b",7,0]],"request_id":1,"sender":["node-b",7],'
+    b'"type":"transfer_request","v":1}',
+    b'{"payload":{"clouds":[],"context":[["node-a",1,4],["node-b",7,0]],"kind":"snapshot",'
+    b'"replica":["node-a",1],"values":[["node-a",1,[[1,"c1","room:lobby","alice",'
+    b'{"phx_ref":"F1","status":"online"}],[3,"c3","room:lobby","carol",'
+    b'{"phx_ref":"F3","status":"online"}]]]]},"request_id":2,"sender":["node-a",1],'
+    b'"type":"transfer_ack","v":1}',
+    b'{"sender":["node-a",1],"type":"graceful_permdown","v":1}',
+]
+"""Messages recorded from wire version 1, by hand: an idle heartbeat, one with a delta, a
+transfer request, a full state and a goodbye."""
+
+
+@pytest.mark.parametrize(
+    "data", V1_MESSAGES, ids=["idle heartbeat", "heartbeat", "request", "snapshot", "goodbye"]
+)
+def test_wire_version_1_is_refused(data: bytes) -> None:
+    """Never guessed at, even when the body would read the same in version 2."""
+    json.loads(data)  # well-formed: refused for its version alone
+    error = rejected(data)
+    assert error.message == "message.v: unsupported wire version 1 (this codec speaks 2)"
+    assert error.replica is None
+    # A tracker that knows both senders (it heard their version 2 heartbeats) takes nothing.
+    tracker = make_tracker("z")
+    for sender in (A, B):
+        tracker.receive(encode_message(Heartbeat(sender=sender, clock={sender: 0})), now=0.0)
+    before = observe(tracker)
+    with pytest.raises(RemoteProtocolError, match="unsupported wire version 1"):
+        tracker.receive(data, now=0.0)
+    assert observe(tracker) == before
+
+
+def test_a_version_1_body_cannot_pass_for_version_2() -> None:
+    # Relabelled, the version 1 layout of entries (an array per entry) is refused by its shape.
+    relabelled = V1_HEARTBEAT.replace(b'"v":1}', b'"v":2}')
+    assert rejected(relabelled).message == (
+        "heartbeat.delta.values[0].entries: expected an array of five items per entry: clock, "
+        "conn, topic, key, meta, got an array of 1 item"
+    )
+    # The same heartbeat in version 2, the entry flattened by hand, is the documented one.
+    flattened = relabelled.replace(
+        b'[[3,"c3","room:lobby","carol",{"phx_ref":"F3","status":"online"}]]',
+        b'[3,"c3","room:lobby","carol",{"phx_ref":"F3","status":"online"}]',
+    )
+    assert flattened != relabelled
+    state, delta = sample_state()
+    expected = Heartbeat(sender=A, clock=state.clocks()[1], delta=delta)
+    assert decode_message(flattened) == expected
+    assert encode_message(expected) == flattened
+    assert raw(heartbeat_doc()) == json.dumps(json.loads(flattened)).encode()
 
 
 @pytest.mark.parametrize("value", [[], "x", 1, None, True])
@@ -988,7 +1098,7 @@ def test_snapshot_fields_are_not_delta_fields() -> None:
             "heartbeat.delta.clouds[0].runs[0].last: expected a positive int, got true",
         ),
         (
-            ("delta", "values", 0, 2, 0, 0),
+            ("delta", "values", 0, 2, 0),
             "heartbeat.delta.values[0].entries[0].clock: expected a positive int, got true",
         ),
     ],
@@ -1299,27 +1409,61 @@ def test_max_dots() -> None:
 )
 def test_entry_fields(index: int, value: object, message: str) -> None:
     document = heartbeat_doc()
-    document["delta"]["values"][0][2][0][index] = value
+    document["delta"]["values"][0][2][index] = value  # the first entry: items 0 to 4
     error = rejected(document)
     assert error.message == f"heartbeat.delta.values[0].entries[0].{message}"
     assert error.replica == "node-a"
+    # The second entry of a full state is items 5 to 9, named by its entry index.
+    document = snapshot_doc()
+    entries = document["payload"]["values"][0][2]
+    assert len(entries) == 10
+    entries[5 + index] = value
+    error = rejected(document)
+    assert error.message == f"transfer_ack.payload.values[0].entries[1].{message}"
+
+
+def test_an_error_names_the_entry_by_its_index_not_its_items() -> None:
+    state = ReplicaState(A)
+    for i in range(6):
+        state.join(f"c{i}", "room", f"k{i}", {"n": i})
+    document = doc(TransferAck(request_id=1, sender=A, payload=state.extract(B, {A: 0})))
+    entries = document["payload"]["values"][0][2]
+    assert len(entries) == 30
+    assert entries[15:20] == [4, "c3", "room", "k3", {"n": 3}]
+    entries[15] = "4"  # the 4th entry's clock
+    assert rejected(document).message == (
+        "transfer_ack.payload.values[0].entries[3].clock: expected a positive int, got '4'"
+    )
+    entries[15] = 4
+    entries[29] = []  # the 6th entry's meta, the last item
+    assert rejected(document).message == (
+        "transfer_ack.payload.values[0].entries[5].meta: expected an object, got an array of 0 "
+        "items"
+    )
+
+
+FIVE = "expected an array of five items per entry: clock, conn, topic, key, meta"
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
         ({}, ": expected [name, vsn, entries], got an object of 0 fields"),
+        (["node-a", 1], ": expected [name, vsn, entries], got an array of 2 items"),
         (
             ["node-a", 1, {}],
             ".entries: expected an array, got an object of 0 fields",
         ),
+        (["node-a", 1, "x"], ".entries: expected an array, got 'x'"),
+        (["node-a", 1, None], ".entries: expected an array, got null"),
+        (["node-a", 1, 5], ".entries: expected an array, got 5"),
+        (["node-a", 1, [3, "c", "t", "k"]], f".entries: {FIVE}, got an array of 4 items"),
+        (["node-a", 1, ["x"]], f".entries: {FIVE}, got an array of 1 item"),
+        # An array per entry, as wire version 1 had them:
+        (["node-a", 1, [[3, "c", "t", "k", {}]]], f".entries: {FIVE}, got an array of 1 item"),
         (
-            ["node-a", 1, [[3, "c", "t", "k"]]],
-            ".entries[0]: expected [clock, conn, topic, key, meta], got an array of 4 items",
-        ),
-        (
-            ["node-a", 1, ["x"]],
-            ".entries[0]: expected [clock, conn, topic, key, meta], got 'x'",
+            ["node-a", 1, [[3, "c", "t", "k", {}], [4, "c", "t", "k", {}]]],
+            f".entries: {FIVE}, got an array of 2 items",
         ),
     ],
 )
@@ -1329,16 +1473,79 @@ def test_value_groups(value: object, message: str) -> None:
     assert rejected(document).message == f"heartbeat.delta.values[0]{message}"
 
 
+@pytest.mark.parametrize("length", [1, 4, 6, 9, 11, 14, 16])
+def test_entries_must_be_five_items_each(length: int) -> None:
+    """Refused by its length alone, before any item is looked at, in every kind of payload."""
+    items: list[object] = [3, "c3", "room:lobby", "carol", {"status": "online"}] * 4
+    for make, payload in [
+        (heartbeat_doc, "delta"),
+        (ack_delta_doc, "payload"),
+        (snapshot_doc, "payload"),
+    ]:
+        document = make()
+        document[payload]["values"][0][2] = items[:length]
+        assert rejected(document).message == (
+            f"{document['type']}.{payload}.values[0].entries: {FIVE}, got an array of {length} "
+            f"item{'' if length == 1 else 's'}"
+        )
+    # The same in a part of a full state, and for an owner after the first.
+    document = doc(
+        TransferAck(
+            request_id=1,
+            sender=A,
+            payload=SnapshotPart(
+                replica=A,
+                context={A: 4, B: 2},
+                ranges={A: (0, 4), B: (0, 2)},
+                clouds={},
+                values={A: {}, B: {1: Entry("t", "k", "c", {}, B, 1)}},
+            ),
+            part=0,
+            parts=2,
+        )
+    )
+    assert document["payload"]["values"][1] == ["node-b", 7, [1, "c", "t", "k", {}]]
+    document["payload"]["values"][1][2] = ["x"] * length
+    assert rejected(document).message == (
+        f"transfer_ack.payload.values[1].entries: {FIVE}, got an array of {length} "
+        f"item{'' if length == 1 else 's'}"
+    )
+
+
+@pytest.mark.parametrize("entries", [0, 1, 2, 3])
+def test_any_multiple_of_five_items_is_that_many_entries(entries: int) -> None:
+    """Zero items is an owner without entries; each five more is one more entry."""
+    document = snapshot_doc()
+    document["payload"]["context"][0][2] = 10
+    document["payload"]["values"][0][2] = [
+        item
+        for clock in range(1, entries + 1)
+        for item in (clock, f"c{clock}", "t", f"k{clock}", {"n": clock})
+    ]
+    message = decodes_or_rejects(raw(document))
+    assert isinstance(message, TransferAck)
+    assert message.payload.values == {
+        A: {
+            clock: Entry("t", f"k{clock}", f"c{clock}", {"n": clock}, A, clock)
+            for clock in range(1, entries + 1)
+        }
+    }
+
+
 def test_empty_strings_in_entries_are_fine() -> None:
     document = heartbeat_doc()
-    document["delta"]["values"][0][2][0][1:4] = ["", "", ""]
-    assert decodes_or_rejects(raw(document)) is not None
+    document["delta"]["values"][0][2][1:4] = ["", "", ""]
+    message = decodes_or_rejects(raw(document))
+    assert isinstance(message, Heartbeat)
+    assert message.delta is not None
+    ((entry,),) = [rows.values() for rows in message.delta.values.values()]
+    assert (entry.conn, entry.topic, entry.key) == ("", "", "")
 
 
 def test_duplicate_dots_in_entries() -> None:
     document = heartbeat_doc()
     entries = document["delta"]["values"][0][2]
-    entries.append([3, "c9", "t", "k", {}])
+    entries.extend([3, "c9", "t", "k", {}])
     assert rejected(document).message == (
         "heartbeat.delta.values[0].entries[1].clock: duplicate dot 3 of ['node-a', 1]"
     )
@@ -1354,20 +1561,20 @@ def nested(levels: int, key: str = "level") -> dict[str, Any]:
 
 def test_meta_deeper_than_copy_meta_allows() -> None:
     document = heartbeat_doc()
-    document["delta"]["values"][0][2][0][4] = nested(MAX_DEPTH + 1)
+    document["delta"]["values"][0][2][4] = nested(MAX_DEPTH + 1)
     error = rejected(document)
     assert error.message.startswith("heartbeat.delta.values[0].entries[0].meta: meta['level']")
     assert error.message.endswith("nests deeper than 32 levels")
     assert len(error.message) < 300
     assert isinstance(error.__cause__, LocalProtocolError)
-    document["delta"]["values"][0][2][0][4] = nested(MAX_DEPTH + 1, key="")
+    document["delta"]["values"][0][2][4] = nested(MAX_DEPTH + 1, key="")
     assert rejected(document).message == (
         "heartbeat.delta.values[0].entries[0].meta: meta"
         + "['']" * MAX_DEPTH
         + " nests deeper than 32 levels"
     )
     # As deep as copy_meta allows is fine, and nested metas come back intact.
-    document["delta"]["values"][0][2][0][4] = nested(MAX_DEPTH)
+    document["delta"]["values"][0][2][4] = nested(MAX_DEPTH)
     message = decodes_or_rejects(raw(document))
     assert isinstance(message, Heartbeat)
     assert message.delta is not None
@@ -1376,14 +1583,14 @@ def test_meta_deeper_than_copy_meta_allows() -> None:
 
 def test_delta_entry_outside_its_clouds() -> None:
     document = heartbeat_doc()
-    document["delta"]["values"][0][2][0][0] = 9
+    document["delta"]["values"][0][2][0] = 9
     error = rejected(document)
     assert error.message == (
         "heartbeat.delta.values[0].entries[0].clock: dot 9 of ['node-a', 1] is outside what the "
         "payload has seen (context 0, clouds without it)"
     )
-    document["delta"]["values"].append(["node-b", 7, [[1, "c", "t", "k", {}]]])
-    document["delta"]["values"][0][2][0][0] = 3
+    document["delta"]["values"].append(["node-b", 7, [1, "c", "t", "k", {}]])
+    document["delta"]["values"][0][2][0] = 3
     assert rejected(document).message == (
         "heartbeat.delta.values[1].entries[0].clock: dot 1 of ['node-b', 7] is outside what the "
         "payload has seen (context 0, clouds empty)"
@@ -1392,7 +1599,7 @@ def test_delta_entry_outside_its_clouds() -> None:
 
 def test_snapshot_entry_outside_its_context_and_clouds() -> None:
     document = snapshot_doc()
-    document["payload"]["values"][0][2][1][0] = 5
+    document["payload"]["values"][0][2][5] = 5  # the second entry's clock
     assert rejected(document).message == (
         "transfer_ack.payload.values[0].entries[1].clock: dot 5 of ['node-a', 1] is outside what "
         "the payload has seen (context 4, clouds empty)"
@@ -1435,17 +1642,19 @@ def test_delta_must_be_null_or_an_object() -> None:
         (
             b'"alice"',
             b'"al\\udce9"',
-            "transfer_ack.payload.values[0][2][0][3]: a string holds a lone surrogate",
+            # Lone surrogates are named by their place in the JSON: the 4th item of the
+            # entries, the first entry's key.
+            "transfer_ack.payload.values[0][2][3]: a string holds a lone surrogate",
         ),
         (
             b'"status"',
             b'"\\ud800s"',
-            "transfer_ack.payload.values[0][2][0][4]: a key holds a lone surrogate",
+            "transfer_ack.payload.values[0][2][4]: a key holds a lone surrogate",
         ),
         (
             b'"F3"',
             b'["\\udbff"]',
-            "transfer_ack.payload.values[0][2][1][4].phx_ref[0]: a string holds",
+            "transfer_ack.payload.values[0][2][9].phx_ref[0]: a string holds",
         ),
         (
             b'"replica":["node-a"',
@@ -1601,14 +1810,20 @@ def test_a_recursion_error_in_the_parser_is_a_remote_protocol_error(
 
 
 def test_a_valid_message_nests_well_within_the_limit() -> None:
-    # The envelope puts a meta 6 levels down; a meta nests MAX_DEPTH levels at most.
-    document = heartbeat_doc()
-    document["delta"]["values"][0][2][0][4] = nested(MAX_DEPTH)
-    assert json_depth(document) == 6 + MAX_DEPTH < MAX_NESTING
-    assert isinstance(decode_message(raw(document)), Heartbeat)
-    # A meta a few levels too deep is still refused by its path, not by the nesting scan.
-    document["delta"]["values"][0][2][0][4] = nested(MAX_NESTING - 6)
-    assert "entries[0].meta: meta['level']" in rejected(document).message
+    # The envelope puts a meta 5 levels down (message, payload, values, owner, entries); a
+    # meta nests MAX_DEPTH levels at most.
+    for document, path in [
+        (heartbeat_doc(), ("delta", "values", 0, 2, 4)),
+        (snapshot_doc(), ("payload", "values", 0, 2, 9)),
+    ]:
+        at(document, path[:-1])[path[-1]] = nested(MAX_DEPTH)
+        assert json_depth(document) == 5 + MAX_DEPTH < MAX_NESTING
+        assert isinstance(decode_message(raw(document)), (Heartbeat, TransferAck))
+        # A meta as deep as the nesting scan allows is still refused by its path.
+        at(document, path[:-1])[path[-1]] = nested(MAX_NESTING - 5)
+        assert json_depth(document) == MAX_NESTING
+        assert "].meta: meta['level']" in rejected(document).message
+        assert rejected(document).message != DEEP
 
 
 @pytest.mark.parametrize(
@@ -1736,9 +1951,9 @@ def _filled(head: bytes, item: bytes, tail: bytes) -> bytes:
 
 def _refused_delta(clouds: bytes, values: bytes = b"") -> bytes:
     """A heartbeat with these clouds and values, refused at its last entry (a topic of 0)."""
-    bad = b'["b",1,[[1,"c",0,"k",{}]]]'
+    bad = b'["b",1,[1,"c",0,"k",{}]]'
     return (
-        b'{"v":1,"type":"heartbeat","sender":["a",1],"own":1,"clock":[],"delta":{'
+        b'{"v":2,"type":"heartbeat","sender":["a",1],"own":1,"clock":[],"delta":{'
         b'"replica":["a",1],"start":[],"end":[],"clouds":'
         + clouds
         + b',"values":['
@@ -1752,7 +1967,7 @@ def _entries(count: int) -> bytes:
     return (
         b'["a",1,['
         + b",".join(
-            b'[%d,"c%d","room","k%d",{"phx_ref":"F%d","n":1}]' % (i, i, i, i)
+            b'%d,"c%d","room","k%d",{"phx_ref":"F%d","n":1}' % (i, i, i, i)
             for i in range(1, count + 1)
         )
         + b"]]"
@@ -1789,7 +2004,7 @@ WORST: dict[str, Callable[[], bytes]] = {
     "max_dots in runs of one": lambda: _refused_delta(_one_dot_runs(DEFAULT_MAX_DOTS)),
     "runs past max_dots": lambda: _refused_delta(_one_dot_runs(70_000)),
     "replicas past max_replicas": lambda: (
-        b'{"v":1,"type":"transfer_request","request_id":1,"sender":["a",1],"clock":['
+        b'{"v":2,"type":"transfer_request","request_id":1,"sender":["a",1],"clock":['
         + b",".join(b'["n%d",0,0]' % i for i in range(60_000))
         + b"]}"
     ),
@@ -1797,6 +2012,39 @@ WORST: dict[str, Callable[[], bytes]] = {
         b'[["a",1,[[1,15000]]]]', _entries(15_000)
     ),
 }
+
+
+WORST_REFUSAL: dict[str, str] = {
+    "max_dots in one run": "heartbeat.delta.values[0].entries[0].topic: expected a string",
+    "max_dots in runs of one": "heartbeat.delta.values[0].entries[0].topic: expected a string",
+    "runs past max_dots": "heartbeat.delta.clouds[0].runs[65536]: the message holds more than "
+    "max_dots=65536 dots",
+    "replicas past max_replicas": "transfer_request.clock: 60000 replicas, over max_replicas=",
+    "entries, the last one wrong": "heartbeat.delta.values[1].entries[0].topic: expected a string",
+}
+"""Why the inputs written as messages are refused: where the test means them to be (their
+work done), not earlier (at the wire version, say)."""
+
+
+@pytest.mark.parametrize("name", sorted(WORST_REFUSAL))
+def test_the_worst_messages_are_refused_where_meant(name: str) -> None:
+    assert rejected(WORST[name]()).message.startswith(WORST_REFUSAL[name])
+
+
+def test_the_worst_entries_are_valid_but_for_the_last() -> None:
+    """The 15,000 entries decode when the last, wrong one is left out."""
+    data = WORST["entries, the last one wrong"]()
+    valid = data.replace(b',["b",1,[1,"c",0,"k",{}]]', b"")
+    assert valid != data
+    message = decode_message(valid)
+    assert isinstance(message, Heartbeat)
+    assert message.delta is not None
+    rows = message.delta.values[ReplicaRef("a", 1)]
+    assert len(rows) == 15_000
+    owner = ReplicaRef("a", 1)
+    for clock in (1, 15_000):
+        meta: dict[str, JSONValue] = {"phx_ref": f"F{clock}", "n": 1}
+        assert rows[clock] == Entry("room", f"k{clock}", f"c{clock}", meta, owner, clock)
 
 
 @pytest.mark.parametrize("name", sorted(WORST))
@@ -1848,13 +2096,35 @@ def test_limits_must_be_decode_limits() -> None:
 def entries_heartbeat(*metas: str, topic: str = "t") -> bytes:
     """A heartbeat whose delta holds one entry per meta, each written as the JSON text given."""
     entries = ",".join(
-        f'[{i},"c{i}",{json.dumps(topic)},"k",{meta}]' for i, meta in enumerate(metas, 1)
+        f'{i},"c{i}",{json.dumps(topic)},"k",{meta}' for i, meta in enumerate(metas, 1)
     )
     return (
-        '{"v":1,"type":"heartbeat","sender":["a",1],"own":null,"clock":[],"delta":{'
+        '{"v":2,"type":"heartbeat","sender":["a",1],"own":null,"clock":[],"delta":{'
         f'"replica":["a",1],"start":[],"end":[],"clouds":[["a",1,[[1,{len(metas)}]]]],'
         f'"values":[["a",1,[{entries}]]]}}}}'
     ).encode()
+
+
+def test_entries_heartbeat_holds_the_entries_it_says() -> None:
+    a = ReplicaRef("a", 1)
+    data = entries_heartbeat('{"x":[1]}', "{}", topic="room")
+    assert b'"values":[["a",1,[1,"c1","room","k",{"x":[1]},2,"c2","room","k",{}]]]' in data
+    assert decode_message(data) == Heartbeat(
+        sender=a,
+        clock={},
+        delta=Delta(
+            replica=a,
+            values={
+                a: {
+                    1: Entry("room", "k", "c1", {"x": [1]}, a, 1),
+                    2: Entry("room", "k", "c2", {}, a, 2),
+                }
+            },
+            clouds={a: frozenset({1, 2})},
+            start={},
+            end={},
+        ),
+    )
 
 
 def meta_text(size: int) -> str:
@@ -2034,10 +2304,10 @@ def test_identity_strings_are_limited_in_utf8_bytes(
 ) -> None:
     """In small messages, and in large ones (where one scan may clear every string at once)."""
     document = heartbeat_doc()
-    document["delta"]["values"][0][2][0][1 + IDENTITY.index(field)] = value
+    document["delta"]["values"][0][2][1 + IDENTITY.index(field)] = value
     document["delta"]["values"].append(["node-b", 7, []])
     for dot in range(1, others + 1):  # more entries, of short strings
-        document["delta"]["values"][1][2].append([dot, f"c{dot}", "room", f"k{dot}", {"n": dot}])
+        document["delta"]["values"][1][2].extend([dot, f"c{dot}", "room", f"k{dot}", {"n": dot}])
     document["delta"]["clouds"].append(
         ["node-b", 7, [[1, others]]] if others else ["node-b", 7, []]
     )
@@ -2094,6 +2364,91 @@ def test_replica_names_are_limited_in_utf8_bytes(index: int) -> None:
         f"{path}: 256 bytes of UTF-8, over max_name_bytes=255"
     )
     assert decode_message(encode_message(over), limits=DecodeLimits(max_name_bytes=256)) == over
+
+
+@pytest.mark.parametrize(
+    ("max_name_bytes", "name"),
+    [
+        # At most a quarter of the limit in characters: taken at a glance, whatever they are.
+        (255, "n" * 63),
+        (255, "😀" * 63),  # 252 bytes
+        (8, "ab"),
+        (8, "😀😀"),  # 8 bytes
+        # More characters: measured in UTF-8 bytes, within the limit or not.
+        (255, "n" * 64),
+        (255, "n" * 255),
+        (255, "n" * 256),
+        (255, "😀" * 64),  # 256 bytes
+        (255, "é" * 127 + "x"),  # 255 bytes
+        (8, "abc"),
+        (8, "é" * 4),  # 8 bytes
+        (8, "é" * 4 + "x"),  # 9 bytes
+        (8, "n" * 9),
+    ],
+)
+@pytest.mark.parametrize("index", range(7))
+def test_a_name_too_long_to_pass_at_a_glance_is_measured(
+    max_name_bytes: int, name: str, index: int
+) -> None:
+    """Replica names, in every list, fit exactly when their UTF-8 bytes fit the limit, however
+    many characters they have: taken at a glance or measured."""
+    limits = DecodeLimits(max_name_bytes=max_name_bytes)
+    message, path = in_every_list(name)[index]
+    data = encode_message(message)
+    size = len(name.encode())
+    if size <= max_name_bytes:
+        decoded = decode_message(data, limits=limits)
+        assert decoded == message
+        check_real_classes(decoded)
+    else:
+        assert rejected_with(data, limits).message == (
+            f"{path}: {size} bytes of UTF-8, over max_name_bytes={max_name_bytes}"
+        )
+
+
+@pytest.mark.parametrize("name", ["n", "n" * 64, "é" * 127 + "x"])
+def test_a_duplicate_replica_is_refused_however_long_its_name(name: str) -> None:
+    ref = ReplicaRef(name, 3)
+    document = doc(TransferRequest(request_id=1, sender=A, clock={ref: 1, B: 2}))
+    assert [item[0] for item in document["clock"]] == sorted([name, "node-b"])
+    first = document["clock"].index([name, 3, 1])
+    document["clock"].append([name, 3, 5])
+    assert rejected(document).message == (
+        f"transfer_request.clock[2]: duplicate replica [{name!r}, 3]"
+    )
+    document["clock"][2] = [name, 4, 5]  # another incarnation: fine
+    message = decode_message(raw(document))
+    assert isinstance(message, TransferRequest)
+    assert message.clock == {ref: 1, B: 2, ReplicaRef(name, 4): 5}
+    document["clock"][first][2] = -1
+    assert rejected(document).message == (
+        f"transfer_request.clock[{first}].clock: expected a non-negative int, got -1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("vsn", "problem"),
+    [
+        (MAX_WIRE_INT, None),
+        (0, None),
+        (MAX_WIRE_INT + 1, "9223372036854775808 is above the wire's limit of 2**63 - 1"),
+        (-1, "expected a non-negative int, got -1"),
+        (True, "expected a non-negative int, got true"),
+        (1.0, "expected a non-negative int, got 1.0"),
+    ],
+)
+@pytest.mark.parametrize("name", ["n", "n" * 64])
+def test_a_context_vsn_is_checked_at_a_glance_or_in_full(
+    vsn: object, problem: str | None, name: str
+) -> None:
+    document = heartbeat_doc()
+    document["clock"].append([name, vsn, 1])
+    if problem is None:
+        message = decode_message(raw(document))
+        assert isinstance(message, Heartbeat)
+        assert message.clock[ReplicaRef(name, cast(int, vsn))] == 1
+    else:
+        assert rejected(document).message == f"heartbeat.clock[1].vsn: {problem}"
 
 
 def replicas(count: int) -> list[ReplicaRef]:
@@ -2219,3 +2574,23 @@ def scalars(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [s for item in value for s in scalars(item)]
     return [value]
+
+
+def test_the_refs_decoded_lately_are_reused_and_their_memory_stays_bounded() -> None:
+    from presence_core import _codec
+
+    def clock_of(name: str, vsn: int) -> ReplicaRef:
+        data = encode_message(Heartbeat(sender=ReplicaRef(name, vsn), clock={}))
+        message = decode_message(data)
+        assert isinstance(message, Heartbeat)
+        return message.sender
+
+    first = clock_of("reused", 1)
+    assert clock_of("reused", 1) is first  # the same object, not made again
+    restarted = clock_of("reused", 2)  # same name, new incarnation: a new ref, never the old one
+    assert restarted == ReplicaRef("reused", 2)
+    assert restarted is not first
+    for i in range(_codec._RECENT_REFS_MAX + 10):
+        assert clock_of(f"name-{i}", i) == ReplicaRef(f"name-{i}", i)
+        assert len(_codec._RECENT_REFS) <= _codec._RECENT_REFS_MAX
+    assert len(_codec._RECENT_REFS) < _codec._RECENT_REFS_MAX  # it was emptied on the way

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,10 @@ from test_codec import at, interesting, json_paths, messages
 
 from helpers import Cluster, make_tracker, observe
 from presence_core import (
+    WIRE_VERSION,
     Heartbeat,
+    Key,
+    Keyring,
     Message,
     RemoteProtocolError,
     ReplicaRef,
@@ -39,7 +43,9 @@ from presence_core import (
     Tracker,
     TransferAck,
     decode_message,
+    encode_message,
     encode_parts,
+    unseal,
 )
 
 TRIED: Counter[str] = Counter()
@@ -122,10 +128,22 @@ def test_random_bytes(data: bytes) -> None:
     check(data, "random bytes")
 
 
+PLAUSIBLE_START = b'{"v":%d,"type":"heartbeat",' % WIRE_VERSION
+"""The start of a heartbeat of this wire version (an older one is refused at once)."""
+
+
 @slow
-@given(st.binary(max_size=40).map(lambda tail: b'{"v":1,"type":"heartbeat",' + tail))
+@given(st.binary(max_size=40).map(lambda tail: PLAUSIBLE_START + tail))
 def test_random_bytes_after_a_plausible_start(data: bytes) -> None:
     check(data, "random tails")
+
+
+def test_the_plausible_start_is_the_start_of_a_real_heartbeat() -> None:
+    heartbeat = encode_message(Heartbeat(sender=ReplicaRef("a", 1), clock={}))
+    document = json.loads(heartbeat)
+    respelled = PLAUSIBLE_START + b'"sender":["a",1],"own":null,"clock":[],"delta":null}'
+    assert json.loads(respelled) == document
+    assert decode_message(respelled) == decode_message(heartbeat)
 
 
 encodings = st.sampled_from(TRAFFIC) | messages.map(
@@ -222,6 +240,48 @@ def test_every_recorded_message_is_valid_and_taken() -> None:
         "GracefulPermdown",
         "part",
     }
+
+
+FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
+
+
+def test_the_atheris_seeds_are_valid_messages_of_this_wire_version() -> None:
+    """``fuzz/seeds`` and ``fuzz/sealed-seeds`` start the long runs from valid messages: seeds of
+    an older wire version would only exercise its refusal (rewrite them with ``--write-seeds``,
+    ``fuzz/README.md``)."""
+    seeds = [path.read_bytes() for path in sorted((FUZZ / "seeds").glob("message-*.json"))]
+    assert len(seeds) == 10
+    kinds = set()
+    for data in seeds:
+        message = decode_message(data)
+        assert encode_message(message) == data  # canonical: what the harness wrote
+        assert json.loads(data)["v"] == WIRE_VERSION
+        kinds.add(type(message).__name__)
+        if isinstance(message, TransferAck):
+            kinds.add(type(message.payload).__name__)
+        if isinstance(message, (Heartbeat, TransferAck)):
+            kinds.add("part" if message.parts > 1 else "whole")
+        if isinstance(message, Heartbeat):
+            kinds.add("idle" if message.delta is None else "with a delta")
+    assert kinds == {
+        "Heartbeat",
+        "TransferRequest",
+        "TransferAck",
+        "GracefulPermdown",
+        "Delta",
+        "Snapshot",
+        "SnapshotPart",
+        "part",
+        "whole",
+        "idle",
+        "with a delta",
+    }
+    keyring = Keyring(Key("fuzz", b"k" * 32))  # fuzz/fuzz_seal.py's
+    frames = [path.read_bytes() for path in sorted((FUZZ / "sealed-seeds").glob("sealed-*.bin"))]
+    sealed = [unseal(frame, keyring) for frame in frames]
+    assert [frame.body for frame in sealed] == seeds
+    assert [frame.counter for frame in sealed] == list(range(1, len(seeds) + 1))
+    assert [frame.origin for frame in sealed] == [decode_message(data).sender for data in seeds]
 
 
 def test_zz_count_the_inputs_tried(capsys: pytest.CaptureFixture[str]) -> None:

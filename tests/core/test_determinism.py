@@ -76,7 +76,7 @@ def scenario_trace(seed: int) -> list[str]:
     cluster.advance(2.0)
     step("permdowns")
     for name, tracker in cluster.trackers.items():
-        trace.append(f"{name} lists {[tracker.list(topic) for topic in TOPICS]!r}")
+        trace.append(f"{name} lists {[tracker.presences(topic) for topic in TOPICS]!r}")
         trace.append(f"{name} replicas {tracker.replicas()!r}")
     trace.extend(repr(sent) for sent in cluster.sent)
     return trace

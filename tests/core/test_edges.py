@@ -157,7 +157,7 @@ def test_queries_refuse_wrong_types(query: Any) -> None:
 
 def test_tracker_queries_refuse_wrong_types() -> None:
     tracker = make_tracker("a")
-    for query in (tracker.list, tracker.count):
+    for query in (tracker.presences, tracker.count):
         with pytest.raises(LocalProtocolError):
             query(WRONG)
     with pytest.raises(LocalProtocolError):

@@ -51,7 +51,7 @@ from presence_core import (
     encode_message,
     seal,
 )
-from presence_core._claims import clamp_payload
+from presence_core._claims import clamp_clock, clamp_payload
 
 KEY = Keyring(Key("k1", b"s" * 32))
 OUTSIDER = Keyring(Key("k1", b"x" * 32))  # the right id, the wrong secret
@@ -127,7 +127,7 @@ def test_claims_beyond_what_c_announced_are_cut() -> None:
     # so c's next joins are not mistaken for dots already seen
     cluster.track("c", "c3", "room", "erin")
     cluster.advance(0.5)
-    assert "erin" in a.list("room")
+    assert "erin" in a.presences("room")
 
 
 def test_an_unsolicited_reply_cannot_push_c_to_the_end_of_time() -> None:
@@ -152,7 +152,7 @@ def test_a_solicited_reply_cannot_push_c_to_the_end_of_time_either() -> None:
     assert a.state.context[c] == cluster["c"].state.clock  # cut at what c announced
     cluster.track("c", "c3", "room", "erin")
     cluster.advance(0.5)
-    assert "erin" in a.list("room")  # c's later joins still land
+    assert "erin" in a.presences("room")  # c's later joins still land
 
 
 def test_a_forged_graceful_permdown_is_refused_with_a_key() -> None:
@@ -208,7 +208,7 @@ def test_an_unsolicited_reply_from_a_stranger_injects_nothing() -> None:
     before = observe(a)
     a.receive(TransferAck(request_id=7, sender=stranger, payload=payload), now=cluster.now)
     assert observe(a) == before
-    assert "ghost" not in a.list("room")
+    assert "ghost" not in a.presences("room")
 
 
 # ------------------------------------------------------------------- memory and CPU
@@ -763,3 +763,13 @@ def test_a_heartbeat_claiming_too_many_parts_is_refused() -> None:
     tracker.receive(Heartbeat(sender=a, clock={a: 1}, delta=delta, part=0, parts=parts), now=0.0)
     assert tracker.replicas() == {}
     assert tracker.stats().rejected == {RejectReason.OVER_LIMIT: 1}
+
+
+def test_a_clock_is_cut_at_the_bounds_and_the_sender_kept_whatever_it_claims() -> None:
+    sender, third, stranger = ReplicaRef("s", 1), ReplicaRef("c", 1), ReplicaRef("x", 1)
+    bounds = {third: 5}  # the sender has no bound; the stranger is unknown
+    assert clamp_clock({sender: 99, third: 9, stranger: 3}, sender, bounds) == {
+        sender: 99,
+        third: 5,
+    }
+    assert clamp_clock({third: 4}, sender, bounds) == {third: 4}  # no clock of its own: none added

@@ -1,11 +1,16 @@
 """Metas handed out by queries and events cannot change replicated state.
 
-Before: ``Entry.meta`` was the stored dict itself, so ``tracker.list(topic)["k"]["metas"][0]["x"]
+Once, ``Entry.meta`` was the stored dict itself, so ``tracker.presences(topic)["k"]["metas"][0]["x"]
 = 1``, or a mutation of a meta in a ``PresenceDiff``, silently changed what the replica stored and
-later sent. Stored metas are now frozen ``dict`` / ``list`` subclasses: every mutating method
+later sent. Metas handed out are frozen ``dict`` / ``list`` subclasses: every mutating method
 raises :class:`~presence_core._meta.ReadOnlyError` (a ``LocalProtocolError`` that is also a
 ``TypeError``), and everything that only reads them (``==``, ``repr``, ``json``, ``copy``,
 ``pickle``) works as on plain ones.
+
+How a meta is stored: :func:`~presence_core._meta.copy_meta` makes a plain top-level ``dict``
+(which the garbage collector leaves alone) whose nested objects and arrays are frozen; the entry
+keeps it as its fourth item, and :attr:`Entry.meta` hands out a new frozen shallow copy of it on
+every read (nested values shared, and frozen).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def _tracker() -> Tracker:
 
 
 def _stored(tracker: Tracker) -> Any:
-    (meta,) = tracker.list("lobby")["u1"]["metas"]
+    (meta,) = tracker.presences("lobby")["u1"]["metas"]
     return meta
 
 
@@ -141,18 +146,46 @@ def test_metas_of_events_are_the_stored_read_only_ones() -> None:
     assert _stored_n(tracker) == 3
 
 
+def test_every_query_hands_out_frozen_metas() -> None:
+    tracker = _tracker()
+    tracker.track(conn="c2", topic="lobby", key="u2", meta={"flat": 1}, now=1.0)
+    (joined,) = drain(tracker)
+    assert isinstance(joined, PresenceDiff)
+    state = tracker.state
+    handed_out = [
+        *(e.meta for e in joined.joins),
+        *(meta for value in tracker.presences("lobby").values() for meta in value["metas"]),
+        *tracker.get_by_key("lobby", "u1")["metas"],
+        *(meta for value in group(state.entries()).values() for meta in value["metas"]),
+        *(e.meta for e in state.get_by_topic("lobby")),
+        *(e.meta for e in state.get_by_key("lobby", "u2")),
+        *(e.meta for e in state.get_by_conn("c1")),
+        *(e.meta for e in state.visible_entries()),
+        *(e.meta for e in state.pending_delta.entries()),
+    ]
+    entry = state.get("c1", "lobby", "u1")
+    assert entry is not None
+    handed_out.append(entry.meta)
+    assert len(handed_out) == 15
+    for meta in handed_out:
+        _assert_frozen_all_the_way(meta)
+        with pytest.raises(ReadOnlyError):
+            meta["x"] = 1  # type: ignore[index]
+    assert all("x" not in e.meta for e in state.entries())
+
+
 def _stored_n(tracker: Tracker) -> object:
     return tracker.get_by_key("lobby", "u1")["metas"][0]["n"]
 
 
 def test_what_is_around_the_metas_is_the_caller_s_own() -> None:
     tracker = _tracker()
-    listed = tracker.list("lobby")
+    listed = tracker.presences("lobby")
     listed["u1"]["metas"].append({"mine": True})
     listed["u2"] = {"metas": []}
     del listed["u1"]
-    assert list(tracker.list("lobby")) == ["u1"]
-    assert len(tracker.list("lobby")["u1"]["metas"]) == 1
+    assert list(tracker.presences("lobby")) == ["u1"]
+    assert len(tracker.presences("lobby")["u1"]["metas"]) == 1
 
 
 def test_every_stored_meta_is_frozen_however_it_arrived() -> None:
@@ -178,17 +211,26 @@ def test_every_stored_meta_is_frozen_however_it_arrived() -> None:
     assert isinstance(decoded.payload, Snapshot)
     fresh.merge(decoded.payload)
     by_hand = Entry("t", "k", "c", NESTED, B1, 1)
-    metas = [
-        *(e.meta for e in tracker.state.entries()),
-        *(e.meta for e in state.entries()),
-        *(e.meta for e in peer.entries()),
-        *(e.meta for e in decoded.payload.entries()),
-        *(e.meta for e in fresh.entries()),
-        by_hand.meta,
+    entries = [
+        *tracker.state.entries(),
+        *state.entries(),
+        *peer.entries(),
+        *decoded.payload.entries(),
+        *fresh.entries(),
+        by_hand,
     ]
-    assert len(metas) == 11
-    for meta in metas:
-        _assert_frozen_all_the_way(meta)
+    assert len(entries) == 11
+    for entry in entries:
+        _assert_frozen_all_the_way(entry.meta)  # what is handed out
+        _assert_stored(entry[3])  # what is stored
+        assert entry.meta == entry[3]
+
+
+def _assert_stored(meta: object) -> None:
+    """A meta as stored: a plain top-level dict, every object and array nested in it frozen."""
+    assert type(meta) is dict
+    for item in meta.values():
+        _assert_frozen_all_the_way(item)
 
 
 def _assert_frozen_all_the_way(value: object) -> None:
@@ -210,6 +252,11 @@ def test_a_decoded_flat_meta_is_frozen_too() -> None:
     assert isinstance(decoded, TransferAck)
     (entry,) = decoded.payload.entries()
     assert type(entry.meta) is FrozenDict
+    assert entry.meta == {"status": "online"}
+    assert type(entry[3]) is dict  # stored as parsed
+    handed_out: Any = entry.meta
+    with pytest.raises(ReadOnlyError):
+        handed_out["status"] = "away"
     assert entry.meta == {"status": "online"}
 
 
@@ -253,8 +300,15 @@ def test_a_copy_of_a_stored_meta_can_be_edited_and_tracked_again() -> None:
 # ----------------------------------------------------------------------------- a dict, read-only
 
 
+def _handed_out(meta: dict[str, Any]) -> Any:
+    """``meta`` as a query hands it out: an entry's frozen meta."""
+    frozen = Entry("t", "k", "c", meta, A1, 1).meta
+    assert type(frozen) is FrozenDict
+    return frozen
+
+
 def test_frozen_metas_read_like_plain_ones() -> None:
-    meta: Any = copy_meta(NESTED)
+    meta: Any = _handed_out(NESTED)
     assert meta == NESTED
     assert NESTED == meta  # noqa: SIM300 (the plain dict's own __eq__)
     assert meta["tags"] == ["x", {"deep": [1, 2]}]
@@ -271,7 +325,7 @@ def test_frozen_metas_read_like_plain_ones() -> None:
 
 
 def test_json_writes_frozen_metas_like_plain_ones() -> None:
-    meta: Any = copy_meta(NESTED)
+    meta: Any = _handed_out(NESTED)
     c_encoder = json.encoder.c_make_encoder  # type: ignore[attr-defined]
     assert c_encoder is not None  # the C encoder, which takes subclasses
     every_options: list[dict[str, Any]] = [
@@ -285,7 +339,7 @@ def test_json_writes_frozen_metas_like_plain_ones() -> None:
 
 
 def test_operators_and_copies_give_plain_containers() -> None:
-    meta: Any = copy_meta(NESTED)
+    meta: Any = _handed_out(NESTED)
     tags = meta["tags"]
     for plain in (meta.copy(), copy.copy(meta), dict(meta), meta | {"x": 1}):
         assert type(plain) is dict
@@ -307,7 +361,7 @@ def test_operators_and_copies_give_plain_containers() -> None:
 
 
 def test_deepcopy_keeps_a_shared_meta_shared() -> None:
-    meta: Any = copy_meta(NESTED)
+    meta: Any = _handed_out(NESTED)
     pair = copy.deepcopy([meta, meta])
     assert pair[0] is pair[1]
     assert type(pair[0]) is dict
@@ -344,11 +398,110 @@ def test_a_frozen_meta_costs_the_memory_of_a_plain_one() -> None:
 
 
 def test_a_copy_meta_with_refs_sets_them_over_the_caller_s() -> None:
-    meta = copy_meta({"phx_ref": "mine", "a": 1}, phx_ref="R1", phx_ref_prev="R0")
+    mine = {"phx_ref": "mine", "a": 1}
+    meta = copy_meta(mine, phx_ref="R1", phx_ref_prev="R0")
     assert meta == {"phx_ref": "R1", "a": 1, "phx_ref_prev": "R0"}
     assert list(meta) == ["phx_ref", "a", "phx_ref_prev"]  # the key keeps its place, as before
+    assert mine == {"phx_ref": "mine", "a": 1}  # the caller's dict is left alone
+    _assert_stored(meta)
     assert copy_meta({"a": [1]}, phx_ref="R1") == {"a": [1], "phx_ref": "R1"}
-    _assert_frozen_all_the_way(copy_meta({"a": [1]}, phx_ref="R1"))
+    _assert_stored(copy_meta({"a": [1]}, phx_ref="R1"))
+    # phx_ref_prev only comes with a phx_ref.
+    assert copy_meta({"a": 1}, phx_ref_prev="R0") == {"a": 1}
+    assert copy_meta({"a": [1]}, phx_ref="R1", phx_ref_prev="R0") == {
+        "a": [1],
+        "phx_ref": "R1",
+        "phx_ref_prev": "R0",
+    }
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [{}, {"n": 1, "s": "x", "f": 1.5, "b": True, "z": None}, NESTED, {"deep": [[[{"a": []}]]]}],
+    ids=["empty", "flat", "nested", "deep"],
+)
+def test_copy_meta_stores_a_plain_dict_with_frozen_nested_values(meta: dict[str, Any]) -> None:
+    stored = copy_meta(meta)
+    _assert_stored(stored)
+    assert stored == meta
+    assert stored is not meta  # a private copy, flat or not
+    # Of a frozen meta too (one handed out, tracked again): the top is plain again.
+    again = copy_meta(FrozenDict(stored))
+    _assert_stored(again)
+    assert again == meta
+    assert again is not stored
+
+
+def test_copy_meta_does_not_follow_the_caller_s_dict() -> None:
+    mine: dict[str, Any] = {"n": 1, "tags": ["x"], "obj": {"k": "v"}}
+    stored = copy_meta(mine)
+    mine["n"] = 2
+    mine["tags"].append("y")
+    mine["obj"]["k"] = "w"
+    mine["new"] = True
+    assert stored == {"n": 1, "tags": ["x"], "obj": {"k": "v"}}
+
+
+# ----------------------------------------------------------------------------- Entry.meta
+
+
+def test_entry_meta_is_a_new_frozen_copy_on_each_read() -> None:
+    entry = Entry("t", "k", "c", NESTED, A1, 1)
+    stored = entry[3]
+    _assert_stored(stored)
+    first, second = entry.meta, entry.meta
+    assert type(first) is FrozenDict
+    assert type(second) is FrozenDict
+    assert first is not second  # a copy on each read...
+    assert first is not stored
+    assert first == second == stored == NESTED  # ...of the same meta
+    for key in NESTED:
+        assert first[key] is stored[key]  # shallow: nested values are the stored (frozen) ones
+    _assert_frozen_all_the_way(first)
+
+
+@pytest.mark.parametrize(
+    "mutate", [case[1] for case in MUTATIONS], ids=[case[0] for case in MUTATIONS]
+)
+def test_entry_meta_cannot_be_changed(mutate: Callable[[Any], object]) -> None:
+    entry = Entry("t", "k", "c", NESTED, A1, 1)
+    stored = entry[3]
+    with pytest.raises(ReadOnlyError, match="read-only"):
+        mutate(entry.meta)
+    assert entry[3] is stored
+    assert stored == NESTED
+    assert entry.meta == NESTED
+
+
+def test_forcing_a_change_into_a_handed_out_meta_leaves_the_stored_one_alone() -> None:
+    """Were the freeze of the top level bypassed, only the caller's copy would change."""
+    entry = Entry("t", "k", "c", NESTED, A1, 1)
+    meta: Any = entry.meta
+    dict.__setitem__(meta, "x", 1)
+    dict.__delitem__(meta, "n")
+    dict.clear(meta)
+    assert meta == {}
+    assert entry[3] == NESTED
+    assert entry.meta == NESTED
+    # And in a tracker: what it lists, stores and will send are unchanged.
+    tracker = _tracker()
+    before = observe(tracker)
+    sent = _what_the_next_delta_carries(tracker)
+    for meta in (_stored(tracker), *(e.meta for e in tracker.state.entries())):
+        dict.__setitem__(meta, "x", 1)
+        dict.__delitem__(meta, "n")
+    assert observe(tracker) == before
+    assert _what_the_next_delta_carries(tracker) == sent
+    assert "x" not in _stored(tracker)
+    assert _stored(tracker)["n"] == 1
+
+
+def test_entries_with_equal_metas_are_equal_and_hash_alike() -> None:
+    one = Entry("t", "k", "c", NESTED, A1, 1)
+    other = Entry("t", "k", "c", copy.deepcopy(NESTED), A1, 1)
+    assert one == other
+    assert one.meta == other.meta
+    assert one != Entry("t", "k", "c", {**NESTED, "n": 2}, A1, 1)
 
 
 # ----------------------------------------------------------------------------- the client side

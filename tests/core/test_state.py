@@ -532,9 +532,13 @@ def test_clocks_omit_down_replicas_but_the_context_keeps_them() -> None:
     assert a.clocks() == (A, {A: 0, B: 1, C: 0})
     a.replica_down(B)
     assert a.clocks() == (A, {A: 0, C: 0})
+    assert a.up_context == {A: 0, C: 0}
     assert a.context == {A: 0, B: 1, C: 0}
+    a.up_context[C] = 99  # a new dict each time: the caller's to change
+    assert a.up_context == {A: 0, C: 0}
     a.replica_up(B)
     assert a.clocks() == (A, {A: 0, B: 1, C: 0})
+    assert a.up_context == a.context
 
 
 def test_queries_hide_the_entries_of_down_replicas() -> None:
@@ -991,3 +995,16 @@ def test_merges_keep_clouds_compact_so_compact_changes_nothing() -> None:
     a.compact()
     assert a.context[B] == b.clock
     assert a.clouds == {}
+
+
+def test_an_entry_replaced_by_hand_is_checked_and_its_meta_copied() -> None:
+    entry = Entry("lobby", "u1", "c1", {"a": 1}, A, 3)
+    meta = {"b": [1]}
+    changed = entry._replace(meta=meta, clock=4)
+    meta["b"].append(2)  # the caller's dict: the entry holds its own copy
+    assert changed == Entry("lobby", "u1", "c1", {"b": [1]}, A, 4)
+    assert changed.meta == {"b": [1]}
+    with pytest.raises(InvalidArgument, match=r"Entry\.clock"):
+        entry._replace(clock=0)
+    with pytest.raises(InvalidArgument, match="meta"):
+        entry._replace(meta={"x": object()})

@@ -116,7 +116,7 @@ def test_gossip_from_an_unseen_replica_triggers_up_and_a_transfer_request() -> N
     cluster.advance(0.5)
     assert drain(cluster["primary"]) == []
     assert cluster["primary"].replicas() == {}
-    assert cluster["primary"].list("lobby") == {}
+    assert cluster["primary"].presences("lobby") == {}
 
     cluster.deaf.discard("primary")
     mark = len(cluster.sent)
@@ -137,7 +137,7 @@ def test_gossip_from_an_unseen_replica_triggers_up_and_a_transfer_request() -> N
         ("up", "node1", 1),
         ("diff", "lobby", ("node1/p1/node1",), ()),
     ]
-    assert cluster["primary"].list("lobby") == {"node1": {"metas": [{"phx_ref": ref}]}}
+    assert cluster["primary"].presences("lobby") == {"node1": {"metas": [{"phx_ref": ref}]}}
     assert cluster["primary"].replicas()["node1"].status is ReplicaStatus.UP
 
 
@@ -157,7 +157,7 @@ def test_requests_for_transfer_collapse_to_the_dominating_clock() -> None:
     cluster.track("node1", "p1", "lobby", "n1a")
     cluster.track("node1", "p2", "lobby", "n1b")
     cluster.advance(0.1)
-    assert cluster["primary"].list("lobby") == {}
+    assert cluster["primary"].presences("lobby") == {}
     cluster.deaf.discard("primary")
     mark = len(cluster.sent)
     cluster.advance(1.0)
@@ -176,7 +176,7 @@ def test_requests_for_transfer_collapse_to_the_dominating_clock() -> None:
         ("up", "node1", 1),
         ("diff", "lobby", ("node1/p1/n1a", "node1/p2/n1b", "node2/p3/n2"), ()),
     ]
-    assert sorted(cluster["primary"].list("lobby")) == ["n1a", "n1b", "n2"]
+    assert sorted(cluster["primary"].presences("lobby")) == ["n1a", "n1b", "n2"]
 
 
 def test_a_restarted_replica_has_its_old_presences_removed_at_once() -> None:
@@ -206,7 +206,7 @@ def test_a_restarted_replica_has_its_old_presences_removed_at_once() -> None:
     for tracker in cluster:
         assert B1 not in tracker.state.context
         assert all(entry.owner != B1 for entry in tracker.state.entries())
-        assert list(tracker.list("lobby")) == ["u1-back"]
+        assert list(tracker.presences("lobby")) == ["u1-back"]
     assert cluster["a"].replicas()["b"].ref == B2
 
 
@@ -215,13 +215,13 @@ def test_tempdown_and_back_up_with_the_same_incarnation() -> None:
     ref = cluster.track("b", "c1", "lobby", "u1", {"n": 1})
     cluster.advance(0.5)
     cluster.events()
-    listed = cluster["a"].list("lobby")
+    listed = cluster["a"].presences("lobby")
     assert listed == {"u1": {"metas": [{"n": 1, "phx_ref": ref}]}}
 
     cluster.mute.add("b")
     cluster.advance(DOWN + 0.3)
     assert summarize(drain(cluster["a"])) == [("down", "b", 1), ("diff", "lobby", (), ("b/c1/u1",))]
-    assert cluster["a"].list("lobby") == {}
+    assert cluster["a"].presences("lobby") == {}
     assert cluster["a"].count("lobby") == 0
     assert cluster["a"].replicas()["b"].status is ReplicaStatus.DOWN
     assert cluster["a"].replicas()["b"].ref == B1
@@ -230,7 +230,7 @@ def test_tempdown_and_back_up_with_the_same_incarnation() -> None:
     cluster.mute.discard("b")
     cluster.advance(0.5)
     assert summarize(drain(cluster["a"])) == [("up", "b", 1), ("diff", "lobby", ("b/c1/u1",), ())]
-    assert cluster["a"].list("lobby") == listed
+    assert cluster["a"].presences("lobby") == listed
     assert cluster["a"].replicas()["b"].status is ReplicaStatus.UP
     assert drain(cluster["b"]) == []
 
@@ -248,7 +248,7 @@ def test_down_then_permdown_deletes_the_presences() -> None:
     assert summarize(drain(cluster["a"])) == [("down", "b", 1), ("diff", "lobby", (), ("b/c1/u1",))]
     # hidden, but still stored until permdown
     assert [e.key for e in cluster["a"].state.entries() if e.owner == B1] == ["u1"]
-    assert list(cluster["a"].list("lobby")) == ["mine"]
+    assert list(cluster["a"].presences("lobby")) == ["mine"]
 
     cluster.advance(last_heard + PERMDOWN - cluster.now - 0.05)
     assert drain(cluster["a"]) == []
@@ -257,7 +257,7 @@ def test_down_then_permdown_deletes_the_presences() -> None:
     assert [e.key for e in cluster["a"].state.entries()] == ["mine"]
     assert cluster["a"].replicas() == {}
     assert B1 not in cluster["a"].state.context
-    assert list(cluster["a"].list("lobby")) == ["mine"]
+    assert list(cluster["a"].presences("lobby")) == ["mine"]
     cluster.advance(2.0)
     assert drain(cluster["a"]) == []
 
@@ -293,7 +293,7 @@ def test_tempdowns_with_nodeups_of_new_vsn_and_permdowns() -> None:
         ("up", "b", 2),
         ("diff", "lobby", ("b/p1/node1-back",), ()),
     ]
-    assert list(a.list("lobby")) == ["node1-back", "node2"]
+    assert list(a.presences("lobby")) == ["node1-back", "node2"]
     assert a.replicas()["b"].ref == B2
 
     cluster.kill("b")
@@ -302,7 +302,7 @@ def test_tempdowns_with_nodeups_of_new_vsn_and_permdowns() -> None:
     cluster.advance(1.0)
     assert summarize(drain(a)) == [("permdown", "b", 2)]
     assert sorted(a.replicas()) == ["c"]
-    assert list(a.list("lobby")) == ["node2"]
+    assert list(a.presences("lobby")) == ["node2"]
 
 
 def test_graceful_permdown_of_a_replica_already_down_only_permdowns() -> None:
@@ -333,7 +333,7 @@ def test_a_transfer_ack_is_not_a_heartbeat() -> None:
     # b is unknown: no record is created and its entries are not accepted
     assert summarize(drain(tracker)) == [("rejected", "unsolicited", "b")]
     assert tracker.replicas() == {}
-    assert tracker.list("lobby") == {}
+    assert tracker.presences("lobby") == {}
     tracker.receive(Heartbeat(sender=B1, clock={B1: 1}), now=0.05)
     for now in (0.1, 0.2, 0.3):  # the clock sample asks b for what it has
         tracker.handle_timer(now=now)
@@ -345,7 +345,7 @@ def test_a_transfer_ack_is_not_a_heartbeat() -> None:
     assert tracker.replicas()["b"].last_heard == 0.05  # the ack did not refresh it
     tracker.receive(reply, now=0.4)  # a duplicate: the request was answered already
     assert summarize(drain(tracker)) == [("rejected", "unsolicited", "b")]
-    assert tracker.list("lobby") != {}
+    assert tracker.presences("lobby") != {}
 
 
 # ------------------------------------------------------------------------- local and remote diffs
@@ -362,13 +362,17 @@ def test_local_and_remote_joins_and_leaves() -> None:
         ("u1", "c1", A1, {"name": "u1", "phx_ref": ref})
     ]
     assert drain(b) == []  # not replicated before the next tick
-    assert b.list("lobby") == {}
+    assert b.presences("lobby") == {}
 
     cluster.advance(PERIOD)
     remote = only_diff(drain(b))
     assert remote.joins == diff.joins
     assert remote.leaves == ()
-    assert b.list("lobby") == a.list("lobby") == {"u1": {"metas": [{"name": "u1", "phx_ref": ref}]}}
+    assert (
+        b.presences("lobby")
+        == a.presences("lobby")
+        == {"u1": {"metas": [{"name": "u1", "phx_ref": ref}]}}
+    )
 
     cluster.track("b", "c9", "lobby", "u2")
     cluster.advance(PERIOD)
@@ -379,13 +383,13 @@ def test_local_and_remote_joins_and_leaves() -> None:
     assert summarize(drain(a)) == [("diff", "lobby", (), ("a/c1/u1",))]
     cluster.advance(PERIOD)
     assert summarize(drain(b)) == [("diff", "lobby", (), ("a/c1/u1",))]
-    assert list(a.list("lobby")) == list(b.list("lobby")) == ["u2"]
+    assert list(a.presences("lobby")) == list(b.presences("lobby")) == ["u2"]
 
     b.untrack_conn(conn="c9", now=cluster.now)
     cluster.advance(PERIOD)
     assert summarize(drain(a)) == [("diff", "lobby", (), ("b/c9/u2",))]
     assert summarize(drain(b)) == [("diff", "lobby", (), ("b/c9/u2",))]
-    assert a.list("lobby") == b.list("lobby") == {}
+    assert a.presences("lobby") == b.presences("lobby") == {}
     assert a.topics() == b.topics() == []
 
 
@@ -428,8 +432,8 @@ def test_untrack_one_of_two_topics() -> None:
     cluster.advance(PERIOD)
     assert summarize(drain(cluster["b"])) == [("diff", "t1", (), ("a/c1/u1",))]
     for tracker in cluster:
-        assert tracker.list("t1") == {}
-        assert tracker.list("t2") == {"u1": {"metas": [{"phx_ref": ref2}]}}
+        assert tracker.presences("t1") == {}
+        assert tracker.presences("t2") == {"u1": {"metas": [{"phx_ref": ref2}]}}
         assert tracker.topics() == ["t2"]
     assert [e.topic for e in a.state.get_by_conn("c1")] == ["t2"]
     a.untrack(conn="c1", topic="t2", key="u1", now=cluster.now)
@@ -458,7 +462,7 @@ def test_untrack_conn_clears_every_topic() -> None:
     assert summarize(drain(cluster["b"])) == expected
     for tracker in cluster:
         assert tracker.topics() == ["t1"]
-        assert tracker.list("t1") == {"other": {"metas": [{"phx_ref": ref}]}}
+        assert tracker.presences("t1") == {"other": {"metas": [{"phx_ref": ref}]}}
 
 
 # ---------------------------------------------------------------------------- update
@@ -477,14 +481,14 @@ def test_update_with_a_map_sends_one_diff_with_join_leave_and_phx_ref_prev() -> 
         {"new": "thing", "phx_ref": new_ref, "phx_ref_prev": old_ref}
     ]
     assert [dict(e.meta) for e in diff.leaves] == [{"old": "field", "phx_ref": old_ref}]
-    assert a.list("lobby") == {
+    assert a.presences("lobby") == {
         "u1": {"metas": [{"new": "thing", "phx_ref": new_ref, "phx_ref_prev": old_ref}]}
     }
     cluster.advance(PERIOD)
     remote = only_diff(drain(cluster["b"]))
     assert remote.joins == diff.joins
     assert remote.leaves == diff.leaves
-    assert cluster["b"].list("lobby") == a.list("lobby")
+    assert cluster["b"].presences("lobby") == a.presences("lobby")
 
 
 def test_update_with_a_function_changes_one_field_and_keeps_the_others() -> None:
@@ -524,7 +528,7 @@ def test_update_function_gets_a_copy() -> None:
         conn="c1", topic="lobby", key="u1", meta={"a": "old", "nested": {"x": [1]}}, now=0.0
     )
     drain(tracker)
-    stored_before = tracker.list("lobby")
+    stored_before = tracker.presences("lobby")
 
     def mutate(meta: dict[str, Any]) -> dict[str, Any]:
         meta["a"] = "mutated"
@@ -540,7 +544,7 @@ def test_update_function_gets_a_copy() -> None:
     assert stored_before == {
         "u1": {"metas": [{"a": "old", "nested": {"x": [1]}, "phx_ref": old_ref}]}
     }
-    assert tracker.list("lobby") == {
+    assert tracker.presences("lobby") == {
         "u1": {"metas": [{"fresh": True, "phx_ref": new_ref, "phx_ref_prev": old_ref}]}
     }
 
@@ -586,7 +590,7 @@ def test_duplicate_tracking() -> None:
     }
     for conn, topic, key in [("c1", "lobby", "u1"), ("c1", "other", "u1"), ("c1", "lobby", "u2")]:
         tracker.untrack(conn=conn, topic=topic, key=key, now=0.0)
-    assert tracker.list("lobby") == {"u1": {"metas": [{"phx_ref": other_conn}]}}
+    assert tracker.presences("lobby") == {"u1": {"metas": [{"phx_ref": other_conn}]}}
     assert tracker.topics() == ["lobby"]
 
 
@@ -632,11 +636,11 @@ def test_caller_supplied_phx_ref_is_overwritten() -> None:
     ref = tracker.track(conn="c1", topic="lobby", key="u1", meta=meta, now=0.0)
     assert ref != "mine"
     assert meta == {"phx_ref": "mine", "name": "x"}  # the caller's dict is not touched
-    assert tracker.list("lobby") == {"u1": {"metas": [{"phx_ref": ref, "name": "x"}]}}
+    assert tracker.presences("lobby") == {"u1": {"metas": [{"phx_ref": ref, "name": "x"}]}}
     diff = only_diff(drain(tracker))
     assert [dict(e.meta) for e in diff.joins] == [{"phx_ref": ref, "name": "x"}]
     meta["name"] = "changed later"
-    assert tracker.list("lobby") == {"u1": {"metas": [{"phx_ref": ref, "name": "x"}]}}
+    assert tracker.presences("lobby") == {"u1": {"metas": [{"phx_ref": ref, "name": "x"}]}}
 
 
 # ---------------------------------------------------------------------------- graceful permdown
@@ -663,8 +667,8 @@ def test_graceful_permdown_of_a_peer() -> None:
             ("permdown", "b", 1),
         ]
         tracker = cluster[name]
-        assert list(tracker.list("lobby")) == ["mine"]
-        assert tracker.list("kitchen") == {}
+        assert list(tracker.presences("lobby")) == ["mine"]
+        assert tracker.presences("kitchen") == {}
         assert sorted(tracker.replicas()) == sorted({"a", "c"} - {name})
         assert all(e.owner != B1 for e in tracker.state.entries())
     assert [s.message for s in cluster.messages(GracefulPermdown)] == [GracefulPermdown(sender=B1)]
@@ -682,7 +686,7 @@ def test_graceful_permdown_of_the_only_peer_leaves_an_empty_view() -> None:
         ("diff", "lobby", (), ("b/c1/u1",)),
         ("permdown", "b", 1),
     ]
-    assert cluster["a"].list("lobby") == {}
+    assert cluster["a"].presences("lobby") == {}
     assert cluster["a"].replicas() == {}
     cluster.advance(3.0)
     assert drain(cluster["a"]) == []
@@ -746,7 +750,7 @@ def test_rolling_node_update() -> None:
     assert summarize(events["c"]) == [("up", "a", 1), ("diff", "lobby", ("a/c1/ua",), ())]
     assert sorted(cluster["a"].replicas()) == ["c"]
     assert sorted(cluster["c"].replicas()) == ["a"]
-    assert list(cluster["c"].list("lobby")) == ["ua"]
+    assert list(cluster["c"].presences("lobby")) == ["ua"]
 
 
 # ---------------------------------------------------------------------------- stale and echoed
@@ -849,7 +853,7 @@ def test_list_get_by_key_count_and_topics_shapes_and_ordering() -> None:
         "zed": {"metas": [m("c/c1/zed")]},
     }
     for tracker in cluster:
-        listed = tracker.list("lobby")
+        listed = tracker.presences("lobby")
         assert listed == expected
         assert list(listed) == ["amy", "bob", "zed"]
         assert [[x["who"] for x in v["metas"]] for v in listed.values()] == [
@@ -863,17 +867,17 @@ def test_list_get_by_key_count_and_topics_shapes_and_ordering() -> None:
         assert tracker.count("lobby") == 6
         assert tracker.count("kitchen") == 1
         assert tracker.count("nowhere") == 0
-        assert tracker.list("nowhere") == {}
+        assert tracker.presences("nowhere") == {}
         assert tracker.topics() == ["attic", "kitchen", "lobby"]
 
     # entries of a down replica are hidden from every query
     cluster.kill("c")
     cluster.advance(DOWN + 0.3)
     a = cluster["a"]
-    assert list(a.list("lobby")) == ["amy", "bob"]
+    assert list(a.presences("lobby")) == ["amy", "bob"]
     assert a.count("lobby") == 5
     assert a.topics() == ["kitchen", "lobby"]
-    assert a.list("attic") == {}
+    assert a.presences("attic") == {}
 
 
 BAD_ARGUMENTS: list[dict[str, object]] = [
@@ -944,7 +948,7 @@ def test_bytes_round_trip_through_the_codec_and_garbage_is_refused() -> None:
     assert isinstance(outbound.message, Heartbeat)
     receiver.receive(encode_message(outbound.message), now=1.0)
     assert summarize(drain(receiver)) == [("up", "a", 1), ("diff", "lobby", ("a/c1/u1",), ())]
-    assert receiver.list("lobby") == {"u1": {"metas": [{"n": 1, "phx_ref": ref}]}}
+    assert receiver.presences("lobby") == {"u1": {"metas": [{"n": 1, "phx_ref": ref}]}}
     receiver.messages_to_send()
 
     before = observe(receiver)
@@ -973,7 +977,7 @@ def test_queries_return_equal_results_on_every_replica_after_quiescence() -> Non
     for i, name in enumerate(["c", "a", "b", "a", "c"]):
         cluster.track(name, f"conn{i}", "lobby", f"k{i % 2}", {"i": i})
     cluster.advance(1.0)
-    lists: list[Mapping[str, Any]] = [t.list("lobby") for t in cluster]
+    lists: list[Mapping[str, Any]] = [t.presences("lobby") for t in cluster]
     assert lists[0] == lists[1] == lists[2]
     ids = [sorted(entry_id(e) for e in t.state.visible_entries()) for t in cluster]
     assert ids[0] == ids[1] == ids[2]

@@ -170,7 +170,7 @@ def test_v1_serializer_versions(vsn: str | None) -> None:
 def test_frames_from_a_tracker_list() -> None:
     tracker = make_tracker("n1")
     ref = tracker.track(conn="c1", topic=TOPIC, key="alice", meta={"online_at": "1"}, now=0.0)
-    assert state(tracker.list(TOPIC), join_ref="3") == (
+    assert state(tracker.presences(TOPIC), join_ref="3") == (
         f'["3",null,"room:lobby","presence_state",'
         f'{{"alice":{{"metas":[{{"online_at":"1","phx_ref":"{ref}"}}]}}}}]'
     )

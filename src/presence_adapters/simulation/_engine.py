@@ -340,7 +340,7 @@ class Simulation:
                 observed.append(
                     Observed(
                         name=name,
-                        listed={topic: tracker.list(topic) for topic in tracker.topics()},
+                        listed={topic: tracker.presences(topic) for topic in tracker.topics()},
                         client=node.client,
                         model=dict(node.model),
                         disturbed=node.disturbed,

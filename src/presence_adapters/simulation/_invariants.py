@@ -88,7 +88,7 @@ class Observed:
 
     Attributes:
         name: the node.
-        listed: ``{topic: tracker.list(topic)}`` for every topic the tracker has.
+        listed: ``{topic: tracker.presences(topic)}`` for every topic the tracker has.
         client: the node's diffs replayed (:class:`ReplayedClient`).
         model: what the node's live connections tracked: ``{(conn, topic, key): phx_ref}``.
         disturbed: the virtual time of the node's last disturbance.
