@@ -17,23 +17,242 @@ larger than the cap (a window busier than the cap alone, or an oversized merge h
 generation starts afresh, empty, at that delta's end. A transfer that no generation covers then
 gets the full state, which is what a cap means; and memory stays bounded by the caps, however
 busy a window is.
+
+How it is kept: every delta sent or received is pushed, so a push must cost what the delta
+holds, not what the generations hold (up to the largest cap, 10,000 by default).
+:func:`~presence_core.merge_deltas` builds a new immutable :class:`Delta`, copying the
+generation's rows and clouds; so each generation is instead a :class:`_Generation`, a mutable
+accumulator that a push merges into in place, with the same result as ``merge_deltas``. Only
+``.generations`` and a transfer reply (rare) turn one back into a :class:`Delta`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 from ._errors import InvalidArgument, shown
-from ._state import Delta, ReplicaState, Snapshot, merge_deltas
+from ._payloads import Delta, Entry, Snapshot, _trusted
+from ._state import ReplicaState
 from ._vclock import Context, ReplicaRef, dominates, dominates_or_equal, filter_replicas
 
 __all__ = ["DeltaGenerations"]
 
+_NO_ROWS: Final[Mapping[int, Entry]] = {}
+_NO_DOTS: Final[frozenset[int]] = frozenset()
 
-def _empty_at(delta: Delta) -> Delta:
-    """A generation that holds nothing and starts where ``delta`` ends (contiguous with what
-    comes next)."""
-    return Delta(replica=delta.replica, values={}, clouds={}, start=delta.end, end=delta.end)
+
+class _Generation:
+    """One generation, merged in place: what ``merge_deltas(generation, delta)`` would return,
+    without copying the generation.
+
+    After a push, a level holds its generation merged with the delta, or its generation
+    untouched (not contiguous), or another one (over its cap): never its generation as it was
+    before a merge. So a push may merge in place (see :meth:`DeltaGenerations.push`). Adjacent
+    levels may share one generation (a level over its cap takes the one below); a push merges a
+    shared generation once.
+
+    Attributes:
+        replica: the replica whose generation it is (``Delta.replica``).
+        values: the entries, by owner then clock. Never an empty row: ``merge_deltas`` drops
+            them, and so does every merge here.
+        clouds: the dots seen, by replica.
+        start: where the window starts (lower bound of the starts merged in).
+        end: where it ends (upper bound of the ends).
+        size: the number of values plus the number of cloud dots, kept as the merges go, so
+            that checking a cap costs nothing.
+        forward: whether the range runs forward (see :func:`_runs_forward`); merging two that
+            do gives one that does, so it is kept as the merges go too.
+    """
+
+    __slots__ = ("_frozen", "clouds", "end", "forward", "replica", "size", "start", "values")
+
+    def __init__(
+        self,
+        replica: ReplicaRef,
+        start: dict[ReplicaRef, int],
+        end: dict[ReplicaRef, int],
+        frozen: Delta | None = None,
+    ) -> None:
+        self.replica = replica
+        self.values: dict[ReplicaRef, dict[int, Entry]] = {}
+        self.clouds: dict[ReplicaRef, set[int]] = {}
+        self.start = start
+        self.end = end
+        self.size = 0
+        self.forward = _runs_forward(start, end)
+        # The Delta equal to this generation, while it is known: the one it was made from, or
+        # the last one materialized. Kept as is, a stored delta reads back exactly as it was
+        # pushed (empty rows included, which the mutable copy drops); None after a change.
+        self._frozen = frozen
+
+    @classmethod
+    def of(cls, delta: Delta) -> _Generation:
+        """A generation holding ``delta`` (copied: the generation will change, not the delta)."""
+        generation = cls(delta.replica, dict(delta.start), dict(delta.end), delta)
+        generation.values = {owner: dict(rows) for owner, rows in delta.values.items() if rows}
+        generation.clouds = {replica: set(dots) for replica, dots in delta.clouds.items()}
+        generation.size = delta.size
+        return generation
+
+    @classmethod
+    def empty_at(cls, replica: ReplicaRef, end: Context) -> _Generation:
+        """A generation that holds nothing and starts where a window ending at ``end`` ends
+        (contiguous with what comes next)."""
+        return cls(replica, dict(end), dict(end))
+
+    def frozen(self) -> Delta:
+        """This generation as an immutable :class:`Delta` (built once per change)."""
+        if self._frozen is None:
+            self._frozen = _trusted(
+                Delta,
+                replica=self.replica,
+                values={owner: dict(rows) for owner, rows in self.values.items()},
+                clouds={replica: frozenset(dots) for replica, dots in self.clouds.items()},
+                start=dict(self.start),
+                end=dict(self.end),
+            )
+        return self._frozen
+
+    def merge(self, delta: Delta, delta_forward: bool) -> bool:
+        """Fold ``delta`` in, as ``merge_deltas(self, delta)`` does; if the two are not
+        contiguous, change nothing and return False.
+
+        Costs what ``delta`` holds and names, whatever the size of the generation.
+        ``delta_forward`` is ``_runs_forward(delta.start, delta.end)`` (one walk per push, not
+        one per level).
+        """
+        # Fast path, a delta that starts exactly where this generation ends, both running
+        # forward: they are contiguous, the start stays, the end becomes the delta's. It saves
+        # walking the range (every replica, for a delta that names them all) at each level.
+        follows = self.forward and delta_forward and self.end == delta.start
+        if not follows and not self._contiguous(delta):
+            return False
+        self._frozen = None
+        self._drop_removed(delta)
+        self._add_values(delta)  # before the clouds grow: it looks at the dots seen *before*
+        self._add_dots(delta.clouds)
+        if follows:
+            self.end.update(delta.end)  # the same replicas, every clock at least as high
+        else:
+            self._widen(delta.start, delta.end)
+            self.forward = self.forward and delta_forward
+        return True
+
+    def _contiguous(self, delta: Delta) -> bool:
+        """``merge_deltas``' test: ``dominates_or_equal(delta.end, self.start)`` and
+        ``dominates_or_equal(self.end, delta.start)``, walking only the replicas ``delta``
+        names."""
+        start, end = self.start, self.end
+        if not delta.end:
+            if start:
+                return False
+        else:
+            get = start.get
+            for replica, clock in delta.end.items():
+                if clock < get(replica, 0):
+                    return False
+        if not end:
+            return not delta.start
+        # dominates_or_equal(end, delta.start) walks ``end``; a replica ``delta.start`` does not
+        # name compares with 0, which no clock is under: walking ``delta.start`` is the same test.
+        get = end.get
+        return all(get(replica, clock) >= clock for replica, clock in delta.start.items())
+
+    def _drop_removed(self, delta: Delta) -> None:
+        """Drop the entries whose removal ``delta`` observed: it has their dot, not the entry."""
+        values = self.values
+        for owner, dots in delta.clouds.items():
+            rows = values.get(owner)
+            if rows is None:
+                continue
+            theirs = delta.values.get(owner, _NO_ROWS)
+            for dot in dots:
+                if dot in rows and dot not in theirs:
+                    del rows[dot]
+                    self.size -= 1
+            if not rows:
+                del values[owner]
+
+    def _add_values(self, delta: Delta) -> None:
+        """Add the entries of ``delta`` that the generation neither has nor saw removed."""
+        values, clouds = self.values, self.clouds
+        for owner, theirs in delta.values.items():
+            seen = clouds.get(owner, _NO_DOTS)
+            rows = values.get(owner)
+            for clock, entry in theirs.items():
+                if clock in seen or (rows is not None and clock in rows):
+                    continue
+                if rows is None:
+                    rows = values[owner] = {}
+                rows[clock] = entry
+                self.size += 1
+
+    def _add_dots(self, dots_by_replica: Mapping[ReplicaRef, frozenset[int]]) -> None:
+        """Take every dot of the delta (adds, removes and tombstones alike)."""
+        clouds = self.clouds
+        for replica, dots in dots_by_replica.items():
+            mine = clouds.get(replica)
+            if mine is None:
+                clouds[replica] = set(dots)
+                self.size += len(dots)
+            else:
+                before = len(mine)
+                mine |= dots
+                self.size += len(mine) - before
+
+    def _widen(self, start: Context, end: Context) -> None:
+        """Stretch the range over the delta's: the lower bound of the starts, the upper bound of
+        the ends (``lowerbound`` and ``upperbound``, in place)."""
+        low = self.start
+        for replica, clock in start.items():
+            mine = low.get(replica)
+            if mine is None or clock < mine:
+                low[replica] = clock
+        high = self.end
+        for replica, clock in end.items():
+            mine = high.get(replica)
+            if mine is None or clock > mine:
+                high[replica] = clock
+
+    def remove_replica(self, replica: ReplicaRef) -> None:
+        """Drop every trace of ``replica`` (values, clouds, range); doing it twice is harmless."""
+        rows = self.values.pop(replica, _NO_ROWS)
+        dots = self.clouds.pop(replica, _NO_DOTS)
+        self.size -= len(rows) + len(dots)
+        self.start.pop(replica, None)
+        self.end.pop(replica, None)
+        if self._frozen is not None:
+            # What the delta it holds would become, unchanged otherwise (Delta.without_replica).
+            self._frozen = self._frozen.without_replica(replica)
+
+
+def _runs_forward(start: Context, end: Context) -> bool:
+    """True if ``start`` and ``end`` name the same replicas and no clock of ``start`` is above
+    ``end``'s: what a window's range normally is."""
+    if len(start) != len(end):
+        return False
+    get = end.get
+    for replica, clock in start.items():
+        high = get(replica)
+        if high is None or clock > high:
+            return False
+    return True
+
+
+def _overflowed(below: _Generation | None, delta: Delta, cap: int) -> _Generation:
+    """What a level whose merge went over its cap holds instead.
+
+    That is the level below's generation, as this push left it (for level 0, the new delta
+    alone); or, if that is over the cap too, nothing, from its end on.
+    """
+    if below is None:
+        if delta.size <= cap:
+            return _Generation.of(delta)
+        return _Generation.empty_at(delta.replica, delta.end)
+    if below.size <= cap:
+        return below  # shared with the level below: both hold the same, and change alike
+    return _Generation.empty_at(below.replica, below.end)
 
 
 class DeltaGenerations:
@@ -53,7 +272,7 @@ class DeltaGenerations:
             ``ValueError``, what this raised before).
     """
 
-    __slots__ = ("_generations", "max_sizes")
+    __slots__ = ("_levels", "max_sizes")
 
     def __init__(self, max_sizes: Sequence[int], generations: Sequence[Delta] = ()) -> None:
         try:
@@ -68,19 +287,22 @@ class DeltaGenerations:
         if not all(isinstance(g, Delta) for g in generations):
             raise InvalidArgument("generations must be Delta instances")
         self.max_sizes: tuple[int, ...] = sizes
-        self._generations: list[Delta] = list(generations)
+        # One per level, smallest first; adjacent levels may share one (see _Generation).
+        self._levels: list[_Generation] = [_Generation.of(g) for g in generations]
 
     @property
     def generations(self) -> tuple[Delta, ...]:
         """The current generations, smallest first (empty until the first push)."""
-        return tuple(self._generations)
+        return tuple(level.frozen() for level in self._levels)
 
     def __len__(self) -> int:
         """The number of generations held (0 until the first push)."""
-        return len(self._generations)
+        return len(self._levels)
 
     def push(self, delta: Delta, *, pending: Delta | None = None) -> None:
         """Fold a delta that was just sent or received into every generation.
+
+        It costs what ``delta`` holds and names (amortized), not what the generations hold.
 
         Args:
             delta: the delta.
@@ -94,34 +316,39 @@ class DeltaGenerations:
         given: tuple[object, object] = (delta, pending)  # as the caller may have passed them
         if not isinstance(given[0], Delta) or not isinstance(given[1], (Delta, type(None))):
             raise InvalidArgument("push takes a Delta, and pending must be a Delta or None")
-        if self._generations:
-            generations = self._generations
+        if self._levels:
+            levels = self._levels
         elif pending is None:
             raise InvalidArgument("the first push needs the pending delta to start from")
         else:
-            generations = [pending] * len(self.max_sizes)
-        previous = delta
-        result: list[Delta] = []
-        for generation, cap in zip(generations, self.max_sizes, strict=True):
-            merged = merge_deltas(generation, delta)
-            if merged is None:
+            levels = [_Generation.of(pending)] * len(self.max_sizes)
+        # Whether ``delta`` was merged into each generation, by id: levels may share one, and
+        # it must take the delta once.
+        contiguous_by_id: dict[int, bool] = {}
+        forward = _runs_forward(delta.start, delta.end)
+        below: _Generation | None = None  # None: level 0, whose "previous" is the delta itself
+        result: list[_Generation] = []
+        for generation, cap in zip(levels, self.max_sizes, strict=True):
+            contiguous = contiguous_by_id.get(id(generation))
+            if contiguous is None:
+                contiguous = contiguous_by_id[id(generation)] = generation.merge(delta, forward)
+            if not contiguous or generation.size <= cap:
                 result.append(generation)
-                previous = generation
-            elif merged.size <= cap:
-                result.append(merged)
-                previous = merged
             else:
-                result.append(previous if previous.size <= cap else _empty_at(previous))
-                previous = merged
-        self._generations = result
+                result.append(_overflowed(below, delta, cap))
+            # Whichever way it went, the level above's "previous" is this generation as merged
+            # (or unchanged, if not contiguous): the oversized merge is handed on as it is.
+            below = generation
+        self._levels = result
 
     def clear(self) -> None:
         """Forget every generation (after a full-state transfer was merged)."""
-        self._generations = []
+        self._levels = []
 
     def remove_replica(self, replica: ReplicaRef) -> None:
         """Prune a permanently down replica from every generation (no zombie entries later)."""
-        self._generations = [g.without_replica(replica) for g in self._generations]
+        for level in self._levels:
+            level.remove_replica(replica)
 
     def find(self, remote_context: Context) -> Delta | None:
         """The first generation worth sending to a replica whose context is ``remote_context``.
@@ -132,15 +359,15 @@ class DeltaGenerations:
         (the requester's context does not dominate its end).
         """
         known = list(remote_context)
-        for generation in self._generations:
-            start = filter_replicas(generation.start, known)
-            end = filter_replicas(generation.end, known)
+        for level in self._levels:
+            start = filter_replicas(level.start, known)
+            end = filter_replicas(level.end, known)
             if (
                 not dominates_or_equal(start, end)
                 and dominates_or_equal(remote_context, start)
                 and not dominates(remote_context, end)
             ):
-                return generation
+                return level.frozen()
         return None
 
     def extract(

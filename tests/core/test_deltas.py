@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from presence_core import Delta, InvalidArgument, ReplicaRef, ReplicaState, Snapshot
+from presence_core import (
+    Delta,
+    Entry,
+    InvalidArgument,
+    ReplicaRef,
+    ReplicaState,
+    Snapshot,
+    dominates,
+    dominates_or_equal,
+    merge_deltas,
+)
 from presence_core._deltas import DeltaGenerations
+from presence_core._vclock import filter_replicas
 
 SIZES = (2, 5, 6)
 
@@ -244,3 +258,305 @@ def test_every_generation_stays_within_its_cap_whatever_is_pushed() -> None:
             owner.leave(entry.conn, entry.topic, entry.key)
         gens.push(owner.take_delta())
         assert all(g.size <= cap for g, cap in zip(gens.generations, SIZES, strict=True))
+
+
+# --- The in-place generations against the immutable ones they replace ----------------------------
+
+
+class ReferenceGenerations:
+    """The oracle: ``DeltaGenerations`` as it was, a new immutable Delta per merge.
+
+    Each push called ``merge_deltas`` on every generation, which copies it: the cost of a push
+    grew with the generations, not with the delta. The in-place rewrite must give exactly what
+    this gives, after every step.
+    """
+
+    def __init__(self, max_sizes: tuple[int, ...], generations: Sequence[Delta] = ()) -> None:
+        self.max_sizes = max_sizes
+        self.generations: tuple[Delta, ...] = tuple(generations)
+
+    def push(self, delta: Delta, *, pending: Delta) -> None:
+        generations = self.generations or (pending,) * len(self.max_sizes)
+        previous = delta
+        result: list[Delta] = []
+        for generation, cap in zip(generations, self.max_sizes, strict=True):
+            merged = merge_deltas(generation, delta)
+            if merged is None:
+                result.append(generation)
+                previous = generation
+            elif merged.size <= cap:
+                result.append(merged)
+                previous = merged
+            else:
+                result.append(previous if previous.size <= cap else empty_at(previous))
+                previous = merged
+        self.generations = tuple(result)
+
+    def clear(self) -> None:
+        self.generations = ()
+
+    def remove_replica(self, replica: ReplicaRef) -> None:
+        self.generations = tuple(g.without_replica(replica) for g in self.generations)
+
+    def find(self, remote_context: Mapping[ReplicaRef, int]) -> Delta | None:
+        known = list(remote_context)
+        for generation in self.generations:
+            start = filter_replicas(generation.start, known)
+            end = filter_replicas(generation.end, known)
+            if (
+                not dominates_or_equal(start, end)
+                and dominates_or_equal(remote_context, start)
+                and not dominates(remote_context, end)
+            ):
+                return generation
+        return None
+
+
+def empty_at(delta: Delta) -> Delta:
+    return Delta(replica=delta.replica, values={}, clouds={}, start=delta.end, end=delta.end)
+
+
+def in_order(delta: Delta) -> tuple[object, ...]:
+    """A delta with the order of its mappings made visible (Delta equality ignores it): the
+    rewrite keeps the order too, so whatever iterates a generation sees the same sequence."""
+    return (
+        delta.replica,
+        [(owner, list(rows.items())) for owner, rows in delta.values.items()],
+        [(replica, sorted(dots)) for replica, dots in delta.clouds.items()],
+        list(delta.start.items()),
+        list(delta.end.items()),
+    )
+
+
+REFS = [ReplicaRef(name, 1) for name in ("a", "b", "c")]
+STRANGER = ReplicaRef("z", 1)  # named by the odd deltas below only
+
+# How a delta taken from a replica is pushed: as taken (its range names its replica only);
+# "wide", its range stretched over the latest clock of every replica (the next wide delta starts
+# exactly where it ends); "empty_rows", with an empty row for a stranger (a stored delta reads
+# back with it, a merged one never has it); "lopsided", its start naming a replica its end does
+# not, and "reversed", its start and end swapped (ranges that do not run forward).
+SHAPES = ["narrow", "narrow", "wide", "wide", "empty_rows", "lopsided", "reversed"]
+
+replica_index = st.integers(min_value=0, max_value=len(REFS) - 1)
+steps = st.one_of(
+    st.tuples(st.just("join"), replica_index),
+    st.tuples(st.just("leave"), replica_index, st.integers(min_value=0, max_value=20)),
+    st.tuples(st.just("push"), replica_index, st.sampled_from(SHAPES)),
+    st.tuples(st.just("peek"), replica_index),  # the pending delta, pushed again later
+    st.tuples(st.just("skip"), replica_index),  # a window never pushed: a gap
+    st.tuples(st.just("replay"), st.integers(min_value=0, max_value=20)),
+    # a delta of nothing, with an empty range (or just a start: a range that does not run forward)
+    st.tuples(st.just("bare"), st.booleans()),
+    st.tuples(st.just("remove"), replica_index),
+    st.tuples(st.just("clear")),
+)
+
+
+class Cluster:
+    """Replicas producing the deltas, and the latest clock heard of each (for wide ranges)."""
+
+    def __init__(self) -> None:
+        self.states = [ReplicaState(ref) for ref in REFS]
+        self.latest: dict[ReplicaRef, int] = dict.fromkeys(REFS, 0)
+        self.taken: list[Delta] = []
+        self.joins = 0
+
+    def join(self, i: int) -> None:
+        self.joins += 1
+        self.states[i].join(f"c{self.joins}", "lobby", f"u{self.joins % 3}", {"n": self.joins})
+
+    def leave(self, i: int, k: int) -> None:
+        entries = sorted(self.states[i].entries(), key=lambda e: e.clock)
+        if entries:
+            entry = entries[k % len(entries)]
+            self.states[i].leave(entry.conn, entry.topic, entry.key)
+
+    def take(self, i: int, shape: str) -> Delta:
+        delta = self.states[i].take_delta()
+        self.taken.append(delta)
+        replica = REFS[i]
+        if shape == "wide":
+            start = {**self.latest, replica: delta.start[replica]}
+            self.latest[replica] = delta.end[replica]
+            return Delta(
+                replica=replica,
+                values=delta.values,
+                clouds=delta.clouds,
+                start=start,
+                end=dict(self.latest),
+            )
+        self.latest[replica] = max(self.latest[replica], delta.end[replica])
+        if shape == "empty_rows":
+            values = {**delta.values, STRANGER: {}}
+            return Delta(
+                replica=replica,
+                values=values,
+                clouds=delta.clouds,
+                start=delta.start,
+                end=delta.end,
+            )
+        if shape == "lopsided":
+            start = {**delta.start, STRANGER: 0}
+            return Delta(
+                replica=replica,
+                values=delta.values,
+                clouds=delta.clouds,
+                start=start,
+                end=delta.end,
+            )
+        if shape == "reversed":
+            return Delta(
+                replica=replica,
+                values=delta.values,
+                clouds=delta.clouds,
+                start=delta.end,
+                end=delta.start,
+            )
+        return delta
+
+
+# Rare paths, pinned whatever the number of examples drawn: a delta of nothing, into a generation
+# with replicas and into one left without any (all were removed), then deltas that do not run
+# forward into that one; a stale delta that ends before a generation starts; a replica removed
+# from a merged generation nobody read; ranges that do not run forward; wide deltas, each
+# starting where the one before ended, with a remove.
+RARE_RUNS = [
+    [
+        ("push", 0, "narrow"),
+        ("bare", False),
+        ("remove", 0),
+        ("bare", False),
+        ("bare", True),
+        ("join", 0),
+        ("push", 0, "lopsided"),
+    ],
+    [("push", 0, "narrow"), ("join", 0), ("push", 0, "narrow"), ("replay", 0)],
+    [("push", 0, "narrow"), ("remove", 0)],
+    [("push", 0, "lopsided"), ("join", 0), ("push", 0, "reversed")],
+    [
+        ("push", 0, "wide"),
+        ("join", 1),
+        ("push", 1, "wide"),
+        ("join", 2),
+        ("leave", 1, 0),
+        ("push", 1, "wide"),
+        ("push", 2, "wide"),
+    ],
+]
+
+
+@example(max_sizes=[1], restored=False, program=[(step, True) for step in RARE_RUNS[0]])
+@example(max_sizes=[1], restored=False, program=[(step, True) for step in RARE_RUNS[1]])
+@example(
+    max_sizes=[5, 5], restored=False, program=[(RARE_RUNS[2][0], False), (RARE_RUNS[2][1], True)]
+)
+@example(max_sizes=[2, 9], restored=True, program=[(step, True) for step in RARE_RUNS[3]])
+@example(max_sizes=[4, 50], restored=False, program=[(step, True) for step in RARE_RUNS[4]])
+@given(
+    max_sizes=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=4),
+    restored=st.booleans(),
+    program=st.lists(st.tuples(steps, st.booleans() | st.just(True)), max_size=60),
+)
+def test_generations_merged_in_place_equal_the_immutable_merges(
+    max_sizes: list[int], restored: bool, program: list[tuple[tuple[Any, ...], bool]]
+) -> None:
+    """Random runs (contiguous deltas and not, removes, caps in any order, permdowns, clears):
+    after each step the generations are exactly the reference's.
+
+    Reading ``.generations`` keeps what it built until the next change, so a few steps are not
+    looked at (``look`` false): what follows them starts from generations nobody read.
+    """
+    caps = tuple(max_sizes)
+    cluster = Cluster()
+    cluster.join(0)
+    pending = cluster.states[0].pending_delta  # the local replica's: where the first push starts
+    if restored:
+        initial = [pending] * len(caps)
+        new, old = DeltaGenerations(caps, initial), ReferenceGenerations(caps, initial)
+    else:
+        new, old = DeltaGenerations(caps), ReferenceGenerations(caps)
+    for step, look in [*program, (("look",), True)]:
+        kind = step[0]
+        delta: Delta | None = None
+        if kind == "join":
+            cluster.join(step[1])
+        elif kind == "leave":
+            cluster.leave(step[1], step[2])
+        elif kind == "push":
+            delta = cluster.take(step[1], step[2])
+        elif kind == "peek":
+            delta = cluster.states[step[1]].pending_delta
+        elif kind == "skip":
+            cluster.take(step[1], "narrow")
+        elif kind == "replay" and cluster.taken:
+            delta = cluster.taken[step[1] % len(cluster.taken)]
+        elif kind == "bare":
+            start = {STRANGER: 0} if step[1] else {}
+            delta = Delta(replica=STRANGER, values={}, clouds={}, start=start, end={})
+        elif kind == "remove":
+            new.remove_replica(REFS[step[1]])
+            old.remove_replica(REFS[step[1]])
+        elif kind == "clear":
+            new.clear()
+            old.clear()
+        if delta is not None:
+            new.push(delta, pending=pending)
+            old.push(delta, pending=pending)
+        assert len(new) == len(old.generations)
+        if look:
+            assert new.generations == old.generations
+            assert [in_order(g) for g in new.generations] == [in_order(g) for g in old.generations]
+            for state in cluster.states:
+                assert new.find(state.context) == old.find(state.context)
+
+
+# ----------------------------------------------------------------------------- merge_deltas alone
+
+
+def _entry(clock: int) -> Entry:
+    return Entry("t", f"k{clock}", f"c{clock}", {}, MD_A, clock)
+
+
+MD_A = ReplicaRef("md", 1)
+
+
+def test_merge_deltas_keeps_what_the_later_window_did_not_remove() -> None:
+    a = Delta(
+        replica=MD_A,
+        values={MD_A: {1: _entry(1), 2: _entry(2), 3: _entry(3)}},
+        clouds={MD_A: frozenset({1, 2, 3})},
+        start={MD_A: 0},
+        end={MD_A: 3},
+    )
+    # The next window added entry 4: fewer dots than a's entries, so a's rows are trimmed dot by
+    # dot, and its one dot removes nothing.
+    b = Delta(
+        replica=MD_A,
+        values={MD_A: {4: _entry(4)}},
+        clouds={MD_A: frozenset({4})},
+        start={MD_A: 3},
+        end={MD_A: 4},
+    )
+    merged = merge_deltas(a, b)
+    assert merged is not None
+    assert merged.values == {MD_A: {1: _entry(1), 2: _entry(2), 3: _entry(3), 4: _entry(4)}}
+    assert merged.clouds == {MD_A: frozenset({1, 2, 3, 4})}
+
+
+def test_merge_deltas_drops_an_owner_whose_entries_were_all_removed() -> None:
+    a = Delta(
+        replica=MD_A,
+        values={MD_A: {1: _entry(1)}},
+        clouds={MD_A: frozenset({1})},
+        start={MD_A: 0},
+        end={MD_A: 1},
+    )
+    b = Delta(
+        replica=MD_A, values={}, clouds={MD_A: frozenset({1, 2})}, start={MD_A: 1}, end={MD_A: 2}
+    )
+    merged = merge_deltas(a, b)
+    assert merged is not None
+    assert merged.values == {}
+    assert merged.clouds == {MD_A: frozenset({1, 2})}
+    assert (merged.start, merged.end) == ({MD_A: 0}, {MD_A: 2})
