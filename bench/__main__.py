@@ -4,6 +4,10 @@ Full mode (the default) uses BENCH.md's sizes, takes a few minutes and writes
 ``performance_results.inc`` (included by ``docs/performance.rst``) and ``performance.png`` into
 ``--out`` (``docs/`` by default). ``--quick`` uses small sizes, checks every result, judges no
 target and writes nothing unless ``--out`` is given; it leaves out the broker section.
+``--targets`` runs only the speed pass's target figures (CPU and wall time, min and median, of
+interleaved runs; memory per presence with the meta) and prints them, writing nothing; it imports
+neither the adapters nor matplotlib, so it runs on every supported Python (3.10 to 3.13) with only
+the core installed: run it with each interpreter to report that Python.
 ``--brokers`` runs only the broker section (nodes in processes over Redis and NATS; with
 ``--quick``, at small sizes) and prints it, writing nothing. ``--soak`` runs only the soak (a
 million operations and 100 restarts in the simulator, memory sampled along the way; with
@@ -17,11 +21,12 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._brokers import measure_brokers
-from ._report import ROOT, Results, render_broker_text, render_rst, render_text, write_plot
-from ._soak import CI_SOAK, FULL_SOAK, render_soak, run_soak
-from ._suite import FULL_PLAN, QUICK_PLAN, run_suite
+from ._format import ROOT
+
+if TYPE_CHECKING:
+    from ._report import Results
 
 __all__ = ["main", "write_outputs"]
 
@@ -35,6 +40,8 @@ def _progress(message: str) -> None:
 
 def write_outputs(results: Results, out: Path, *, plot: bool = True) -> list[Path]:
     """Write the rst fragment (and the PNG when ``plot``) into ``out``; return the paths."""
+    from ._report import render_rst, write_plot
+
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if plot:
@@ -64,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
     parser.add_argument(
+        "--targets",
+        action="store_true",
+        help="run only the speed pass's target figures and print them; writes nothing "
+        "(needs neither the adapters nor matplotlib)",
+    )
+    parser.add_argument(
         "--brokers",
         action="store_true",
         help="run only the broker section (Redis and NATS, nodes in processes); writes nothing",
@@ -88,11 +101,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.broker_presences is not None and args.broker_presences < 1:
         parser.error("--broker-presences must be at least 1")
 
+    if sum((args.targets, args.brokers, args.soak)) > 1:
+        parser.error("--targets, --brokers and --soak each run one section: pick one")
+    if args.targets:
+        if args.out is not None or args.broker_presences is not None:
+            parser.error(
+                "--targets prints the targets only; it takes no --out or --broker-presences"
+            )
+        return _targets(quick=args.quick, repeat=args.repeat)
     if args.soak:
-        if args.out is not None or args.brokers:
-            parser.error("--soak prints the soak only; it takes no --out or --brokers")
+        if args.out is not None:
+            parser.error("--soak prints the soak only; it takes no --out")
+        from ._soak import CI_SOAK, FULL_SOAK, render_soak, run_soak
+
         print(render_soak(run_soak(CI_SOAK if args.quick else FULL_SOAK, progress=_progress)))
         return 0
+    from ._brokers import measure_brokers
+    from ._report import render_broker_text, render_text
+    from ._suite import FULL_PLAN, QUICK_PLAN, run_suite
+
     plan = QUICK_PLAN if args.quick else FULL_PLAN
     if args.broker_presences is not None:
         brokers = dataclasses.replace(plan.brokers, presences=args.broker_presences)
@@ -120,6 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         for path in written:
             print(f"wrote {path}")
+    return 0
+
+
+def _targets(*, quick: bool, repeat: int | None) -> int:
+    from ._format import machine
+    from ._targets import FULL_TARGETS, QUICK_TARGETS, measure_targets, render_targets
+
+    where = machine()
+    _progress(f"targets on {where.python} ...")
+    result = measure_targets(
+        QUICK_TARGETS if quick else FULL_TARGETS,
+        quick=quick,
+        repeat=(1 if quick else 5) if repeat is None else repeat,
+        progress=_progress,
+    )
+    print(render_targets(result, where))
     return 0
 
 

@@ -1,12 +1,36 @@
-"""The floor: the same jobs done with the simplest plain-dict Python, no CRDT bookkeeping.
+"""The floor: the same jobs done on bare dicts and tuples, with no CRDT bookkeeping.
 
-:class:`PlainState` keeps what a single-node presence table needs and nothing more: per owner, a
-dict keyed by ``(conn, topic, key)``, and per topic a dict keyed by ``(owner, conn, key)``. It has
-no dots, no causal context, no clouds, no tombstones and no validation beyond the duplicate check a
-join needs. It does keep the two promises that are part of the public contract rather than of the
-CRDT: a join refuses a duplicate identity, and the stored meta is a private copy (``dict(meta)``,
-the cheapest copy of a flat meta). A "delta" is the list of joins and the list of leaves since the
-last broadcast; a "snapshot" is a copy of the owners' dicts.
+A record is a plain ``tuple`` ``(topic, key, conn, meta, owner)`` (no class of ours per record: no
+named tuple, no attrs or dataclass instance), its meta a plain ``dict``. :class:`PlainState` is
+the one object, holding the dicts; what it keeps is what the workloads' queries need, the same
+indexes the CRDT keeps for them:
+
+* per owner, a dict ``(conn, topic, key) -> record``: the identity index (a join refuses a
+  duplicate, a leave finds its record, a remote leave is applied) and the owner index (a replica
+  going down lists, and its removal deletes, every record of that owner);
+* per topic, a dict ``(owner, conn, key) -> record``: ``get_by_topic`` reads one topic without
+  scanning the others.
+
+It keeps the two promises that are part of the public contract rather than of the CRDT: a join
+refuses a duplicate identity, and the stored meta is a private copy (``dict(meta)``, the cheapest
+copy of a flat meta). A delta is the tuple ``(owner, joins, leaves)``: the records joined and the
+identities left since the last broadcast; a snapshot is a copy of the owners' dicts.
+
+What it leaves out, and the CRDT pays for:
+
+* dots, the causal context, clouds and tombstones: a remote leave is matched by identity, not by
+  dot, so the floor cannot tell a stale leave from a fresh one, order concurrent changes, or detect
+  a gap (the CRDT's table by dot, the context and its compaction are not there);
+* a delta window: the floor's delta is whatever happened since the last one, with no start and end
+  clocks, so a lost or repeated delta goes unnoticed;
+* validation: types, sizes and JSON-compatibility of the arguments and the meta are not checked;
+  the meta copy is shallow and not frozen;
+* the index of our own presences by connection (``leave_conn``, ``get_by_conn``): no workload
+  queries it, so the floor does not keep it (the CRDT does, and its join checks duplicates in it
+  where the floor checks them in the identity index);
+* replica status beyond a set of owners that are down (no up/down/permdown life cycle, no
+  incarnations);
+* events and diffs: the floor returns lists of records, as the CRDT returns its entries.
 
 What the CRDT costs on top of this, measured in the same run, is the price of replication.
 """
@@ -14,41 +38,26 @@ What the CRDT costs on top of this, measured in the same run, is the price of re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
 
-__all__ = ["PlainDelta", "PlainRecord", "PlainState"]
+__all__ = ["PlainDelta", "PlainRecord", "PlainState", "ident"]
 
 Ident = tuple[str, str, str]
 """``(conn, topic, key)``."""
 
+PlainRecord = tuple[str, str, str, dict[str, object], str]
+"""``(topic, key, conn, meta, owner)``: a bare tuple."""
 
-class PlainRecord(NamedTuple):
-    """One presence of the floor: what an application needs to show it.
-
-    Built with ``tuple.__new__``, which skips the Python-level ``__new__`` that
-    ``NamedTuple`` generates, as the core does for its entries.
-    """
-
-    topic: str
-    key: str
-    conn: str
-    meta: Mapping[str, object]
-    owner: str
+PlainDelta = tuple[str, list[PlainRecord], list[Ident]]
+"""``(owner, records joined, identities left)``."""
 
 
-_new = tuple.__new__
-
-
-class PlainDelta(NamedTuple):
-    """What changed since the last broadcast: records joined, identities left."""
-
-    owner: str
-    joins: list[PlainRecord]
-    leaves: list[Ident]
+def ident(record: PlainRecord) -> Ident:
+    """A record's ``(conn, topic, key)``."""
+    return record[2], record[0], record[1]
 
 
 class PlainState:
-    """A presence table as plain dicts (see the module docstring)."""
+    """A presence table as plain dicts of plain tuples (see the module docstring)."""
 
     __slots__ = ("_by_owner", "_by_topic", "_down", "_joins", "_leaves", "_mine", "name")
 
@@ -56,7 +65,7 @@ class PlainState:
         self.name = name
         self._mine: dict[Ident, PlainRecord] = {}
         self._by_owner: dict[str, dict[Ident, PlainRecord]] = {name: self._mine}
-        self._by_topic: dict[str, dict[tuple[str, str, str], PlainRecord]] = {}
+        self._by_topic: dict[str, dict[Ident, PlainRecord]] = {}
         self._down: set[str] = set()
         self._joins: list[PlainRecord] = []
         self._leaves: list[Ident] = []
@@ -66,15 +75,17 @@ class PlainState:
 
     def join(self, conn: str, topic: str, key: str, meta: Mapping[str, object]) -> PlainRecord:
         ident = (conn, topic, key)
-        if ident in self._mine:
+        mine = self._mine
+        if ident in mine:
             raise KeyError(ident)
-        record = _new(PlainRecord, (topic, key, conn, dict(meta), self.name))
-        self._mine[ident] = record
+        name = self.name
+        record = (topic, key, conn, dict(meta), name)
+        mine[ident] = record
         by_topic = self._by_topic.get(topic)
         if by_topic is None:
-            self._by_topic[topic] = {(self.name, conn, key): record}
+            self._by_topic[topic] = {(name, conn, key): record}
         else:
-            by_topic[(self.name, conn, key)] = record
+            by_topic[(name, conn, key)] = record
         self._joins.append(record)
         return record
 
@@ -88,10 +99,11 @@ class PlainState:
         return record
 
     def _unlink_topic(self, record: PlainRecord) -> None:
-        by_topic = self._by_topic[record.topic]
-        del by_topic[(record.owner, record.conn, record.key)]
+        topic = record[0]
+        by_topic = self._by_topic[topic]
+        del by_topic[(record[4], record[2], record[1])]
         if not by_topic:
-            del self._by_topic[record.topic]
+            del self._by_topic[topic]
 
     def get_by_topic(self, topic: str) -> list[PlainRecord]:
         by_topic = self._by_topic.get(topic)
@@ -100,10 +112,10 @@ class PlainState:
         if not self._down:
             return list(by_topic.values())
         down = self._down
-        return [record for record in by_topic.values() if record.owner not in down]
+        return [record for record in by_topic.values() if record[4] not in down]
 
     def take_delta(self) -> PlainDelta:
-        delta = PlainDelta(self.name, self._joins, self._leaves)
+        delta = (self.name, self._joins, self._leaves)
         self._joins = []
         self._leaves = []
         return delta
@@ -127,33 +139,35 @@ class PlainState:
                 if ident in mine:
                     continue
                 mine[ident] = record
-                by_topic = by_topics.get(record.topic)
+                topic = record[0]
+                by_topic = by_topics.get(topic)
                 if by_topic is None:
-                    by_topics[record.topic] = {(owner, record.conn, record.key): record}
+                    by_topics[topic] = {(owner, ident[0], ident[2]): record}
                 else:
-                    by_topic[(owner, record.conn, record.key)] = record
+                    by_topic[(owner, ident[0], ident[2])] = record
                 joins.append(record)
         return joins
 
     def apply_delta(self, delta: PlainDelta) -> tuple[list[PlainRecord], list[PlainRecord]]:
         """Apply another replica's joins and leaves; return ``(joins, leaves)``."""
-        owner = delta.owner
+        owner, joined, left = delta
         mine = self._by_owner.setdefault(owner, {})
         by_topics = self._by_topic
         joins: list[PlainRecord] = []
         leaves: list[PlainRecord] = []
-        for record in delta.joins:
-            ident = (record.conn, record.topic, record.key)
+        for record in joined:
+            topic, key, conn = record[0], record[1], record[2]
+            ident = (conn, topic, key)
             if ident in mine:
                 continue
             mine[ident] = record
-            by_topic = by_topics.get(record.topic)
+            by_topic = by_topics.get(topic)
             if by_topic is None:
-                by_topics[record.topic] = {(owner, record.conn, record.key): record}
+                by_topics[topic] = {(owner, conn, key): record}
             else:
-                by_topic[(owner, record.conn, record.key)] = record
+                by_topic[(owner, conn, key)] = record
             joins.append(record)
-        for ident in delta.leaves:
+        for ident in left:
             gone = mine.pop(ident, None)
             if gone is not None:
                 self._unlink_topic(gone)

@@ -1,5 +1,6 @@
-"""Diff latency: the wall-clock time from ``track`` on tracker A until tracker B's PresenceDiff is
-drained, through two Trackers in memory.
+"""Diff latency: the time from ``track`` on tracker A until tracker B's PresenceDiff is drained,
+through two Trackers in memory, as CPU time (:func:`time.process_time`) and wall time
+(:func:`time.perf_counter`).
 
 Two fresh :class:`~presence_core.Tracker` objects with the default TrackerConfig know each other
 (an untimed exchange of heartbeats). For each of ``joins`` single joins, the timed part is what one
@@ -63,9 +64,27 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class Percentiles:
-    """The latency samples of one delivery, in seconds, in the order they ran."""
+    """The latency samples of one delivery, in seconds, in the order they ran.
+
+    Attributes:
+        samples: the wall time of each join.
+        cpu: the CPU time of each join.
+    """
 
     samples: tuple[float, ...]
+    cpu: tuple[float, ...]
+
+    @property
+    def cpu_median_us(self) -> float:
+        return statistics.median(self.cpu) * 1e6
+
+    @property
+    def cpu_p99_us(self) -> float:
+        return percentile(self.cpu, 99) * 1e6
+
+    @property
+    def cpu_fastest_us(self) -> float:
+        return min(self.cpu) * 1e6
 
     @property
     def median_us(self) -> float:
@@ -122,12 +141,13 @@ class _Pair:
         _drain(a)
         _drain(b)
 
-    def join(self, i: int) -> float:
-        """Time one join from A's track until B's diff is drained; check it; undo it untimed."""
+    def join(self, i: int) -> tuple[float, float]:
+        """``(cpu, wall)`` of one join from A's track until B's diff is drained; check it; undo it
+        untimed."""
         a, b, deliver = self.a, self.b, self.deliver
         conn, topic, key = f"lat{i}", f"topic{i % 10}", f"latuser{i}"
         diffs: list[PresenceDiff] = []
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         ref = a.track(conn=conn, topic=topic, key=key, meta=META, now=self.now)
         _drain(a)
         now = self._deadline()
@@ -138,6 +158,7 @@ class _Pair:
             if isinstance(event, PresenceDiff):
                 diffs.append(event)
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         self.now = now
         joined = [(d.topic, e.key, e.meta.get("phx_ref")) for d in diffs for e in d.joins]
         if joined != [(topic, key, ref)] or any(d.leaves for d in diffs):
@@ -151,7 +172,7 @@ class _Pair:
         self.settle()
         if b.count(topic) != 0:
             raise AssertionError(f"latency: B did not see join {i} leave again")
-        return elapsed
+        return cpu, elapsed
 
 
 def measure_latency(joins: int, *, warmup: int = 0) -> LatencyResult:
@@ -164,16 +185,18 @@ def measure_latency(joins: int, *, warmup: int = 0) -> LatencyResult:
         tracker.receive(encode_message(message), now=now)
 
     pairs = {"objects": _Pair(as_object), "encoded": _Pair(as_bytes)}
-    samples: dict[str, list[float]] = {name: [] for name in pairs}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pairs}
     gc.collect()
     names = list(pairs)
     for i in range(warmup + joins):
         for name in names if i % 2 == 0 else reversed(names):  # AB, BA, ...
-            elapsed = pairs[name].join(i)
+            timing = pairs[name].join(i)
             if i >= warmup:
-                samples[name].append(elapsed)
-    return LatencyResult(
-        joins=joins,
-        objects=Percentiles(tuple(samples["objects"])),
-        encoded=Percentiles(tuple(samples["encoded"])),
-    )
+                samples[name].append(timing)
+    found = {
+        name: Percentiles(
+            samples=tuple(wall for _, wall in runs), cpu=tuple(cpu for cpu, _ in runs)
+        )
+        for name, runs in samples.items()
+    }
+    return LatencyResult(joins=joins, objects=found["objects"], encoded=found["encoded"])

@@ -1,18 +1,21 @@
 """Everything one run measured, the targets, and how it is shown: text, reStructuredText, a plot.
 
 Absolute numbers carry the machine they came from (platform, Python, CPU); comparisons are
-ratios from one run.
+ratios from one run. Every timed figure is shown as CPU time and wall time, each the min and the
+median of its interleaved runs (``bench/_timing.py``). Two ratios pick one of the four:
+
+* a speed-up over Phoenix divides the Phoenix reference by our **wall min**: BENCH.md's anchors
+  are best-of-5 wall-clock runs, so ours is measured the same way;
+* CRDT / floor divides our **CPU min** by the floor's (both from the same interleaved runs; CPU
+  time leaves out what other processes on the machine took), and so do the targets section's
+  verdicts.
 """
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
 import statistics
-import subprocess
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,75 +37,27 @@ from ._e2e import E2EResult
 from ._endpoint import EndpointResult
 from ._endpoint import median_ms as endpoint_median_ms
 from ._endpoint import p99_ms as endpoint_p99_ms
+from ._format import ROOT, Machine, machine, machine_lines, ms, rst_table, rst_text, text_table
 from ._latency import LatencyResult
-from ._memory import MEMORY_TARGET, MemoryResult
-from ._scaling import OPERATIONS, ScalingResult
+from ._memory import MEMORY_TARGET, MEMORY_TARGET_PRESENCES, MemoryResult
+from ._scaling import ScalingResult
+from ._targets import TARGET_HEADER, TargetsResult, target_rows, targets_caption
+from ._timing import Samples
 from ._wire import HEARTBEAT_TARGET, TRANSFER_TARGET, WireResult
 from ._workloads import FLOOR_TARGET, WorkloadResult
 
 __all__ = [
+    "ROOT",
     "Machine",
     "Results",
     "Target",
+    "judged_targets",
     "machine",
     "render_broker_text",
     "render_rst",
     "render_text",
-    "targets",
     "write_plot",
 ]
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class Machine:
-    """Where the numbers come from."""
-
-    platform: str
-    python: str
-    cpu: str
-    cores: int
-    commit: str
-    date: str
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-    ).stdout.strip()
-
-
-def _commit() -> str:
-    try:
-        head = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head} (with uncommitted changes)" if dirty else head
-
-
-def machine() -> Machine:
-    """Describe this machine and this checkout."""
-    return Machine(
-        platform=platform.platform(),
-        python=f"{platform.python_implementation()} {platform.python_version()}",
-        cpu=_cpu(),
-        cores=os.cpu_count() or 0,
-        commit=_commit(),
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    )
 
 
 @dataclass(frozen=True)
@@ -113,10 +68,12 @@ class Results:
     repeat: int
     machine: Machine
     workloads: Sequence[WorkloadResult]
+    targets: TargetsResult
     memory: Sequence[MemoryResult]
     wire: WireResult
     e2e: E2EResult
     latency: LatencyResult
+    presences: ScalingResult
     topic: ScalingResult
     replicas: ScalingResult
     convergence: ConvergenceResult
@@ -128,7 +85,7 @@ class Results:
 
 @dataclass(frozen=True)
 class Target:
-    """One target of the issue and whether this run met it."""
+    """One ratio or size target of the issue and whether this run met it."""
 
     name: str
     goal: str
@@ -136,13 +93,17 @@ class Target:
     met: bool
 
 
-def targets(results: Results) -> list[Target]:
-    """The issue's targets, judged on this run (speed and size only at full size)."""
+def judged_targets(results: Results) -> list[Target]:
+    """The issue's ratio and size targets, judged on this run (meaningful only at full size).
+
+    The speed pass's time targets, and memory per presence, are the targets section's
+    (:mod:`bench._targets`).
+    """
     found: list[Target] = []
     for w in results.workloads:
         found.append(
             Target(
-                f"{w.spec.id}: speed-up over Phoenix",
+                f"{w.spec.id}: speed-up over Phoenix (our wall min)",
                 f">= {w.spec.target_speedup:g}x",
                 _x(w.speedup),
                 w.speedup >= w.spec.target_speedup,
@@ -151,19 +112,10 @@ def targets(results: Results) -> list[Target]:
     for w in results.workloads:
         found.append(
             Target(
-                f"{w.spec.id}: CRDT / plain-dict floor",
+                f"{w.spec.id}: CRDT / plain-dict floor (CPU min)",
                 f"<= {FLOOR_TARGET:g}x",
                 _x(w.floor_ratio),
                 w.floor_ratio <= FLOOR_TARGET,
-            )
-        )
-    for m in results.memory:
-        found.append(
-            Target(
-                f"memory per presence at {m.presences:,}",
-                f"< {MEMORY_TARGET:g} B",
-                f"{m.steady:.0f} B",
-                m.steady < MEMORY_TARGET,
             )
         )
     wire = results.wire
@@ -190,17 +142,6 @@ def targets(results: Results) -> list[Target]:
 # ---------------------------------------------------------------------------- formatting
 
 
-def _ms(seconds: float) -> str:
-    ms = seconds * 1000.0
-    if ms >= 100:
-        return f"{ms:.0f}"
-    if ms >= 10:
-        return f"{ms:.1f}"
-    if ms >= 1:
-        return f"{ms:.2f}"
-    return f"{ms:.3g}"
-
-
 def _x(ratio: float) -> str:
     """A ratio with enough digits that a near miss (2.99x against 3x) shows as one."""
     return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
@@ -214,54 +155,91 @@ def _bytes(value: int) -> str:
     return f"{value:,}"
 
 
+def _four(samples: Samples, show: Callable[[float], str] = ms) -> list[str]:
+    """CPU min, CPU median, wall min, wall median."""
+    return [show(value) for value in samples.stats]
+
+
+def _us_per(count: float) -> Callable[[float], str]:
+    def show(seconds: float) -> str:
+        us = seconds / count * 1e6
+        return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 100 else f"{us:.0f}"
+
+    return show
+
+
+FOUR_MS = ["CPU: min (ms)", "CPU: median (ms)", "wall: min (ms)", "wall: median (ms)"]
+FOUR_US = ["CPU: min (µs)", "CPU: median (µs)", "wall: min (µs)", "wall: median (µs)"]
+
+
 def _workload_rows(results: Results) -> list[list[str]]:
+    return [[w.spec.id, w.spec.title, *_four(w.crdt), w.verified] for w in results.workloads]
+
+
+WORKLOAD_HEADER = ["id", "workload", *FOUR_MS, "checked"]
+
+
+def _phoenix_rows(results: Results) -> list[list[str]]:
     rows = []
     for w in results.workloads:
         ref = w.spec.reference
-        low, high = w.speedup_range
-        row = [w.spec.id, w.spec.title, _ms(w.crdt.best)]
+        row = [w.spec.id, f"{ref.mid_ms:g} ({ref.low_ms:g}-{ref.high_ms:g})", ms(w.crdt.wall_min)]
         if results.quick:
-            row += ["-", "-", "-", "-"]
+            row += ["-", "-", "-"]
         else:
+            low, high = w.speedup_range
             row += [
-                f"{ref.mid_ms:g} ({ref.low_ms:g}-{ref.high_ms:g})",
                 f"{_x(w.speedup)} ({_x(low)}-{_x(high)})",
                 f">= {w.spec.target_speedup:g}x",
                 _verdict(w.speedup >= w.spec.target_speedup),
             ]
-        row += [_ms(w.floor.best), _x(w.floor_ratio), w.verified]
         rows.append(row)
     return rows
 
 
-WORKLOAD_HEADER = [
+PHOENIX_HEADER = [
     "id",
-    "workload",
-    "ours (ms)",
     "Phoenix (ms): mid (range)",
+    "ours: wall min (ms)",
     "speed-up: mid (range)",
     "target",
     "met?",
-    "floor (ms)",
-    "CRDT/floor",
-    "checked",
+]
+
+
+def _floor_rows(results: Results) -> list[list[str]]:
+    rows = []
+    for w in results.workloads:
+        verdict = "-" if results.quick else _verdict(w.floor_ratio <= FLOOR_TARGET)
+        rows.append([w.spec.id, *_four(w.floor), _x(w.floor_ratio), verdict])
+    return rows
+
+
+FLOOR_HEADER = [
+    "id",
+    "floor CPU: min (ms)",
+    "floor CPU: median (ms)",
+    "floor wall: min (ms)",
+    "floor wall: median (ms)",
+    f"CRDT/floor, CPU min (<= {FLOOR_TARGET:g}x)",
+    "met?",
 ]
 
 
 def _phase_rows(results: Results) -> list[list[str]]:
     rows = []
     for w in results.workloads:
-        for phase, seconds in w.phases.items():
+        for phase, samples in w.phases.items():
             reference = w.spec.phases_reference.get(phase)
             if reference is None or results.quick:
                 ratio = "-"
             else:
-                ratio = _x(reference / (seconds * 1000))
+                ratio = _x(reference / (samples.wall_min * 1000))
             rows.append(
                 [
                     w.spec.id,
                     phase,
-                    _ms(seconds),
+                    *_four(samples),
                     "-" if reference is None else f"~{reference:g}",
                     ratio,
                 ]
@@ -269,7 +247,7 @@ def _phase_rows(results: Results) -> list[list[str]]:
     return rows
 
 
-PHASE_HEADER = ["id", "phase", "ours (ms)", "Phoenix (ms)", "speed-up"]
+PHASE_HEADER = ["id", "phase", *FOUR_MS, "Phoenix (ms)", "speed-up (wall min)"]
 
 
 def _memory_rows(results: Results) -> list[list[str]]:
@@ -278,8 +256,14 @@ def _memory_rows(results: Results) -> list[list[str]]:
             f"{m.presences:,}",
             f"{m.steady:.0f}",
             f"{m.with_delta:.0f}",
+            f"{m.meta:.0f} ({m.meta_share:.0%})",
+            f"{m.without_meta:.0f}",
             f"{m.floor:.0f}",
-            f"{m.meta:.0f}",
+            (
+                f"<= {MEMORY_TARGET:g}: {'-' if results.quick else _verdict(m.met)}"
+                if m.judged
+                else "-"
+            ),
         ]
         for m in results.memory
     ]
@@ -287,10 +271,12 @@ def _memory_rows(results: Results) -> list[list[str]]:
 
 MEMORY_HEADER = [
     "presences",
-    "bytes/presence (after broadcast)",
+    "bytes/presence after broadcast, meta included",
     "before broadcast (pending delta)",
-    "plain-dict floor",
-    "one meta copy (excluded)",
+    "of which the meta (share)",
+    "without the meta",
+    "plain-dict floor, meta included",
+    f"target (at {MEMORY_TARGET_PRESENCES:,})",
 ]
 
 
@@ -327,16 +313,46 @@ WIRE_HEADER = ["message (JSON codec)", "bytes", "per item"]
 
 def _e2e_rows(results: Results) -> list[list[str]]:
     e2e = results.e2e
+    per_join = _us_per(e2e.joins)
     return [
-        ["message objects", f"{e2e.objects_per_second:,.0f}"],
-        ["encoded bytes (encode + decode)", f"{e2e.bytes_per_second:,.0f}"],
+        [name, *_four(samples, per_join), f"{e2e.joins / samples.wall_min:,.0f}"]
+        for name, samples in (
+            ("message objects", e2e.objects),
+            ("encoded bytes (encode + decode)", e2e.encoded),
+        )
     ]
+
+
+E2E_HEADER = [
+    "delivery",
+    "CPU: min (µs/join)",
+    "CPU: median (µs/join)",
+    "wall: min (µs/join)",
+    "wall: median (µs/join)",
+    "joins/s (wall min)",
+]
+
+
+def _e2e_caption(results: Results) -> str:
+    e2e = results.e2e
+    return (
+        f"{e2e.joins:,} joins tracked, ticked and delivered to a second tracker; "
+        f"{results.repeat} {_plural(results.repeat, 'run')} per row, interleaved"
+    )
 
 
 def _latency_rows(results: Results) -> list[list[str]]:
     latency = results.latency
     return [
-        [name, f"{found.median_us:.0f}", f"{found.p99_us:.0f}", f"{found.fastest_us:.0f}"]
+        [
+            name,
+            f"{found.cpu_median_us:.0f}",
+            f"{found.cpu_p99_us:.0f}",
+            f"{found.cpu_fastest_us:.0f}",
+            f"{found.median_us:.0f}",
+            f"{found.p99_us:.0f}",
+            f"{found.fastest_us:.0f}",
+        ]
         for name, found in (
             ("message objects", latency.objects),
             ("encoded bytes (encode + decode)", latency.encoded),
@@ -344,13 +360,21 @@ def _latency_rows(results: Results) -> list[list[str]]:
     ]
 
 
-LATENCY_HEADER = ["delivery", "median (µs)", "p99 (µs)", "fastest (µs)"]
+LATENCY_HEADER = [
+    "delivery",
+    "CPU: median (µs)",
+    "CPU: p99 (µs)",
+    "CPU: min (µs)",
+    "wall: median (µs)",
+    "wall: p99 (µs)",
+    "wall: min (µs)",
+]
 
 
 def _latency_caption(results: Results) -> str:
     return (
-        f"{results.latency.joins:,} single joins per delivery: from track on A, through A's tick "
-        "run at once, to B's diff drained"
+        f"{results.latency.joins:,} single joins per delivery (the two alternating): from track "
+        "on A, through A's tick run at once, to B's diff drained"
     )
 
 
@@ -485,8 +509,10 @@ def _driver_note(results: Results) -> str:
     return note
 
 
-def _per_socket_us(samples: Sequence[float] | None, n: int) -> str:
-    return "-" if samples is None else f"{statistics.median(samples) / n * 1e6:.0f}"
+def _per_socket_us(
+    samples: Sequence[float] | None, n: int, pick: Callable[[Sequence[float]], float]
+) -> str:
+    return "-" if samples is None else f"{pick(samples) / n * 1e6:.0f}"
 
 
 def _endpoint_join_rows(results: Results) -> list[list[str]]:
@@ -496,8 +522,10 @@ def _endpoint_join_rows(results: Results) -> list[list[str]]:
             runs.variant,
             f"{e.sockets / min(runs.wall):,.0f}",
             f"{e.sockets / statistics.median(runs.wall):,.0f}",
-            _per_socket_us(runs.server_cpu, e.sockets),
-            _per_socket_us(runs.client_cpu, e.sockets),
+            _per_socket_us(runs.server_cpu, e.sockets, min),
+            _per_socket_us(runs.server_cpu, e.sockets, statistics.median),
+            _per_socket_us(runs.client_cpu, e.sockets, min),
+            _per_socket_us(runs.client_cpu, e.sockets, statistics.median),
         ]
         for runs in e.joins
     ]
@@ -505,9 +533,11 @@ def _endpoint_join_rows(results: Results) -> list[list[str]]:
 
 ENDPOINT_JOIN_HEADER = [
     "run",
-    "sockets/s: best",
-    "sockets/s: median",
+    "sockets/s: best (wall min)",
+    "sockets/s: median (wall)",
+    "server CPU: min (µs/socket)",
     "server CPU: median (µs/socket)",
+    "client CPU: min (µs/socket)",
     "client CPU: median (µs/socket)",
 ]
 
@@ -602,40 +632,38 @@ def _convergence_bounds(results: Results) -> str:
     )
 
 
+def _scaling_show(scaling: ScalingResult) -> Callable[[float], str]:
+    if scaling.axis == "presences":
+        return _us_per(1)
+    return ms
+
+
 def _scaling_rows(scaling: ScalingResult) -> list[list[str]]:
-    return [
-        [f"{point:,}", *(_ms(scaling.seconds[op][i]) for op in OPERATIONS)]
-        for i, point in enumerate(scaling.points)
-    ]
+    show = _scaling_show(scaling)
+    rows = []
+    for op, per_point in scaling.samples.items():
+        unit = scaling.units[op]
+        label = op if unit == "per operation" else f"{op} ({unit})"
+        for point, samples in zip(scaling.points, per_point, strict=True):
+            rows.append([label, f"{point:,}", *_four(samples, show)])
+    return rows
 
 
-def _target_rows(results: Results) -> list[list[str]]:
-    return [[t.name, t.goal, t.measured, _verdict(t.met)] for t in targets(results)]
+def _scaling_header(scaling: ScalingResult) -> list[str]:
+    return ["operation", scaling.axis, *(FOUR_US if scaling.axis == "presences" else FOUR_MS)]
 
 
-TARGET_HEADER = ["target", "goal", "measured", "met?"]
+def _scaling_title(scaling: ScalingResult) -> str:
+    if scaling.axis == "presences":
+        return f"Microseconds per entry by presences held ({scaling.note})"
+    return f"Milliseconds per operation by {scaling.axis} ({scaling.note})"
 
 
-def _text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    rows = [list(header), *map(list, rows)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+def _judged_rows(results: Results) -> list[list[str]]:
+    return [[t.name, t.goal, t.measured, _verdict(t.met)] for t in judged_targets(results)]
 
 
-def _machine_lines(m: Machine) -> list[str]:
-    return [
-        f"platform: {m.platform}",
-        f"python:   {m.python}",
-        f"cpu:      {m.cpu} ({m.cores} cores)",
-        f"commit:   {m.commit}",
-        f"date:     {m.date}",
-    ]
+JUDGED_HEADER = ["target", "goal", "measured", "met?"]
 
 
 NO_BROKERS = "not measured in this run (python -m bench --brokers measures only them)"
@@ -643,97 +671,95 @@ NO_BROKERS = "not measured in this run (python -m bench --brokers measures only 
 
 def render_broker_text(found: BrokerResult) -> str:
     """The broker section alone as plain text (``python -m bench --brokers``)."""
-    return render_brokers(found, _text_table)
+    return render_brokers(found, text_table)
+
+
+def _runs(results: Results) -> str:
+    return (
+        f"{results.repeat} interleaved {_plural(results.repeat, 'run')} per figure, "
+        "CPU and wall time, min and median"
+    )
 
 
 def render_text(results: Results) -> str:
     """The whole run as plain text, for the terminal."""
     mode = "QUICK (small sizes, correctness only)" if results.quick else "full (BENCH.md sizes)"
     parts = [
-        f"presence-core benchmarks: {mode}, best of {results.repeat}",
-        *_machine_lines(results.machine),
+        f"presence-core benchmarks: {mode}; {_runs(results)}",
+        *machine_lines(results.machine),
         "",
-        "Workloads (BENCH.md); speed-up = Phoenix midpoint / ours, range from the reference range",
-        _text_table(WORKLOAD_HEADER, _workload_rows(results)),
+        "Workloads (BENCH.md)",
+        text_table(WORKLOAD_HEADER, _workload_rows(results)),
         "",
-        _text_table(PHASE_HEADER, _phase_rows(results)),
+        "Against Phoenix: speed-up = Phoenix midpoint / our wall min (the anchors are best-of-5 "
+        "wall-clock runs), range from the reference range",
+        text_table(PHOENIX_HEADER, _phoenix_rows(results)),
         "",
-        "Memory per presence, meta excluded (tracemalloc)",
-        _text_table(MEMORY_HEADER, _memory_rows(results)),
+        "Against the plain-dict floor (same interleaved runs): CRDT/floor = our CPU min / floor's",
+        text_table(FLOOR_HEADER, _floor_rows(results)),
+        "",
+        "The phases of workloads c and e",
+        text_table(PHASE_HEADER, _phase_rows(results)),
+        "",
+        textwrap.fill(targets_caption(results.targets), 100),
+        text_table(TARGET_HEADER, target_rows(results.targets)),
+        "",
+        "Memory per presence, the stored meta included (tracemalloc)",
+        text_table(MEMORY_HEADER, _memory_rows(results)),
         "",
         "Bytes on the wire (BENCH.md meta)",
-        _text_table(WIRE_HEADER, _wire_rows(results)),
+        text_table(WIRE_HEADER, _wire_rows(results)),
         "",
-        f"End to end: {results.e2e.joins:,} joins tracked, ticked and delivered, joins per second",
-        _text_table(["delivery", "joins/s"], _e2e_rows(results)),
+        f"End to end: {_e2e_caption(results)}",
+        text_table(E2E_HEADER, _e2e_rows(results)),
         "",
         f"Diff latency: {_latency_caption(results)}",
-        _text_table(LATENCY_HEADER, _latency_rows(results)),
+        text_table(LATENCY_HEADER, _latency_rows(results)),
         "",
         f"Drivers on the memory bus ({_driver_note(results)})",
         textwrap.fill(f"Track to remote diff: {_driver_latency_caption(results)}", 100),
-        _text_table(DRIVER_LATENCY_HEADER, _driver_latency_rows(results)),
+        text_table(DRIVER_LATENCY_HEADER, _driver_latency_rows(results)),
         "",
         textwrap.fill(f"Tracks per second: {_driver_track_caption(results)}", 100),
-        _text_table(DRIVER_TRACK_HEADER, _driver_track_rows(results)),
+        text_table(DRIVER_TRACK_HEADER, _driver_track_rows(results)),
         "",
         textwrap.fill(f"Idle CPU: {_driver_idle_caption(results)}", 100),
-        _text_table(DRIVER_IDLE_HEADER, _driver_idle_rows(results)),
+        text_table(DRIVER_IDLE_HEADER, _driver_idle_rows(results)),
         "",
         textwrap.fill(f"Phoenix endpoint over loopback ({_endpoint_note(results)})", 100),
         textwrap.fill(f"Joins per second: {_endpoint_join_caption(results)}", 100),
-        _text_table(ENDPOINT_JOIN_HEADER, _endpoint_join_rows(results)),
+        text_table(ENDPOINT_JOIN_HEADER, _endpoint_join_rows(results)),
         "",
         textwrap.fill(f"Fan-out: {_endpoint_fanout_caption(results)}", 100),
-        _text_table(ENDPOINT_FANOUT_HEADER, _endpoint_fanout_rows(results)),
+        text_table(ENDPOINT_FANOUT_HEADER, _endpoint_fanout_rows(results)),
         "",
         "Convergence (simulator): virtual seconds from a partition heal, and from a crash, until "
         "every live replica's view is equal",
         textwrap.fill(f"({results.convergence.note}; {_convergence_bounds(results)})", 100),
-        _text_table(CONVERGENCE_HEADER, _convergence_rows(results)),
-        "",
-        f"Scaling with the topic size (ms; {results.topic.note})",
-        _text_table(["topic size", *OPERATIONS], _scaling_rows(results.topic)),
-        "",
-        f"Scaling with the replicas (ms; {results.replicas.note})",
-        _text_table(["replicas", *OPERATIONS], _scaling_rows(results.replicas)),
+        text_table(CONVERGENCE_HEADER, _convergence_rows(results)),
         "",
     ]
+    for scaling in (results.presences, results.topic, results.replicas):
+        parts += [
+            textwrap.fill(f"Scaling: {_scaling_title(scaling)}", 100),
+            text_table(_scaling_header(scaling), _scaling_rows(scaling)),
+            "",
+        ]
     if results.brokers is not None:
-        parts += [render_brokers(results.brokers, _text_table), ""]
+        parts += [render_brokers(results.brokers, text_table), ""]
     else:
         parts += [f"Brokers: {NO_BROKERS}", ""]
     if results.quick:
-        parts.append("Targets: not judged in quick mode (sizes are small; only results checked).")
+        parts.append(
+            "Ratio targets: not judged in quick mode (sizes are small; only results checked)."
+        )
     else:
-        parts += ["Targets", _text_table(TARGET_HEADER, _target_rows(results))]
+        parts += ["Ratio and size targets", text_table(JUDGED_HEADER, _judged_rows(results))]
     parts.append(f"\ntotal time of the run: {results.seconds:.0f} s")
     return "\n".join(parts)
 
 
 # ---------------------------------------------------------------------------- rst
-
-
-def _rst_cell(cell: str) -> str:
-    if not cell:
-        return ".."  # an empty comment keeps the cell well formed
-    for special in ("\\", "*", "|", "@", "`", "_"):  # markup, links and e-mail addresses
-        cell = cell.replace(special, "\\" + special)
-    return "\\" + cell if cell[0] in "-+#" else cell  # not a bullet or enumerated list
-
-
-def _rst_text(text: str) -> str:
-    for special in ("\\", "*", "|", "`", "_"):
-        text = text.replace(special, "\\" + special)
-    return text
-
-
-def _rst_table(header: Sequence[str], rows: Iterable[Sequence[str]], caption: str) -> str:
-    lines = [f".. list-table:: {caption}", "   :header-rows: 1", ""]
-    for row in [list(header), *map(list, rows)]:
-        lines.append(f"   * - {_rst_cell(row[0])}")
-        lines.extend(f"     - {_rst_cell(cell)}" for cell in row[1:])
-    return "\n".join(lines)
 
 
 def render_rst(results: Results, *, image: str | None) -> str:
@@ -743,7 +769,7 @@ def render_rst(results: Results, *, image: str | None) -> str:
     parts = [
         ".. This file is generated by ``python -m bench``: do not edit it by hand.",
         "",
-        f"Measured on {m.date}, {mode}, best of {results.repeat}, "
+        f"Measured on {m.date}, {mode}, {_runs(results)}, "
         f"in {results.seconds:.0f} s, at commit ``{m.commit}``:",
         "",
         f"* platform: ``{m.platform}``",
@@ -753,92 +779,105 @@ def render_rst(results: Results, *, image: str | None) -> str:
         "Workloads",
         "^^^^^^^^^",
         "",
-        _rst_table(
-            WORKLOAD_HEADER,
-            _workload_rows(results),
-            "BENCH.md workloads: ours, Phoenix.Tracker.State and the plain-dict floor",
+        rst_table(WORKLOAD_HEADER, _workload_rows(results), "BENCH.md workloads on presence-core"),
+        "",
+        rst_table(
+            PHOENIX_HEADER,
+            _phoenix_rows(results),
+            "Against Phoenix.Tracker.State: its midpoint over our wall min (its figures are "
+            "best-of-5 wall-clock runs)",
         ),
         "",
-        _rst_table(PHASE_HEADER, _phase_rows(results), "The phases of workloads c and e"),
+        rst_table(
+            FLOOR_HEADER,
+            _floor_rows(results),
+            "Against the plain-dict floor, from the same interleaved runs: our CPU min over its",
+        ),
+        "",
+        rst_table(PHASE_HEADER, _phase_rows(results), "The phases of workloads c and e"),
+        "",
+        "Targets",
+        "^^^^^^^",
+        "",
+        rst_table(
+            TARGET_HEADER, target_rows(results.targets), rst_text(targets_caption(results.targets))
+        ),
         "",
     ]
     if not results.quick:
         parts += [
-            "Targets",
-            "^^^^^^^",
-            "",
-            _rst_table(TARGET_HEADER, _target_rows(results), "The targets, judged on this run"),
+            rst_table(
+                JUDGED_HEADER, _judged_rows(results), "Ratio and size targets, judged on this run"
+            ),
             "",
         ]
     parts += [
         "Memory",
         "^^^^^^",
         "",
-        _rst_table(MEMORY_HEADER, _memory_rows(results), "Bytes per presence, meta excluded"),
+        rst_table(
+            MEMORY_HEADER, _memory_rows(results), "Bytes per presence, the stored meta included"
+        ),
         "",
         "Bytes on the wire",
         "^^^^^^^^^^^^^^^^^",
         "",
-        _rst_table(WIRE_HEADER, _wire_rows(results), "Encoded replica messages"),
+        rst_table(WIRE_HEADER, _wire_rows(results), "Encoded replica messages"),
         "",
         "End to end",
         "^^^^^^^^^^",
         "",
-        _rst_table(
-            ["delivery", "joins/s"],
-            _e2e_rows(results),
-            f"{results.e2e.joins:,} joins tracked, ticked and delivered to a second tracker",
-        ),
+        rst_table(E2E_HEADER, _e2e_rows(results), rst_text(_e2e_caption(results))),
         "",
         "Diff latency",
         "^^^^^^^^^^^^",
         "",
-        _rst_table(LATENCY_HEADER, _latency_rows(results), _latency_caption(results)),
+        rst_table(LATENCY_HEADER, _latency_rows(results), rst_text(_latency_caption(results))),
         "",
         "Drivers",
         "^^^^^^^",
         "",
-        f"On the memory bus; {_rst_text(_driver_note(results))}.",
+        f"On the memory bus; {rst_text(_driver_note(results))}.",
         "",
-        _rst_table(
+        rst_table(
             DRIVER_LATENCY_HEADER,
             _driver_latency_rows(results),
-            _rst_text(f"Track to remote diff: {_driver_latency_caption(results)}"),
+            rst_text(f"Track to remote diff: {_driver_latency_caption(results)}"),
         ),
         "",
-        _rst_table(
+        rst_table(
             DRIVER_TRACK_HEADER,
             _driver_track_rows(results),
-            _rst_text(f"Tracks per second: {_driver_track_caption(results)}"),
+            rst_text(f"Tracks per second: {_driver_track_caption(results)}"),
         ),
         "",
-        _rst_table(
-            DRIVER_IDLE_HEADER, _driver_idle_rows(results), _rst_text(_driver_idle_caption(results))
+        rst_table(
+            DRIVER_IDLE_HEADER, _driver_idle_rows(results), rst_text(_driver_idle_caption(results))
         ),
         "",
         "Phoenix endpoint",
         "^^^^^^^^^^^^^^^^",
         "",
-        f"Over loopback; {_rst_text(_endpoint_note(results))}.",
+        f"Over loopback; {rst_text(_endpoint_note(results))}.",
         "",
-        _rst_table(
+        rst_table(
             ENDPOINT_JOIN_HEADER,
             _endpoint_join_rows(results),
-            _rst_text(f"Joins per second: {_endpoint_join_caption(results)}"),
+            rst_text(f"Joins per second: {_endpoint_join_caption(results)}"),
         ),
         "",
-        _rst_table(
+        rst_table(
             ENDPOINT_FANOUT_HEADER,
             _endpoint_fanout_rows(results),
-            _rst_text(f"Fan-out: {_endpoint_fanout_caption(results)}"),
+            rst_text(f"Fan-out: {_endpoint_fanout_caption(results)}"),
         ),
         "",
         "Convergence",
         "^^^^^^^^^^^",
         "",
-        f"{_rst_text(results.convergence.note)}; {_rst_text(_convergence_bounds(results))}.",
+        f"{rst_text(results.convergence.note)}; {rst_text(_convergence_bounds(results))}.",
         "",
-        _rst_table(
+        rst_table(
             CONVERGENCE_HEADER,
             _convergence_rows(results),
             "Virtual seconds until every live replica's view is equal (simulator)",
@@ -847,30 +886,24 @@ def render_rst(results: Results, *, image: str | None) -> str:
         "Scaling",
         "^^^^^^^",
         "",
-        _rst_table(
-            ["topic size", *OPERATIONS],
-            _scaling_rows(results.topic),
-            f"Milliseconds by topic size ({results.topic.note})",
-        ),
-        "",
-        _rst_table(
-            ["replicas", *OPERATIONS],
-            _scaling_rows(results.replicas),
-            f"Milliseconds by number of replicas ({results.replicas.note})",
-        ),
-        "",
-        "Brokers",
-        "^^^^^^^",
-        "",
     ]
-    parts += _rst_brokers(results.brokers)
+    for scaling in (results.presences, results.topic, results.replicas):
+        parts += [
+            rst_table(
+                _scaling_header(scaling), _scaling_rows(scaling), rst_text(_scaling_title(scaling))
+            ),
+            "",
+        ]
     if image is not None:
         parts += [
             f".. image:: {image}",
-            "   :alt: cost of each operation by topic size and by number of replicas",
+            "   :alt: cost of each operation by presences held, by topic size and by number of "
+            "replicas",
             "   :width: 100%",
             "",
         ]
+    parts += ["Brokers", "^^^^^^^", ""]
+    parts += _rst_brokers(results.brokers)
     return "\n".join(parts)
 
 
@@ -880,29 +913,35 @@ def _sentence(text: str) -> str:
 
 def _rst_brokers(found: BrokerResult | None) -> list[str]:
     if found is None:
-        return [f"{_rst_text(_sentence(NO_BROKERS))}.", ""]
+        return [f"{rst_text(_sentence(NO_BROKERS))}.", ""]
     text = notes(found)
-    parts = [f"{_rst_text(_sentence(text['where']))}.", ""]
+    parts = [f"{rst_text(_sentence(text['where']))}.", ""]
     for key, title, header, rows in (
         ("latency", "Track to visible", latency_header(), latency_rows(found)),
         ("transfer", "A large state reaching a new node", transfer_header(), transfer_rows(found)),
         ("churn", "Bytes per second under churn", churn_header(), churn_rows(found)),
     ):
         if rows:
-            parts += [_rst_table(header, rows, _rst_text(f"{title}: {text[key]}")), ""]
+            parts += [rst_table(header, rows, rst_text(f"{title}: {text[key]}")), ""]
         failures = transfer_failures(found) if key == "transfer" else []
         if failures:
             parts += ["The state did not reach the new node:", ""]
-            parts += [f"* {_rst_text(why)}" for why in failures] + [""]
-    parts += [f"Left out: {_rst_text(text['left out'])}.", ""]
+            parts += [f"* {rst_text(why)}" for why in failures] + [""]
+    parts += [f"Left out: {rst_text(text['left out'])}.", ""]
     return parts
 
 
 # ---------------------------------------------------------------------------- plot
 
 
+# ---------------------------------------------------------------------------- plot
+
+
 def write_plot(results: Results, path: Path) -> None:
-    """Draw the two scaling axes into a PNG at ``path``.
+    """Draw the three scaling axes into a PNG at ``path``.
+
+    Each operation is a line at its CPU min (solid) with a band up to its CPU median, and a dotted
+    line at its wall min.
 
     Raises:
         ModuleNotFoundError: matplotlib is missing (``pip install -e '.[bench]'``).
@@ -913,29 +952,48 @@ def write_plot(results: Results, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-    markers = ("o", "s", "^", "D", "v")
-    for axes, scaling in ((left, results.topic), (right, results.replicas)):
-        for op, marker in zip(OPERATIONS, markers, strict=True):
+    fig, panels = plt.subplots(1, 3, figsize=(17, 5.2), constrained_layout=True)
+    markers = ("o", "s", "^", "D", "v", "P")
+    axes_of = (results.presences, results.topic, results.replicas)
+    for axes, scaling in zip(panels, axes_of, strict=True):
+        scale = 1e6 if scaling.axis == "presences" else 1e3
+        for op, marker in zip(scaling.samples, markers, strict=False):
+            found = scaling.samples[op]
+            low = [s.cpu_min * scale for s in found]
+            (line,) = axes.plot(scaling.points, low, marker=marker, label=op)
+            colour = line.get_color()
+            axes.fill_between(
+                scaling.points, low, [s.cpu_median * scale for s in found], color=colour, alpha=0.2
+            )
             axes.plot(
                 scaling.points,
-                [s * 1000.0 for s in scaling.seconds[op]],
-                marker=marker,
-                label=op,
+                [s.wall_min * scale for s in found],
+                linestyle=":",
+                color=colour,
+                linewidth=1,
             )
         axes.set_xscale("log")
         axes.set_yscale("log")
-        axes.set_ylabel(f"milliseconds (best of {results.repeat})")
         axes.grid(True, which="major", alpha=0.4)
-    left.set_xlabel(results.topic.note, fontsize="small")
-    left.set_title("by topic size")
+        axes.legend(loc="best", fontsize="small")
+    left, middle, right = panels
+    left.set_ylabel("µs per entry (merge delta: per merge)")
+    left.set_xlabel(f"presences held ({results.presences.note})", fontsize="small")
+    left.set_title("by presences held")
+    middle.set_ylabel("ms per operation")
+    middle.set_xlabel(results.topic.note, fontsize="small")
+    middle.set_title("by topic size")
+    right.set_ylabel("ms per operation")
     right.set_xlabel(f"replicas ({results.replicas.note})", fontsize="small")
     right.set_title("by number of replicas")
     right.xaxis.set_minor_locator(ticker.NullLocator())
     right.set_xticks(results.replicas.points)
     right.set_xticklabels([str(p) for p in results.replicas.points])
-    left.legend(loc="upper left", fontsize="small")
     m = results.machine
-    fig.suptitle(f"presence-core scaling - {m.python}, {m.cpu}", fontsize="medium")
+    fig.suptitle(
+        f"presence-core scaling - {m.python}, {m.cpu}: CPU min (line), up to CPU median (band), "
+        f"wall min (dotted), {results.repeat} {_plural(results.repeat, 'run')} each",
+        fontsize="medium",
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -14,7 +14,8 @@ from ._endpoint import measure_endpoint
 from ._latency import measure_latency
 from ._memory import measure_memory
 from ._report import Results, machine
-from ._scaling import scale_replicas, scale_topic
+from ._scaling import scale_presences, scale_replicas, scale_topic
+from ._targets import FULL_TARGETS, QUICK_TARGETS, TargetPlan, measure_targets
 from ._wire import measure_wire
 from ._workloads import FULL, QUICK, Sizes, run_workloads
 
@@ -27,13 +28,16 @@ class Plan:
 
     Attributes:
         workloads: the sizes of workloads a to e.
-        repeat: repetitions per figure (the best counts).
+        targets: the sizes of the speed pass's target figures.
+        repeat: repetitions per figure (each shown as CPU and wall time, min and median).
         memory_conns: connections (x 100 topics) of each memory figure.
         wire_conns: connections (x 100 topics) of the full transfer.
         e2e: ``(ticks, joins per tick)`` of the end-to-end run.
         latency_joins: timed single joins per delivery of the diff latency.
         convergence_nodes: cluster sizes of the convergence runs.
         convergence_seeds: the seeds every cluster size runs (a heal run and a crash run each).
+        presence_points: presences held at each point of the per-entry scaling (multiples
+            of 100).
         topic_points: topic sizes of the scaling plot.
         replica_points: cluster sizes of the scaling plot.
         replica_total: presences listed and transferred at every cluster size.
@@ -50,6 +54,7 @@ class Plan:
     """
 
     workloads: Sizes
+    targets: TargetPlan
     repeat: int
     memory_conns: tuple[int, ...]
     wire_conns: int
@@ -57,6 +62,7 @@ class Plan:
     latency_joins: int
     convergence_nodes: tuple[int, ...]
     convergence_seeds: tuple[int, ...]
+    presence_points: tuple[int, ...]
     topic_points: tuple[int, ...]
     replica_points: tuple[int, ...]
     replica_total: int
@@ -73,6 +79,7 @@ class Plan:
 
 FULL_PLAN = Plan(
     workloads=FULL,
+    targets=FULL_TARGETS,
     repeat=5,
     memory_conns=(1_000, 10_000),
     wire_conns=1_000,
@@ -80,6 +87,7 @@ FULL_PLAN = Plan(
     latency_joins=5_000,
     convergence_nodes=(3, 10, 50),
     convergence_seeds=(1, 2, 3, 4, 5),
+    presence_points=(1_000, 10_000, 100_000, 1_000_000),  # ~1 GB and ~12 s a run at 1,000,000
     topic_points=(10, 100, 1_000, 10_000, 100_000),
     replica_points=(2, 5, 10, 20, 50),
     replica_total=10_000,
@@ -96,6 +104,7 @@ FULL_PLAN = Plan(
 
 QUICK_PLAN = Plan(
     workloads=QUICK,
+    targets=QUICK_TARGETS,
     repeat=1,
     memory_conns=(1, 10),
     wire_conns=10,
@@ -103,6 +112,7 @@ QUICK_PLAN = Plan(
     latency_joins=200,
     convergence_nodes=(3, 10),
     convergence_seeds=(1, 2),
+    presence_points=(100, 1_000),
     topic_points=(10, 100),
     replica_points=(2, 3),
     replica_total=100,
@@ -143,7 +153,16 @@ def run_suite(
     memory = []
     for conns in plan.memory_conns:
         memory.append(measure_memory(conns))
-        progress(f"memory at {memory[-1].presences:,}: {memory[-1].steady:.0f} B per presence")
+        progress(
+            f"memory at {memory[-1].presences:,}: {memory[-1].steady:.0f} B per presence, "
+            f"meta included"
+        )
+    target_memory = next(
+        (m for m in memory if m.presences == plan.targets.memory_conns * 100), None
+    )
+    targets = measure_targets(
+        plan.targets, quick=quick, repeat=repeat, memory=target_memory, progress=progress
+    )
     wire = measure_wire(plan.wire_conns)
     progress(f"wire: idle heartbeat {wire.idle_heartbeat} B, transfer {wire.transfer} B")
     ticks, batch = plan.e2e
@@ -154,6 +173,8 @@ def run_suite(
         f"diff latency: median {latency.objects.median_us:.0f} us, "
         f"p99 {latency.objects.p99_us:.0f} us (message objects)"
     )
+    presences = scale_presences(plan.presence_points, repeat)
+    progress("scaling by presences held done")
     topic = scale_topic(plan.topic_points, repeat)
     progress("scaling by topic size done")
     replicas = scale_replicas(
@@ -186,10 +207,12 @@ def run_suite(
         repeat=repeat,
         machine=where,
         workloads=workloads,
+        targets=targets,
         memory=memory,
         wire=wire,
         e2e=e2e,
         latency=latency,
+        presences=presences,
         topic=topic,
         replicas=replicas,
         convergence=convergence,

@@ -2,11 +2,14 @@
 
 It runs ``python -m bench --quick`` in-process (small sizes, one repetition) so the suite never
 rots: a change to the core that breaks a workload, or a workload that no longer does what BENCH.md
-says, fails here. It never checks speed: CI machines are noisy and speed lives in ``docs/``.
+says, fails here. It checks that every timed figure carries CPU and wall samples (min and median
+are shown), the targets section, memory per presence with its meta, and the scaling tables; it
+never checks speed: CI machines are noisy and speed lives in ``docs/``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (tox) does not put the repository root on the path
     sys.path.insert(0, str(ROOT))
 
-from bench import QUICK_PLAN, run_suite  # noqa: E402
+from bench import FULL_PLAN, QUICK_PLAN, run_suite  # noqa: E402
 from bench.__main__ import main, write_outputs  # noqa: E402
 from bench._convergence import measure_convergence  # noqa: E402
 from bench._driver import (  # noqa: E402
@@ -29,9 +32,21 @@ from bench._driver import (  # noqa: E402
 from bench._driver import measure_latency as measure_driver_latency  # noqa: E402
 from bench._endpoint import VARIANTS as ENDPOINT_VARIANTS  # noqa: E402
 from bench._endpoint import _check_diff, _check_state  # noqa: E402
+from bench._floor import PlainState  # noqa: E402
+from bench._format import machine  # noqa: E402
 from bench._latency import measure_latency, percentile  # noqa: E402
+from bench._memory import MEMORY_TARGET, MEMORY_TARGET_PRESENCES  # noqa: E402
 from bench._report import Results, render_rst, render_text  # noqa: E402
-from bench._workloads import CheckFailed, Sizes, check, run_workloads  # noqa: E402
+from bench._scaling import OPERATIONS, PRESENCE_OPERATIONS  # noqa: E402
+from bench._targets import QUICK_TARGETS, render_targets, target_rows  # noqa: E402
+from bench._timing import Job, Samples, measure_jobs  # noqa: E402
+from bench._workloads import (  # noqa: E402
+    CheckFailed,
+    Sizes,
+    check,
+    crdt_d,
+    run_workloads,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,33 +68,183 @@ def test_every_workload_returns_the_right_result(results: Results) -> None:
         "e": f"{sizes.e_conns * sizes.e_topics:,} leaves returned",
     }
     for w in results.workloads:
-        assert len(w.crdt.samples) == len(w.floor.samples) == 1
-        assert w.crdt.best > 0
-        assert w.floor.best > 0
+        for samples in (w.crdt, w.floor):
+            _check_samples(samples, results.repeat)
+        assert w.floor_ratio == w.crdt.cpu_min / w.floor.cpu_min
+        assert w.speedup == w.spec.reference.mid_ms / (w.crdt.wall_min * 1000)
     assert {w.spec.id: set(w.phases) for w in results.workloads if w.phases} == {
         "c": {"extract", "merge"},
         "e": {"down", "remove"},
     }
+    for w in results.workloads:
+        for samples in w.phases.values():
+            _check_samples(samples, results.repeat)
+
+
+def _check_samples(samples: Samples, repeat: int) -> None:
+    """CPU and wall samples of every run; min <= median on both clocks (never their values)."""
+    assert len(samples.cpu) == len(samples.wall) == repeat
+    assert all(seconds >= 0 for seconds in samples.cpu)
+    assert all(seconds > 0 for seconds in samples.wall)
+    assert samples.cpu_min <= samples.cpu_median
+    assert samples.wall_min <= samples.wall_median
+
+
+def test_the_timing_keeps_both_clocks_and_only_what_the_check_returns() -> None:
+    seen: list[int] = []
+
+    def check_and_count(out: list[int]) -> int:
+        seen.append(len(out))
+        return len(out)
+
+    first = Job(lambda: 3, lambda n: list(range(n)), check_and_count)
+    second = Job(lambda: 5, lambda n: list(range(n)), check_and_count)
+    a, b = measure_jobs([first, second], repeat=3)
+    assert seen == [3, 5, 5, 3, 3, 5]  # interleaved, the order reversing every repetition
+    assert (a.result, b.result) == (3, 5)
+    _check_samples(a, 3)
+    _check_samples(b, 3)
+    assert Samples((1.0, 3.0, 2.0), (4.0, 6.0, 5.0)).stats == (1.0, 2.0, 4.0, 5.0)
+    assert Samples((2.0,), (4.0,)).per(2).stats == (1.0, 1.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="repeat"):
+        measure_jobs([first], repeat=0)
 
 
 def test_the_other_figures_are_there(results: Results) -> None:
-    assert [m.presences for m in results.memory] == [100, 1_000]
-    assert all(m.steady > 0 and m.floor > 0 and m.meta > 0 for m in results.memory)
     assert results.wire.transfer_presences == 1_000
     assert results.e2e.joins == 150
     assert results.e2e.objects_per_second > 0
+    for samples in (results.e2e.objects, results.e2e.encoded):
+        _check_samples(samples, results.repeat)
+
+
+def test_memory_per_presence_includes_the_meta(results: Results) -> None:
+    assert [m.presences for m in results.memory] == [100, 1_000]
+    for m in results.memory:
+        assert m.meta > 0
+        assert m.steady > m.meta  # the meta's copy is part of the figure, not subtracted
+        assert m.with_delta > m.meta
+        assert m.floor > m.meta  # the floor's records hold a dict(meta) each
+        assert m.without_meta == m.steady - m.meta
+        assert 0 < m.meta_share < 1
+        assert not m.judged  # quick sizes: the target is judged at 100,000 only
+    # the full run measures the size the target is about
+    assert MEMORY_TARGET_PRESENCES == 100_000
+    assert MEMORY_TARGET == 400
+    assert MEMORY_TARGET_PRESENCES in [conns * 100 for conns in FULL_PLAN.memory_conns]
+    assert FULL_PLAN.targets.memory_conns * 100 == MEMORY_TARGET_PRESENCES
+
+
+def test_the_targets_section(results: Results) -> None:
+    targets = results.targets
+    assert targets.quick
+    assert targets.repeat == results.repeat
+    assert [f.spec.id for f in targets.figures] == [
+        "a",
+        "c",
+        "d",
+        "track",
+        "encode",
+        "decode",
+        "decode + merge",
+        "heartbeat",
+        "heartbeat + join",
+    ]
+    for figure in targets.figures:
+        _check_samples(figure.samples, results.repeat)
+    bounded = {f.spec.id for f in targets.figures if f.spec.target is not None}
+    assert bounded == {"a", "c", "d", "track", "decode + merge", "heartbeat"}
+    # the memory row reuses the memory section's figure at the same size
+    assert targets.memory is not None
+    assert targets.memory.presences == QUICK_TARGETS.memory_conns * 100 == 1_000
+    assert targets.memory in results.memory
+    text = render_targets(targets, results.machine)
+    assert "CPU: min" in text
+    assert "wall: median" in text
+    assert "MET" not in text  # quick mode judges nothing
+    assert "MISSED" not in text
+    assert "meta included" in text
+
+
+def test_the_targets_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--targets", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "presence-core targets" in out
+    assert machine().python in out  # the report names the Python it ran on
+    for figure in ("a: ", "d: ", "track: ", "heartbeat: ", "memory: "):
+        assert figure in out
+    assert "wrote" not in out
+    for conflicting in (["--targets", "--out", "x"], ["--targets", "--soak"]):
+        with pytest.raises(SystemExit):
+            main(conflicting)
+
+
+def test_a_target_figure_that_does_less_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench._targets import measure_targets
+
+    from presence_core import ReplicaState
+
+    real = ReplicaState.merge
+
+    def lossy(self: ReplicaState, remote: object) -> object:
+        result = real(self, remote)  # type: ignore[arg-type]
+        return type(result)(joins=result.joins[1:], leaves=result.leaves)
+
+    monkeypatch.setattr(ReplicaState, "merge", lossy)
+    with pytest.raises(CheckFailed, match="c: "):
+        measure_targets(QUICK_TARGETS, quick=True, repeat=1, with_memory=False, only=("c",))
+
+
+def test_workload_d_discards_the_merge_results() -> None:
+    tiny = Sizes(d_rounds=3, d_per_round=4, d_topics=2)
+    job = crdt_d(tiny)
+    joins, leaves, r1, r2 = job.run(job.setup())
+    assert (type(joins), type(leaves)) == (int, int)  # counts, no MergeResult kept
+    assert job.check((joins, leaves, r1, r2))[:2] == (12, 8)
+
+
+def test_the_floor_is_bare_dicts_and_tuples() -> None:
+    p1, p2 = PlainState("r1"), PlainState("r2")
+    record = p1.join("c", "t", "k", {"status": "online"})
+    assert type(record) is tuple
+    assert type(record[3]) is dict
+    p2.add_owner("r1")
+    owner, joins, leaves = delta = p1.take_delta()
+    assert (type(delta), owner, type(joins), type(leaves)) == (tuple, "r1", list, list)
+    assert p2.apply_delta(delta) == ([record], [])
+    assert all(type(r) is tuple for r in p2.get_by_topic("t"))
+
+
+def test_the_scaling_tables(results: Results) -> None:
+    presences = results.presences
+    assert presences.axis == "presences"
+    assert presences.points == QUICK_PLAN.presence_points == (100, 1_000)
+    assert FULL_PLAN.presence_points[0] == 1_000
+    assert FULL_PLAN.presence_points[-1] == 1_000_000
+    assert tuple(presences.samples) == tuple(PRESENCE_OPERATIONS)
     assert results.topic.points == (10, 100)
     assert results.replicas.points == (2, 3)
     for scaling in (results.topic, results.replicas):
-        assert all(len(times) == len(scaling.points) for times in scaling.seconds.values())
+        assert tuple(scaling.samples) == OPERATIONS
+    for scaling in (presences, results.topic, results.replicas):
+        assert set(scaling.units) == set(scaling.samples)
+        for per_point in scaling.samples.values():
+            assert len(per_point) == len(scaling.points)
+            for samples in per_point:
+                _check_samples(samples, results.repeat)
+    text = render_text(results)
+    assert "Microseconds per entry by presences held" in text
+    assert "join (per join)" in text
+    assert "merge delta (per merge of 10 changes)" in text
 
 
 def test_diff_latency_is_measured_on_every_join(results: Results) -> None:
     latency = results.latency
     assert latency.joins == QUICK_PLAN.latency_joins == 200
     for found in (latency.objects, latency.encoded):
-        assert len(found.samples) == latency.joins
+        assert len(found.samples) == len(found.cpu) == latency.joins
         assert 0 < found.fastest_us <= found.median_us <= found.p99_us
+        assert 0 <= found.cpu_fastest_us <= found.cpu_median_us <= found.cpu_p99_us
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -243,13 +408,35 @@ def test_reports_render_and_judge_no_target_in_quick_mode(results: Results) -> N
     assert "not judged in quick mode" in text
     assert "MISSED" not in text
     assert " met " not in text
+    for column in ("CPU: min", "CPU: median", "wall: min", "wall: median"):
+        assert column in text
+    assert "our wall min" in text  # what the speed-ups over Phoenix divide by
+    assert "our CPU min" in text  # what CRDT/floor divides
     rst = render_rst(results, image=None)
-    assert rst.count(".. list-table::") == 14  # no targets table in quick mode
+    # 4 workload tables, targets, memory, wire, e2e, latency, 3 drivers, 2 endpoint,
+    # convergence, 3 scaling; the ratio targets only at full size
+    assert rst.count(".. list-table::") == 18
+    assert "Targets\n^^^^^^^" in rst
     assert "Diff latency" in rst
     assert "Drivers" in rst
     assert "Phoenix endpoint" in rst
     assert "Convergence" in rst
     assert ".. image::" not in rst
+
+
+def test_the_full_mode_report_judges_every_target(results: Results) -> None:
+    # rendering only: quick figures dressed as a full run, so every verdict is printed
+    targets = dataclasses.replace(results.targets, quick=False)
+    full = dataclasses.replace(results, quick=False, targets=targets)
+    text = render_text(full)
+    assert "not judged" not in text
+    assert "Ratio and size targets" in text
+    verdicts = [row[-1] for row in target_rows(targets)]
+    assert all(v in ("MET", "MISSED", "no target") for v in verdicts[:-1])
+    assert verdicts[-1].startswith(("MET: ", "MISSED: "))  # the memory row, in bytes
+    rst = render_rst(full, image="performance.png")
+    assert rst.count(".. list-table::") == 19  # the ratio and size targets too
+    assert ".. image:: performance.png" in rst
 
 
 def test_outputs_are_written(results: Results, tmp_path: Path) -> None:
