@@ -1,11 +1,13 @@
-"""Documented == public: docs/api.rst documents exactly ``presence_core.__all__``, and
+"""Documented == public: docs/api.rst documents exactly ``presence_core.__all__``,
 docs/adapters-api.rst exactly ``presence_adapters.__all__`` and
-``presence_adapters.phoenix.__all__`` (plus the conformance suites).
+``presence_adapters.phoenix.__all__`` (plus the conformance suites), and docs/testing.rst exactly
+the ``__all__`` of the simulator and of its Hypothesis strategies.
 
 Sphinx's ``-W`` build catches broken references but not a forgotten export, so these tests
-compare the names. They also check that docs/architecture.rst places every module of the core,
-that the README and the docs' front page show the smallest embedding example as it is in
-examples/, and that the conformance-suite test shown in docs/transports.rst passes as written.
+compare the names. They also check that docs/architecture.rst places every module of both
+packages, that the README and the docs' front page show the smallest embedding example as it is
+in examples/, that the conformance-suite test shown in docs/transports.rst passes as written, and
+that the replay example of docs/testing.rst finds the failure it says it finds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import presence_core
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SRC = ROOT / "src" / "presence_core"
+ADAPTERS_SRC = ROOT / "src" / "presence_adapters"
 
 _DIRECTIVE = re.compile(
     r"^\.\. (?:auto(?:class|function|exception|data)|py:(?:class|function|exception|data))::"
@@ -55,26 +58,27 @@ def test_architecture_places_every_core_module() -> None:
     assert not missing, f"modules missing from docs/architecture.rst's layer table: {missing}"
 
 
-def _liveness_table() -> dict[tuple[str, str], tuple[str, tuple[str, ...]]]:
+def test_architecture_places_every_adapters_module() -> None:
+    # The adapters' table names each module by its path in the package (``drivers/_pump.py``).
+    text = (DOCS / "architecture.rst").read_text(encoding="utf-8")
+    modules = sorted(
+        path.relative_to(ADAPTERS_SRC).as_posix()
+        for path in ADAPTERS_SRC.rglob("*.py")
+        if path.name != "__init__.py"
+    )
+    assert "drivers/_pump.py" in modules
+    missing = [name for name in modules if f"``{name}``" not in text]
+    assert not missing, f"modules missing from docs/architecture.rst's adapters table: {missing}"
+
+
+def test_the_state_tables_in_the_docs_are_drawn_from_the_code() -> None:
+    # docs/tracker.rst shows the liveness and lifecycle tables and diagrams that
+    # docs/state_machines.py draws from TRANSITIONS and LIFECYCLE at every build (their content is
+    # checked by tests/core/test_lifecycle.py), never a copy written by hand that could drift.
     text = (DOCS / "tracker.rst").read_text(encoding="utf-8")
-    section = text[text.index("Liveness\n--------") :]
-    lines = section.splitlines()
-    borders = [i for i, line in enumerate(lines) if line.startswith("=====")]
-    table: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
-    for line in lines[borders[1] + 1 : borders[2]]:
-        status, event, new_status, actions = line.split(None, 3)
-        words = actions.split("(")[0].replace(",", " ").split()
-        table[(status, event)] = (new_status, tuple(words))
-    return table
-
-
-def test_the_liveness_table_in_the_docs_is_the_one_in_the_code() -> None:
-    documented = _liveness_table()
-    actual = {
-        (status.name, event.name): (new.name, tuple(action.value for action in actions))
-        for (status, event), (new, actions) in presence_core.TRANSITIONS.items()
-    }
-    assert documented == actual
+    for name in ("liveness", "lifecycle"):
+        assert f".. graphviz:: _generated/{name}.dot\n" in text, name
+        assert f".. include:: _generated/{name}.rst\n" in text, name
 
 
 # ---------------------------------------------------------------------- the adapters' reference
@@ -86,11 +90,11 @@ _ADAPTER_DIRECTIVE = re.compile(
 )
 
 
-def _adapter_names() -> dict[str, set[str]]:
-    """``{module: {name, ...}}`` of every object docs/adapters-api.rst documents."""
+def _adapter_names(page: str = "adapters-api.rst") -> dict[str, set[str]]:
+    """``{module: {name, ...}}`` of every object ``docs/{page}`` documents."""
     documented: dict[str, set[str]] = {}
     module = ""
-    for line in (DOCS / "adapters-api.rst").read_text(encoding="utf-8").splitlines():
+    for line in (DOCS / page).read_text(encoding="utf-8").splitlines():
         if found := _MODULE.match(line):
             module = found.group(1)
         elif found := _ADAPTER_DIRECTIVE.match(line):
@@ -147,6 +151,19 @@ def test_both_drivers_and_the_conformance_suites_are_documented() -> None:
         exported = set(importlib.import_module(module).__all__)
         unlisted = sorted(check.__name__ for check in checks if check.__name__ not in exported)
         assert not unlisted, f"checks missing from {module}.__all__, so from the docs: {unlisted}"
+
+
+def test_the_simulator_and_its_strategies_are_documented() -> None:
+    # Their reference is the end of docs/testing.rst; the strategies need Hypothesis, which the
+    # test suite has.
+    documented = _adapter_names("testing.rst")
+    for module in ("presence_adapters.simulation", "presence_adapters.testing.strategies"):
+        exported = set(importlib.import_module(module).__all__)
+        names = documented.get(module, set())
+        assert names == exported, (
+            f"{module}: not documented in docs/testing.rst: {sorted(exported - names)}; "
+            f"documented but not exported: {sorted(names - exported)}"
+        )
 
 
 # ---------------------------------------------------------------------- examples shown in docs
@@ -207,6 +224,38 @@ def test_the_conformance_test_in_the_docs_passes(tmp_path: Path) -> None:
     expected = 2 * len(presence_adapters.testing.TRANSPORT_CHECKS)  # asyncio and trio
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{expected} passed" in result.stdout, result.stdout
+
+
+def test_the_replay_example_in_the_docs_finds_its_bug(tmp_path: Path) -> None:
+    # docs/testing.rst replays a failure from its seed, with a planted bug: run it as written, in
+    # a fresh interpreter, and check that it prints what the page says it prints.
+    code = _code_block("testing.rst", "replay.py")
+    (tmp_path / "replay.py").write_text(code, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "replay.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    violation, *trace = result.stdout.splitlines()
+    claimed = re.search(r"print\(result\.violations\[0\]\) +# (.+) \.\.\.$", code, re.MULTILINE)
+    assert claimed, "the example no longer says what its violation reads"
+    assert violation.startswith(f"{claimed.group(1)} "), violation
+    page = " ".join((DOCS / "testing.rst").read_text(encoding="utf-8").split())
+    assert f"The violation reads ``{violation}``" in page, violation
+    # What the page says the end of the trace shows: the restart, the resurrected incarnation.
+    ref = re.search(r"\(ref (\S+)\)", violation)
+    assert ref, violation
+    assert len(trace) == 40
+    shown = "\n".join(trace)
+    for line in ("fault restart n1", "start n1.2", "heartbeat-empty n1.1"):
+        assert line in shown, line
+    for node in ("n0", "n2", "n3", "n4"):
+        assert f"ReplicaUp {node} n1.1" in shown, node
+    assert any(line.split()[2] == "diff" and ref.group(1) in line for line in trace), ref
 
 
 def test_the_constants_documented_in_adapters_api_have_their_values() -> None:

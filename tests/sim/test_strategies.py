@@ -7,7 +7,7 @@ import random
 from hypothesis import HealthCheck, find, given, settings
 
 from presence_adapters.simulation import Scenario, Simulation, TrackerFactory
-from presence_adapters.strategies import scenarios, sim_params
+from presence_adapters.testing.strategies import scenarios, sim_params
 from presence_core import Event, PresenceDiff, ReplicaRef, Tracker, TrackerConfig
 
 

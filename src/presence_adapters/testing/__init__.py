@@ -20,6 +20,11 @@ Two suites, each a tuple of independent async checks plus a function that runs t
 :class:`NodeProcess` (:mod:`presence_adapters.testing.process`) runs a node in a child process on
 Redis or NATS, to test real multi-process deployments: crashes (kill -9), restarts, outages.
 
+:mod:`presence_adapters.testing.strategies` holds Hypothesis strategies that generate whole
+scenarios for the simulator (:mod:`presence_adapters.simulation`). It is not imported here: it
+needs Hypothesis (the ``test`` extra, ``pip install 'presence-core[test]'``), and nothing else in
+this package does.
+
 Each check raises :class:`AssertionError` with a message saying what went wrong, and bounds every
 wait with :data:`DEADLINE`, so a broken implementation fails instead of hanging. Run one pytest
 test per check by parametrizing over :data:`TRANSPORT_CHECKS` or :data:`DRIVER_CHECKS`.
@@ -35,7 +40,8 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "presence_adapters.testing needs anyio; install the 'anyio' extra: "
-        "pip install 'presence-core[anyio]'"
+        "pip install 'presence-core[anyio]' (or the 'test' extra, which also brings the "
+        "Hypothesis that presence_adapters.testing.strategies needs)"
     ) from _exc
 
 from ._support import DEADLINE as DEADLINE

@@ -5,7 +5,7 @@ shrink a failure to a small one (fewer faults, fewer nodes, a shorter run)::
 
     from hypothesis import given, settings
     from presence_adapters.simulation import Simulation
-    from presence_adapters.strategies import scenarios
+    from presence_adapters.testing.strategies import scenarios
 
     @settings(max_examples=50, deadline=None)
     @given(scenarios(max_nodes=4))
@@ -13,12 +13,23 @@ shrink a failure to a small one (fewer faults, fewer nodes, a shorter run)::
         result = Simulation(scenario).run()
         assert result.ok, result.violations[0]
 
-Needs Hypothesis (the ``test`` extra); :mod:`presence_adapters.simulation` itself does not.
+Needs Hypothesis, which the ``test`` extra installs (``pip install 'presence-core[test]'``):
+without it, importing this module raises :exc:`ModuleNotFoundError` saying so. Neither
+:mod:`presence_adapters.simulation` nor the rest of :mod:`presence_adapters.testing` needs it.
 """
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as _exc:
+    if _exc.name is None or _exc.name.partition(".")[0] != "hypothesis":
+        raise  # Hypothesis is there, and something it imports is not: its own error says what
+    raise ModuleNotFoundError(
+        "presence_adapters.testing.strategies needs Hypothesis, which the 'test' extra installs: "
+        "pip install 'presence-core[test]'",
+        name=_exc.name,
+    ) from _exc
 
 from presence_adapters.simulation import (
     FAULT_MIXES,
