@@ -206,15 +206,17 @@ def copy_meta(
             carry (non-finite floats, bytes, sets and other objects are refused), or it nests
             deeper than ``MAX_DEPTH``.
     """
-    if type(meta) is not dict and not isinstance(meta, Mapping):
+    if type(meta) is dict:
+        stored = meta.copy()
+    elif isinstance(meta, Mapping):
+        stored = dict(meta)
+    else:
         raise LocalProtocolError(f"meta must be a mapping, not {type(meta).__name__}")
-    # Fast path: the usual flat meta of strings and numbers needs only a shallow copy.
-    for key, item in meta.items():
+    # The usual flat meta of strings and numbers needs only that shallow copy.
+    for key, item in stored.items():
         if type(key) is not str or type(item) not in _SCALARS:
             stored = _copy_items(meta, "meta", 0)
             break
-    else:
-        stored = dict(meta)
     if phx_ref is not None:
         stored["phx_ref"] = phx_ref
         if phx_ref_prev is not None:

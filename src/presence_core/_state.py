@@ -378,8 +378,14 @@ class ReplicaState:
         replica = self.replica
         clock = self._clock + 1
         entry = stored_entry((topic, key, conn, copy_meta(meta), replica, clock))
-        if _claim(self._own_ids, entry) is not None:
-            raise AlreadyTracked(conn, topic, key)
+        # _claim, its usual cases inlined: join is the hottest call there is.
+        topics = self._own_ids.get(conn)
+        if topics is None:
+            self._own_ids[conn] = {topic: entry}
+        else:
+            slot = topics.setdefault(topic, entry)
+            if slot is not entry and _claim_taken(topics, slot, entry) is not None:
+                raise AlreadyTracked(conn, topic, key)
         self._clock = clock
         rows = self._own_topics.get(topic)
         if rows is None:
@@ -884,9 +890,8 @@ class ReplicaState:
                 conn_topics = identities.get(conn)
                 if conn_topics is None:
                     identities[conn] = {topic: entry}
-                else:
-                    slot = conn_topics.setdefault(topic, entry)
-                    old = None if slot is entry else _claim_taken(conn_topics, slot, entry)
+                elif (slot := conn_topics.setdefault(topic, entry)) is not entry:
+                    old = _claim_taken(conn_topics, slot, entry)
                     if old is not None:
                         if old.clock > clock:  # stale: the newer row stays
                             del rows[clock]

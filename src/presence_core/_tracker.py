@@ -812,7 +812,10 @@ class Tracker:
 
     @property
     def lifecycle(self) -> Lifecycle:
-        """Where this tracker is in its life: new, running or stopped (:data:`~presence_core.LIFECYCLE`)."""
+        """Where this tracker is in its life: new, running or stopped.
+
+        It changes only through :data:`~presence_core.LIFECYCLE`.
+        """
         return self._lifecycle
 
     @property
