@@ -41,11 +41,16 @@ Three indexes, chosen for the hot paths (join, merge, get_by_topic, replica_down
 * ``_topics[topic][owner][clock] -> Entry``: listing a topic while skipping down owners wholesale
   (``_own_topics[topic]`` is the same dict as ``_topics[topic][replica]``);
 * identities, ``conn -> topic -> slot`` per owner (``_own_ids`` for ours, ``_ids[owner]`` for
-  the others'): the slot is the entry itself when the connection holds one key in that topic
-  (the rule: a channel tracks itself once), and ``{key: Entry}`` only when it holds several.
-  Keys are the entry's own strings, so indexing a presence allocates nothing per presence: a
-  tuple key per presence cost 56 bytes and, being built in every merge, most of a merge's
-  garbage collections (see :func:`_find`, :func:`_claim`, :func:`_release`).
+  the others'): the slot is the entry's clock when the connection holds one key in that topic
+  (the rule: a channel tracks itself once), and ``{key: clock}`` only when it holds several;
+  the entry is then found by dot. Keys are the entry's own strings and values its clock, so
+  indexing a presence allocates nothing (a tuple key per presence cost 56 bytes and, built in
+  every merge, most of a merge's garbage collections), and these dicts hold no container: the
+  garbage collector never walks them (see :func:`_find`, :func:`_claim_taken`,
+  :func:`_release`).
+
+The pending delta's adds are kept as ``clock -> topic`` (``_delta_values``) for the same reason:
+the collector walks each stored entry once, from its topic's rows, and from nowhere else.
 
 Our own dots are never parked in ``_clouds``: the context entry of our own replica is our clock,
 which already covers them. The pending delta keeps only its start clock, the adds and the
@@ -65,41 +70,44 @@ from ._vclock import Context, ReplicaRef, compact_cloud
 
 __all__ = ["ReplicaState"]
 
-Slot = Union[Entry, dict[str, Entry]]  # noqa: UP007 (a runtime alias needs Union on 3.10)
-"""One connection's presence in one topic: the entry, or ``{key: Entry}`` for several keys."""
+Slot = Union[int, dict[str, int]]  # noqa: UP007 (a runtime alias needs Union on 3.10)
+"""One connection's presence in one topic: its entry's clock, or ``{key: clock}`` for several."""
 
 Identities = dict[str, dict[str, Slot]]
 """One owner's identity index: ``conn -> topic -> slot``."""
 
+Rows = Mapping[int, Entry]
+"""Where a slot's clocks are found: the owner's rows in that topic, or all the owner's rows."""
 
-def _find(identities: Identities, conn: str, topic: str, key: str) -> Entry | None:
-    """The entry of identity ``(conn, topic, key)`` in ``identities``, if any."""
+
+def _find(identities: Identities, rows: Rows, conn: str, topic: str, key: str) -> Entry | None:
+    """The entry of identity ``(conn, topic, key)``, if any; ``rows`` holds its clock."""
     topics = identities.get(conn)
     slot = None if topics is None else topics.get(topic)
-    if slot is None or isinstance(slot, dict):
-        return None if slot is None else slot.get(key)
-    return slot if slot.key == key else None
-
-
-def _claim(identities: Identities, entry: Entry) -> Entry | None:
-    """File ``entry`` under its identity unless one is filed there: return that one, or None."""
-    topics = identities.get(entry.conn)
-    if topics is None:
-        identities[entry.conn] = {entry.topic: entry}
+    if slot is None:
         return None
-    slot = topics.setdefault(entry.topic, entry)
-    return None if slot is entry else _claim_taken(topics, slot, entry)
-
-
-def _claim_taken(topics: dict[str, Slot], slot: Slot, entry: Entry) -> Entry | None:
-    """:func:`_claim` where the connection already holds ``slot`` in the entry's topic."""
-    key = entry.key
     if isinstance(slot, dict):
-        filed = slot.setdefault(key, entry)
-        return None if filed is entry else filed
-    if slot.key == key:
-        return slot
-    topics[entry.topic] = {slot.key: slot, key: entry}  # a second key of this connection here
+        clock = slot.get(key)
+        return None if clock is None else rows[clock]
+    entry = rows[slot]
+    return entry if entry.key == key else None
+
+
+def _claim_taken(topics: dict[str, Slot], rows: Rows, slot: Slot, entry: Entry) -> Entry | None:
+    """File ``entry`` where its connection already holds ``slot`` in its topic, unless its
+    identity is filed there: return that entry, or None.
+
+    The usual case, a connection's first key in a topic, is a ``setdefault`` that join and
+    merge make inline before they call this.
+    """
+    key, clock = entry.key, entry.clock
+    if isinstance(slot, dict):
+        filed = slot.setdefault(key, clock)
+        return None if filed == clock else rows[filed]
+    old = rows[slot]
+    if old.key == key:
+        return old
+    topics[entry.topic] = {old.key: slot, key: clock}  # a second key of this connection here
     return None
 
 
@@ -108,9 +116,9 @@ def _replace(identities: Identities, old: Entry, new: Entry) -> None:
     topics = identities[old.conn]
     slot = topics[old.topic]
     if isinstance(slot, dict):
-        slot[old.key] = new
+        slot[old.key] = new.clock
     else:
-        topics[old.topic] = new
+        topics[old.topic] = new.clock
 
 
 def _release(identities: Identities, entry: Entry) -> None:
@@ -128,14 +136,14 @@ def _release(identities: Identities, entry: Entry) -> None:
             del identities[conn]
 
 
-def _filed(topics: Mapping[str, Slot]) -> list[Entry]:
-    """Every entry of one connection's slots."""
-    found: list[Entry] = []
-    for slot in topics.values():
+def _filed(topics: Mapping[str, Slot]) -> list[tuple[str, int]]:
+    """Every ``(topic, clock)`` of one connection's slots."""
+    found: list[tuple[str, int]] = []
+    for topic, slot in topics.items():
         if isinstance(slot, dict):
-            found.extend(slot.values())
+            found.extend((topic, clock) for clock in slot.values())
         else:
-            found.append(slot)
+            found.append((topic, slot))
     return found
 
 
@@ -208,7 +216,7 @@ class ReplicaState:
         self._own_topics: dict[str, dict[int, Entry]] = {}
         self._down: set[ReplicaRef] = set()
         self._delta_start = 0
-        self._delta_values: dict[int, Entry] = {}
+        self._delta_values: dict[int, str] = {}  # the window's adds: clock -> topic
         self._delta_tombs: dict[ReplicaRef, set[int]] = {}
 
     def __repr__(self) -> str:
@@ -378,16 +386,16 @@ class ReplicaState:
         replica = self.replica
         clock = self._clock + 1
         entry = stored_entry((topic, key, conn, copy_meta(meta), replica, clock))
-        # _claim, its usual cases inlined: join is the hottest call there is.
+        rows = self._own_topics.get(topic)
         topics = self._own_ids.get(conn)
         if topics is None:
-            self._own_ids[conn] = {topic: entry}
-        else:
-            slot = topics.setdefault(topic, entry)
-            if slot is not entry and _claim_taken(topics, slot, entry) is not None:
-                raise AlreadyTracked(conn, topic, key)
+            self._own_ids[conn] = {topic: clock}
+        elif (slot := topics.setdefault(topic, clock)) is not clock and (
+            # The connection is in this topic already (so ``rows`` is there): another key?
+            _claim_taken(topics, rows or {}, slot, entry) is not None
+        ):
+            raise AlreadyTracked(conn, topic, key)
         self._clock = clock
-        rows = self._own_topics.get(topic)
         if rows is None:
             rows = self._own_topics[topic] = {}
             by_owner = self._topics.get(topic)
@@ -396,7 +404,7 @@ class ReplicaState:
             else:
                 by_owner[replica] = rows
         rows[clock] = entry
-        self._delta_values[clock] = entry
+        self._delta_values[clock] = topic
         return entry
 
     def leave(self, conn: str, topic: str, key: str) -> Entry | None:
@@ -412,7 +420,7 @@ class ReplicaState:
             _check_str(conn, "conn")
             _check_str(topic, "topic")
             _check_str(key, "key")
-        entry = _find(self._own_ids, conn, topic, key)
+        entry = _find(self._own_ids, self._own_topics.get(topic, {}), conn, topic, key)
         if entry is not None:
             self._remove_own(entry)
         return entry
@@ -430,7 +438,8 @@ class ReplicaState:
         topics = self._own_ids.get(conn)
         if not topics:
             return ()
-        removed = tuple(sorted(_filed(topics), key=_by_clock))
+        own_topics = self._own_topics
+        removed = tuple(sorted((own_topics[t][c] for t, c in _filed(topics)), key=_by_clock))
         for entry in removed:
             self._remove_own(entry)
         return removed
@@ -462,7 +471,7 @@ class ReplicaState:
         rows = self._own_topics[topic]
         del rows[old.clock]
         rows[clock] = new
-        self._delta_values[clock] = new
+        self._delta_values[clock] = topic
         return old, new
 
     def _remove_own(self, entry: Entry) -> None:
@@ -570,12 +579,14 @@ class ReplicaState:
         if owner is not None:
             _check_ref(owner, "owner")
         if owner is None or owner == self.replica:
-            identities = self._own_ids
-        elif owner in self._down:
+            own_topics = self._own_topics
+            filed = _filed(self._own_ids.get(conn, {}))
+            return sorted((own_topics[t][c] for t, c in filed), key=_by_clock)
+        if owner in self._down:
             return []
-        else:
-            identities = self._ids.get(owner, {})
-        return sorted(_filed(identities.get(conn, {})), key=_by_clock)
+        rows = self._rows.get(owner, {})
+        filed = _filed(self._ids.get(owner, {}).get(conn, {}))
+        return sorted((rows[c] for _, c in filed), key=_by_clock)
 
     def get(self, conn: str, topic: str, key: str, owner: ReplicaRef | None = None) -> Entry | None:
         """The entry with this identity (``owner`` defaults to this replica), hidden or not.
@@ -589,8 +600,8 @@ class ReplicaState:
         if owner is not None:
             _check_ref(owner, "owner")
         if owner is None or owner == self.replica:
-            return _find(self._own_ids, conn, topic, key)
-        return _find(self._ids.get(owner, {}), conn, topic, key)
+            return _find(self._own_ids, self._own_topics.get(topic, {}), conn, topic, key)
+        return _find(self._ids.get(owner, {}), self._rows.get(owner, {}), conn, topic, key)
 
     def topics(self) -> list[str]:
         """Every topic with at least one visible entry, sorted."""
@@ -626,7 +637,12 @@ class ReplicaState:
     @property
     def pending_delta(self) -> Delta:
         """The pending delta, as a new :class:`Delta` (the state keeps it)."""
-        return self._pending_delta(dict(self._delta_values))
+        return self._pending_delta(self._delta_entries())
+
+    def _delta_entries(self) -> dict[int, Entry]:
+        """The window's adds, by clock (a new dict)."""
+        own_topics = self._own_topics
+        return {clock: own_topics[topic][clock] for clock, topic in self._delta_values.items()}
 
     def _pending_delta(self, values: dict[int, Entry]) -> Delta:
         replica = self.replica
@@ -655,7 +671,7 @@ class ReplicaState:
 
         Clouds need no compaction here: merges keep them compact as they go.
         """
-        delta = self._pending_delta(self._delta_values)  # reset_delta gives up this dict
+        delta = self._pending_delta(self._delta_entries())
         self.reset_delta()
         return delta
 
@@ -881,7 +897,7 @@ class ReplicaState:
             identities = self._ids.setdefault(owner, {})
             rows_of_topic: dict[str, dict[int, Entry]] = {}  # this owner's rows, by topic
             dropped: list[int] = []  # clocks of ``accepted`` that end up not joining
-            # Once per entry of a full transfer: _claim's usual case is inlined.
+            # Once per entry of a full transfer: the usual claim (a first key) is inlined.
             for clock, entry in accepted.items():
                 topic, conn = entry.topic, entry.conn
                 topic_rows = rows_of_topic.get(topic)
@@ -889,9 +905,9 @@ class ReplicaState:
                     topic_rows = rows_of_topic[topic] = self._topic_rows(topic, owner)
                 conn_topics = identities.get(conn)
                 if conn_topics is None:
-                    identities[conn] = {topic: entry}
-                elif (slot := conn_topics.setdefault(topic, entry)) is not entry:
-                    old = _claim_taken(conn_topics, slot, entry)
+                    identities[conn] = {topic: clock}
+                elif (slot := conn_topics.setdefault(topic, clock)) is not clock:
+                    old = _claim_taken(conn_topics, rows, slot, entry)
                     if old is not None:
                         if old.clock > clock:  # stale: the newer row stays
                             del rows[clock]
