@@ -61,6 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
+from types import MappingProxyType
 from typing import Union
 
 from ._errors import AlreadyTracked, LocalProtocolError, NoPresence
@@ -79,8 +80,13 @@ Identities = dict[str, dict[str, Slot]]
 Rows = Mapping[int, Entry]
 """Where a slot's clocks are found: the owner's rows in that topic, or all the owner's rows."""
 
+_NO_ROWS: Rows = MappingProxyType({})
+_NO_IDENTITIES: Mapping[str, Mapping[str, Slot]] = MappingProxyType({})
 
-def _find(identities: Identities, rows: Rows, conn: str, topic: str, key: str) -> Entry | None:
+
+def _find(
+    identities: Mapping[str, Mapping[str, Slot]], rows: Rows, conn: str, topic: str, key: str
+) -> Entry | None:
     """The entry of identity ``(conn, topic, key)``, if any; ``rows`` holds its clock."""
     topics = identities.get(conn)
     slot = None if topics is None else topics.get(topic)
@@ -122,18 +128,22 @@ def _replace(identities: Identities, old: Entry, new: Entry) -> None:
 
 
 def _release(identities: Identities, entry: Entry) -> None:
-    """Unfile ``entry`` (it is filed)."""
+    """Unfile ``entry`` (it is filed).
+
+    A slot that held several keys stays a dict until its last key goes: a connection that
+    changes keys in a topic (join the new, then leave the old) would otherwise build and undo
+    a dict at every change.
+    """
     conn, topic = entry.conn, entry.topic
     topics = identities[conn]
     slot = topics[topic]
     if isinstance(slot, dict):
         del slot[entry.key]
-        if len(slot) == 1:
-            (topics[topic],) = slot.values()  # back to one key
-    else:
-        del topics[topic]
-        if not topics:
-            del identities[conn]
+        if slot:
+            return
+    del topics[topic]
+    if not topics:
+        del identities[conn]
 
 
 def _filed(topics: Mapping[str, Slot]) -> list[tuple[str, int]]:
@@ -420,9 +430,21 @@ class ReplicaState:
             _check_str(conn, "conn")
             _check_str(topic, "topic")
             _check_str(key, "key")
-        entry = _find(self._own_ids, self._own_topics.get(topic, {}), conn, topic, key)
-        if entry is not None:
-            self._remove_own(entry)
+        # _find, inlined: an untrack is as hot as a track.
+        topics = self._own_ids.get(conn)
+        slot = None if topics is None else topics.get(topic)
+        if slot is None:
+            return None
+        if isinstance(slot, dict):
+            clock = slot.get(key)
+            if clock is None:
+                return None
+            entry = self._own_topics[topic][clock]
+        else:
+            entry = self._own_topics[topic][slot]
+            if entry.key != key:
+                return None
+        self._remove_own(entry)
         return entry
 
     def leave_conn(self, conn: str) -> tuple[Entry, ...]:
@@ -600,8 +622,9 @@ class ReplicaState:
         if owner is not None:
             _check_ref(owner, "owner")
         if owner is None or owner == self.replica:
-            return _find(self._own_ids, self._own_topics.get(topic, {}), conn, topic, key)
-        return _find(self._ids.get(owner, {}), self._rows.get(owner, {}), conn, topic, key)
+            return _find(self._own_ids, self._own_topics.get(topic, _NO_ROWS), conn, topic, key)
+        identities = self._ids.get(owner, _NO_IDENTITIES)
+        return _find(identities, self._rows.get(owner, _NO_ROWS), conn, topic, key)
 
     def topics(self) -> list[str]:
         """Every topic with at least one visible entry, sorted."""

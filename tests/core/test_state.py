@@ -1008,3 +1008,33 @@ def test_an_entry_replaced_by_hand_is_checked_and_its_meta_copied() -> None:
         entry._replace(clock=0)
     with pytest.raises(InvalidArgument, match="meta"):
         entry._replace(meta={"x": object()})
+
+
+def test_one_connection_with_several_keys_in_a_topic() -> None:
+    # The identity index stores a connection's key in a topic directly, and a {key: clock} dict
+    # once it holds several; every lookup must see through both, on both sides of a merge.
+    a, b = state_cluster(A, B)
+    first = a.join("c1", "lobby", "u1", {"n": 1})
+    second = a.join("c1", "lobby", "u2", {"n": 2})
+    assert a.get("c1", "lobby", "u1") == first
+    assert a.get("c1", "lobby", "u2") == second
+    with pytest.raises(AlreadyTracked):
+        a.join("c1", "lobby", "u2", {})
+    before = observe_state(a)
+    assert a.leave("c1", "lobby", "nobody") is None  # a key the connection does not hold
+    assert observe_state(a) == before
+    pull(b, a)
+    assert b.get("c1", "lobby", "u2", owner=A) == second
+    assert a.leave("c1", "lobby", "u1") == first
+    assert a.get("c1", "lobby", "u1") is None
+    assert a.get("c1", "lobby", "u2") == second
+    third = a.join("c1", "lobby", "u3", {})  # the connection changes keys: join, then leave
+    assert [e.key for e in a.get_by_conn("c1")] == ["u2", "u3"]
+    pull(b, a)
+    assert [e.key for e in b.get_by_conn("c1", owner=A)] == ["u2", "u3"]
+    assert a.leave_conn("c1") == (second, third)
+    assert a.get_by_conn("c1") == []
+    assert a.leave("c1", "lobby", "u2") is None
+    pull(b, a)
+    assert b.get_by_conn("c1", owner=A) == []
+    assert b.get_by_topic("lobby") == []
