@@ -281,7 +281,13 @@ class ReplicaState:
         return self.replica, self.up_context
 
     def clock_of(self, replica: ReplicaRef) -> int | None:
-        """``replica``'s clock in the context (ours for this replica), or ``None`` if unknown."""
+        """``replica``'s clock in the context (ours for this replica), or ``None`` if unknown.
+
+        Raises:
+            LocalProtocolError: ``replica`` is not a ReplicaRef.
+        """
+        if not isinstance(replica, ReplicaRef):
+            _check_ref(replica, "replica")
         if replica == self.replica:
             return self._clock
         return self._context.get(replica)

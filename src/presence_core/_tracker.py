@@ -521,11 +521,11 @@ class Tracker:
         state = self._state
         if state.has_delta():
             delta = state.take_delta()
-            self._broadcast(Heartbeat(sender=self.replica, clock=state.clocks()[1], delta=delta))
+            self._broadcast(Heartbeat(sender=self.replica, clock=state.up_context, delta=delta))
             self._silent_periods = 0
             self._push_generation_delta(delta)
         elif self._silent_periods >= config.max_silent_periods:
-            self._broadcast(Heartbeat(sender=self.replica, clock=state.clocks()[1]))
+            self._broadcast(Heartbeat(sender=self.replica, clock=state.up_context))
             self._silent_periods = 0
         else:
             self._silent_periods += 1
@@ -1249,7 +1249,7 @@ class Tracker:
         self._request_ids += 1
         self._requests_sent += 1
         request = TransferRequest(
-            request_id=self._request_ids, sender=self.replica, clock=self._state.clocks()[1]
+            request_id=self._request_ids, sender=self.replica, clock=self._state.up_context
         )
         pending = self._requests.get(ref.name)
         if pending is None or pending.ref != ref:

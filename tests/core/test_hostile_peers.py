@@ -773,3 +773,21 @@ def test_a_clock_is_cut_at_the_bounds_and_the_sender_kept_whatever_it_claims() -
         third: 5,
     }
     assert clamp_clock({third: 4}, sender, bounds) == {third: 4}  # no clock of its own: none added
+
+
+@pytest.mark.parametrize("claim", ["third", "own"])
+def test_a_sampled_clock_is_cut_at_what_third_replicas_announced(claim: str) -> None:
+    # b's heartbeat claims c is far ahead of what c itself announced: that claim is cut when the
+    # clock is sampled, so it draws no transfer request. A claim about b itself is not cut.
+    a = make_tracker("a")
+    b, c = ReplicaRef("b", 1), ReplicaRef("c", 1)
+    a.receive(Heartbeat(sender=c, clock={c: 0, a.replica: 0}), now=0.0)
+    clock = {b: 0, c: 10**9, a.replica: 0} if claim == "third" else {b: 5, c: 0, a.replica: 0}
+    a.receive(Heartbeat(sender=b, clock=clock), now=0.0)
+    asked = set()
+    now = 0.0
+    while now < 1.0:  # several clock samples
+        now += 0.05
+        a.handle_timer(now=now)
+        asked |= {o.to for o in a.messages_to_send() if isinstance(o.message, TransferRequest)}
+    assert asked == ({"b"} if claim == "own" else set())

@@ -534,6 +534,9 @@ def test_clocks_omit_down_replicas_but_the_context_keeps_them() -> None:
     assert a.clocks() == (A, {A: 0, C: 0})
     assert a.up_context == {A: 0, C: 0}
     assert a.context == {A: 0, B: 1, C: 0}
+    assert (a.clock_of(A), a.clock_of(B), a.clock_of(ReplicaRef("x", 1))) == (0, 1, None)
+    with pytest.raises(LocalProtocolError, match="replica must be a ReplicaRef"):
+        a.clock_of(("b", 1))  # type: ignore[arg-type]
     a.up_context[C] = 99  # a new dict each time: the caller's to change
     assert a.up_context == {A: 0, C: 0}
     a.replica_up(B)
