@@ -65,6 +65,9 @@ from ._presence import PresenceMap as PresenceMap
 from ._presence import group as group
 from ._presence import presence_diff_payload as presence_diff_payload
 from ._refs import RefGenerator as RefGenerator
+from ._rooms import Occupancy as Occupancy
+from ._rooms import PresencePage as PresencePage
+from ._rooms import TopicOptions as TopicOptions
 from ._security import AuthenticationError as AuthenticationError
 from ._security import Key as Key
 from ._security import Keyring as Keyring
@@ -79,6 +82,10 @@ from ._tracker import MetaUpdater as MetaUpdater
 from ._tracker import ReplicaInfo as ReplicaInfo
 from ._tracker import Tracker as Tracker
 from ._tracker import TrackerStats as TrackerStats
+from ._users import UserEvent as UserEvent
+from ._users import UserJoined as UserJoined
+from ._users import UserLeft as UserLeft
+from ._users import UserView as UserView
 from ._vclock import Clock as Clock
 from ._vclock import Context as Context
 from ._vclock import ReplicaRef as ReplicaRef
@@ -128,10 +135,12 @@ __all__ = [
     "MetaUpdate",
     "MetaUpdater",
     "NoPresence",
+    "Occupancy",
     "Outbound",
     "PresenceDiff",
     "PresenceError",
     "PresenceMap",
+    "PresencePage",
     "ReadOnlyError",
     "RefGenerator",
     "RejectReason",
@@ -148,12 +157,17 @@ __all__ = [
     "Snapshot",
     "SnapshotPart",
     "SyncResult",
+    "TopicOptions",
     "Tracker",
     "TrackerConfig",
     "TrackerStats",
     "TransferAck",
     "TransferRequest",
     "Unsendable",
+    "UserEvent",
+    "UserJoined",
+    "UserLeft",
+    "UserView",
     "append_clock",
     "classify_diff",
     "decode_message",

@@ -40,6 +40,19 @@ def _positive_number(what: str, value: object) -> float:
     return float(value)
 
 
+def non_negative_seconds(what: str, value: object) -> float:
+    """``value`` as seconds >= 0, or a :class:`ConfigurationError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{what} must be a number of seconds, not {shown(value)}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or value < 0:
+        raise ConfigurationError(f"{what} must be >= 0 and finite, not {shown(value)}")
+    return float(value)
+
+
 def _positive_int(what: str, value: object) -> int:
     if type(value) is not int or value < 1:
         raise ConfigurationError(f"{what} must be an int >= 1, not {shown(value)}")
@@ -119,7 +132,15 @@ class TrackerConfig:
     other half is left for what every part repeats: the envelope and the clocks (see
     ``max_replicas``)."""
 
+    leave_grace_period: float = 0.0
+    """Seconds a key's last leave is held back from subscribers, in every topic without options
+    of its own (:meth:`Tracker.configure_topic <presence_core.Tracker.configure_topic>`): a join
+    of the same key within it turns the leave and the join into one update, or into nothing.
+    ``0`` (the default) delivers every leave at once, as Phoenix does
+    (``docs/grace-period.rst``)."""
+
     def __attrs_post_init__(self) -> None:
+        non_negative_seconds("leave_grace_period", self.leave_grace_period)
         broadcast = _positive_number("broadcast_period", self.broadcast_period)
         _positive_int("max_silent_periods", self.max_silent_periods)
         _positive_int("clock_sample_periods", self.clock_sample_periods)

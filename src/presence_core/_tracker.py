@@ -11,6 +11,10 @@ adapter's clock):
 * messages from other replicas: :meth:`Tracker.receive`;
 * the timer: :meth:`Tracker.handle_timer`, due at :meth:`Tracker.next_deadline`.
 
+Diffs reach the application as Phoenix emits them, one per change, unless the topic has options
+(:meth:`Tracker.configure_topic`, ``_rooms``): a leave grace period holds a key's last leave back,
+and a large room gathers its diffs into one per tick.
+
 Everything the tracker wants done comes out of two queues the adapter drains after every call:
 :meth:`Tracker.next_event` (presence diffs and replica liveness changes, for the application) and
 :meth:`Tracker.messages_to_send` (for the transport). The tracker never reads a clock, never draws
@@ -48,7 +52,7 @@ import math
 import random
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import overload
 
 import attrs
@@ -74,6 +78,7 @@ from ._parts import encode_parts
 from ._payloads import Delta, Entry, MergeResult, Snapshot, SnapshotPart
 from ._presence import PresenceMap, group
 from ._refs import RefGenerator
+from ._rooms import Occupancy, PresencePage, Rooms, TopicOptions, check_page_args, page_of
 from ._security import (
     MAGIC,
     REPLAY_MEMORY,
@@ -151,6 +156,11 @@ def _check_identity(config: TrackerConfig, conn: object, topic: object, key: obj
         size = len(value) if value.isascii() else len(_check_unicode(value, what))
         if size > limit:
             raise LimitExceeded(f"{what} is {size} bytes, over max_{what}_bytes={limit}")
+
+
+def _check_topic(topic: object) -> None:
+    if type(topic) is not str:
+        raise LocalProtocolError(f"topic must be a str, not {type(topic).__name__}")
 
 
 def _check_unicode(text: str, what: str) -> bytes:
@@ -343,6 +353,7 @@ class TrackerStats:
         replicas_down: remote replicas known to be down, not yet permanently (gauge).
         entries: presences stored, visible or hidden (gauge).
         cloud_dots: dots parked beyond a gap (gauge; bounded by ``max_cloud_dots``).
+        leaves_held: keys whose last leave is held back for a grace period (gauge).
     """
 
     received: int
@@ -357,6 +368,7 @@ class TrackerStats:
     replicas_down: int
     entries: int
     cloud_dots: int
+    leaves_held: int
 
     @property
     def rejected_total(self) -> int:
@@ -426,6 +438,7 @@ class Tracker:
         # The bytes our clock takes at most, over us and every replica with a record.
         self._clock_size = _clock_bytes(replica)
         self._events: deque[Event] = deque()
+        self._rooms = Rooms(config.leave_grace_period)
         self._outbox: list[Outbound] = []
         self._last_now: float | None = None
         self._next_tick: float | None = None  # set while RUNNING only
@@ -484,21 +497,30 @@ class Tracker:
 
     def _commit_now(self, now: float) -> None:
         self._last_now = now
+        held_until = self._rooms.next_deadline
+        if held_until is not None and held_until <= now:
+            self._events.extend(self._rooms.expire(now))
         if self._lifecycle is Lifecycle.NEW:
             self._lifecycle = advance(Lifecycle.NEW, LifecycleInput.FIRST_NOW)
             period = self.config.broadcast_period
             self._next_tick = now + self._rng.random() * _JITTER * period
 
     def next_deadline(self) -> float | None:
-        """When :meth:`handle_timer` wants to be called next (absolute, on the ``now`` clock).
+        """When :meth:`handle_timer` wants to be called next (absolute, on the ``now`` clock):
+        the next tick, or a held leave's end of grace if that comes first.
 
         ``None`` before the first call that takes ``now`` (the clock starts then) and after
         :meth:`graceful_permdown`. A pure query: it changes nothing.
         """
-        return self._next_tick
+        tick = self._next_tick
+        held_until = self._rooms.next_deadline
+        if tick is None or held_until is None or tick <= held_until:
+            return tick
+        return held_until
 
     def handle_timer(self, *, now: float) -> None:
-        """Run the tick if it is due; harmless when called early, late, twice or spuriously.
+        """Run the tick if it is due, and deliver the held leaves whose grace period is over;
+        harmless when called early, late, twice or spuriously.
 
         The first call (or any call taking ``now``) starts the clock: the first tick comes within
         a quarter of a period. A late call runs one tick, and the next comes a period later.
@@ -556,6 +578,7 @@ class Tracker:
                 self._apply(record, LivenessInput.SILENCE_PERMDOWN_PERIOD)
             elif silence > down_period:
                 self._apply(record, LivenessInput.SILENCE_DOWN_PERIOD)
+        self._events.extend(self._rooms.flush())  # large rooms: one diff per tick
 
     def _sample_clocks(self) -> tuple[list[ReplicaRef], set[ReplicaRef]]:
         """Whom to ask for a transfer: the replicas that know what we do not (SPEC §3.5).
@@ -659,7 +682,19 @@ class Tracker:
             by_topic.setdefault(entry.topic, ([], []))[1].append(entry)
         for topic in sorted(by_topic):
             topic_joins, topic_leaves = by_topic[topic]
-            self._events.append(PresenceDiff(topic=topic, joins=topic_joins, leaves=topic_leaves))
+            self._emit_topic(topic, topic_joins, topic_leaves)
+
+    def _emit_topic(self, topic: str, joins: Sequence[Entry], leaves: Sequence[Entry]) -> None:
+        """One topic's change, to the application: at once (Phoenix), or through its room."""
+        rooms = self._rooms
+        if not rooms.active:
+            self._events.append(PresenceDiff(topic=topic, joins=joins, leaves=leaves))
+            return
+        now = self._last_now
+        assert now is not None  # every change comes after _commit_now
+        diff = rooms.deliver(topic, joins, leaves, now, lambda: self._state.get_by_topic(topic))
+        if diff is not None:
+            self._events.append(diff)
 
     # ------------------------------------------------------------------ local commands
 
@@ -706,7 +741,7 @@ class Tracker:
         entry = self._state.join(conn, topic, key, stored)  # raises AlreadyTracked first
         self._refs.advance()
         self._commit_now(now)
-        self._events.append(PresenceDiff(topic=topic, joins=(entry,)))
+        self._emit_topic(topic, (entry,), ())
         return ref
 
     def update(
@@ -749,7 +784,7 @@ class Tracker:
         self._refs.advance()
         _, new = self._state.update(conn, topic, key, stored)
         self._commit_now(now)
-        self._events.append(PresenceDiff(topic=topic, joins=(new,), leaves=(old,)))
+        self._emit_topic(topic, (new,), (old,))
         return ref
 
     def untrack(self, *, conn: str, topic: str, key: str, now: float) -> None:
@@ -765,7 +800,7 @@ class Tracker:
         entry = self._state.leave(conn, topic, key)
         self._commit_now(now)
         if entry is not None:
-            self._events.append(PresenceDiff(topic=topic, leaves=(entry,)))
+            self._emit_topic(topic, (), (entry,))
 
     def untrack_conn(self, *, conn: str, now: float) -> None:
         """Stop tracking every presence of connection ``conn`` (it disconnected).
@@ -785,7 +820,8 @@ class Tracker:
         """Announce this replica's departure and stop.
 
         Peers drop our presences at once instead of after the down and permdown periods. No
-        leaves are emitted locally. Afterwards commands raise, :meth:`receive` and
+        leaves are emitted locally; what was held back (leaves in their grace period, the batches
+        of large rooms) is delivered now. Afterwards commands raise, :meth:`receive` and
         :meth:`handle_timer` do nothing, and :meth:`next_deadline` is ``None``.
 
         Raises:
@@ -794,6 +830,7 @@ class Tracker:
         now = self._check_now(now)
         self._check_running()
         self._last_now = now
+        self._events.extend(self._rooms.release_all())
         self._broadcast(GracefulPermdown(sender=self.replica))
         self._lifecycle = advance(self._lifecycle, LifecycleInput.GRACEFUL_PERMDOWN)
         self._next_tick = None
@@ -860,27 +897,130 @@ class Tracker:
             replicas_down=down,
             entries=len(self._state),
             cloud_dots=self._state.cloud_dots,
+            leaves_held=self._rooms.held,
         )
 
+    def entries(self, topic: str) -> list[Entry]:
+        """The entries of ``topic`` as the application has been shown them.
+
+        That is the visible state (:meth:`ReplicaState.get_by_topic
+        <presence_core.ReplicaState.get_by_topic>`), except for a topic with options
+        (:meth:`configure_topic`), whose diffs are held back: there, changes still in the
+        tick's batch are not in it yet and keys in their grace period still are. So a
+        subscriber that starts from it (or from :meth:`presences`, :meth:`page`,
+        :meth:`occupancy`, which answer the same way) and applies every diff that follows is
+        exactly right. A new list each call.
+
+        Raises:
+            LocalProtocolError: ``topic`` is not a ``str``.
+        """
+        _check_topic(topic)
+        shown = self._rooms.shown(topic)
+        return self._state.get_by_topic(topic) if shown is None else shown.entries()
+
     def presences(self, topic: str) -> PresenceMap:
-        """The visible presences of ``topic`` in Phoenix's shape: ``{key: {"metas": [...]}}``.
+        """The presences of ``topic`` in Phoenix's shape: ``{key: {"metas": [...]}}``, as the
+        application has been shown them (see :meth:`entries`).
 
         Keys are sorted; metas of one key are ordered by owning replica, then connection, so every
         replica holding the same presences lists them identically.
         """
-        return group(self._state.get_by_topic(topic))
+        return group(self.entries(topic))
 
     def get_by_key(self, topic: str, key: str) -> dict[str, list[Mapping[str, JSONValue]]]:
-        """The presence of ``key`` in ``topic`` as ``{"metas": [...]}`` (empty metas if absent)."""
-        return group(self._state.get_by_key(topic, key)).get(key, {"metas": []})
+        """The presence of ``key`` in ``topic`` as ``{"metas": [...]}`` (empty metas if absent),
+        as the application has been shown it (see :meth:`entries`)."""
+        _check_topic(topic)
+        shown = self._rooms.shown(topic)
+        if shown is None:
+            entries = self._state.get_by_key(topic, key)
+        else:
+            if type(key) is not str:
+                raise LocalProtocolError(f"key must be a str, not {type(key).__name__}")
+            entries = shown.entries_of(key)
+        return group(entries).get(key, {"metas": []})
 
     def count(self, topic: str) -> int:
-        """The number of visible presences (metas) in ``topic``, without building the list."""
-        return self._state.count(topic)
+        """The number of presences (metas) in ``topic``, as the application has been shown
+        them (see :meth:`entries`), without building the list."""
+        _check_topic(topic)
+        shown = self._rooms.shown(topic)
+        return self._state.count(topic) if shown is None else shown.presences
 
     def topics(self) -> list[str]:
         """Every topic with at least one visible presence, sorted."""
         return self._state.topics()
+
+    def occupancy(self, topic: str) -> Occupancy:
+        """How many keys and presences ``topic`` holds, without the list, as the application has
+        been shown them (see :meth:`entries`): keys in their grace period still count.
+
+        In O(1) for a topic with options (its index keeps the counts); otherwise counted over
+        the topic's presences.
+
+        Raises:
+            LocalProtocolError: ``topic`` is not a ``str``.
+        """
+        _check_topic(topic)
+        shown = self._rooms.shown(topic)
+        if shown is not None:
+            return Occupancy(topic=topic, keys=len(shown.rows), presences=shown.presences)
+        entries = self._state.get_by_topic(topic)
+        return Occupancy(topic=topic, keys=len({e.key for e in entries}), presences=len(entries))
+
+    def page(self, topic: str, *, after: str | None = None, limit: int = 100) -> PresencePage:
+        """Up to ``limit`` keys of ``topic`` with their metas, the keys after ``after`` in sorted
+        (code point) order: a stable order to walk a large room in pages. As the application
+        has been shown them (see :meth:`entries`).
+
+        Start with ``after=None`` and pass each page's ``next_after`` to the next call. While
+        the room changes, a key present for the whole walk is listed exactly once, no key is
+        listed twice, and keys come in increasing order. A large room answers from its index
+        (its sorted keys are patched as keys come and go); any other topic sorts its keys for
+        each page.
+
+        Raises:
+            LocalProtocolError: ``topic`` is not a ``str``, ``after`` not a ``str`` or ``None``,
+                or ``limit`` not an ``int >= 1``.
+        """
+        _check_topic(topic)
+        check_page_args(after, limit)
+        paged = self._rooms.page(topic, after, limit)
+        if paged is not None:
+            return paged
+        return page_of(self._state.get_by_topic(topic), after, limit)
+
+    def configure_topic(self, topic: str, options: TopicOptions) -> None:
+        """Set how ``topic``'s diffs reach the application: a leave grace period
+        (``docs/grace-period.rst``), large-room batching (``docs/large-rooms.rst``).
+        ``TopicOptions()`` goes back to the tracker's defaults.
+
+        Options are this node's own (nothing is replicated) and take effect at once: shortening
+        the grace period to zero delivers the held leaves of the topic now, and leaving
+        large-room mode delivers its pending batch now.
+
+        Raises:
+            LocalProtocolError: ``topic`` is not a ``str``, ``options`` not a
+                :class:`~presence_core.TopicOptions`, or a call from inside an update callback.
+        """
+        if self._in_callback:
+            raise LocalProtocolError(
+                "a re-entrant call from inside an update callback: the callback must only "
+                "compute the new meta from the one it is given"
+            )
+        _check_topic(topic)
+        if not isinstance(options, TopicOptions):
+            raise LocalProtocolError(
+                f"options must be a TopicOptions, not {type(options).__name__}"
+            )
+        self._events.extend(
+            self._rooms.configure(topic, options, lambda: self._state.get_by_topic(topic))
+        )
+
+    def topic_options(self, topic: str) -> TopicOptions:
+        """The options :meth:`configure_topic` set for ``topic`` (``TopicOptions()`` if none)."""
+        _check_topic(topic)
+        return self._rooms.options(topic)
 
     def replicas(self) -> dict[str, ReplicaInfo]:
         """The remote replicas this tracker knows, by name (snapshots of the records)."""
