@@ -291,6 +291,10 @@ class Rooms:
         room = self._rooms.get(topic)
         return None if room is None else room.shown
 
+    def topics(self) -> dict[str, bool]:
+        """Every topic with a room, and whether its subscribers were shown a presence in it."""
+        return {topic: bool(room.shown.rows) for topic, room in self._rooms.items()}
+
     def configure(
         self, topic: str, options: TopicOptions, entries: Callable[[], list[Entry]]
     ) -> list[PresenceDiff]:

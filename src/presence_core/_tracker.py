@@ -948,8 +948,14 @@ class Tracker:
         return self._state.count(topic) if shown is None else shown.presences
 
     def topics(self) -> list[str]:
-        """Every topic with at least one visible presence, sorted."""
-        return self._state.topics()
+        """Every topic with at least one presence, as the application has been shown them (see
+        :meth:`entries`), sorted."""
+        if not self._rooms.active:
+            return self._state.topics()
+        rooms = self._rooms.topics()
+        shown = {topic for topic in self._state.topics() if topic not in rooms}
+        shown.update(topic for topic, present in rooms.items() if present)
+        return sorted(shown)
 
     def occupancy(self, topic: str) -> Occupancy:
         """How many keys and presences ``topic`` holds, without the list, as the application has

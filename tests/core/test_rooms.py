@@ -38,6 +38,7 @@ from presence_core import (
     PresenceDiff,
     PresencePage,
     ReplicaDown,
+    ReplicaRef,
     ReplicaUp,
     TopicOptions,
     Tracker,
@@ -1327,3 +1328,17 @@ def test_occupancy_is_a_recount_of_what_subscribers_are_shown(
         held = set(unbatched.presences("t")) - set(live(unbatched, "t"))
         assert unbatched.stats().leaves_held == len(held)
         assert live(batched, "t") == live(unbatched, "t")
+
+
+def test_topics_lists_the_topics_as_subscribers_were_shown_them() -> None:
+    tracker = Tracker(config=TrackerConfig(), replica=ReplicaRef("a", 1), rng=random.Random(7))
+    tracker.configure_topic("g", TopicOptions(leave_grace_period=5.0))
+    tracker.configure_topic("big", TopicOptions(large_room=True))
+    tracker.track(conn="c", topic="g", key="k", meta={}, now=0.0)
+    tracker.track(conn="c", topic="plain", key="k", meta={}, now=0.0)
+    tracker.untrack(conn="c", topic="g", key="k", now=0.0)  # held: still shown
+    tracker.track(conn="c", topic="big", key="k", meta={}, now=0.0)  # batched: not shown yet
+    assert tracker.state.topics() == ["big", "plain"]
+    assert tracker.topics() == ["g", "plain"]
+    tracker.handle_timer(now=10.0)  # the tick flushes the batch; the grace period is over
+    assert tracker.topics() == ["big", "plain"]
