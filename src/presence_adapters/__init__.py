@@ -26,11 +26,13 @@ from .drivers._pump import Transmission as Transmission
 from .presence import DEFAULT_MAX_BUFFERED as DEFAULT_MAX_BUFFERED
 from .presence import ConnectionScope as ConnectionScope
 from .presence import FetchHook as FetchHook
+from .presence import OccupancySubscription as OccupancySubscription
 from .presence import Presence as Presence
 from .presence import PresenceView as PresenceView
 from .presence import ReplicaEvent as ReplicaEvent
 from .presence import Subscription as Subscription
 from .presence import TopicDiff as TopicDiff
+from .presence import UserSubscription as UserSubscription
 from .transports._base import Transport as Transport
 from .transports._broker import Backoff as Backoff
 from .transports._broker import BrokerConnected as BrokerConnected
@@ -60,6 +62,7 @@ __all__ = [
     "MemoryHub",
     "MemoryTransport",
     "NodeClosed",
+    "OccupancySubscription",
     "PayloadTooLarge",
     "Presence",
     "PresenceView",
@@ -74,6 +77,7 @@ __all__ = [
     "Transport",
     "TransportClosed",
     "TransportError",
+    "UserSubscription",
     "default_name",
     "default_vsn",
     "format_keyring",

@@ -15,6 +15,12 @@ driver's runtime primitives.
   its next read raises :class:`~presence_adapters.SubscriptionOverflow`, after which it
   resynchronises from :meth:`~Presence.list`. So a slow consumer can neither grow memory without
   bound nor stall the node.
+* Two subscriptions follow a topic in less detail: :meth:`~Presence.users` yields
+  :class:`~presence_core.UserJoined` and :class:`~presence_core.UserLeft` (a key's first
+  connection and its last, ``docs/per-user.rst``), bounded like diffs; and
+  :meth:`~Presence.watch_occupancy` yields the topic's counts, an
+  :class:`~presence_core.Occupancy`, when they change (``docs/large-rooms.rst``): it holds only the
+  latest value, so it is bounded by construction and never overflows.
 * The optional fetch hook (SPEC §5.2) enriches presences in one call per batch: on
   :meth:`~Presence.fetched_list`, :meth:`~Presence.fetched_get_by_key` and on every diff a
   subscription yields. Each diff is fetched once, whatever the number of subscribers, and
@@ -48,16 +54,21 @@ from presence_core import (
     MessageRejected,
     Meta,
     MetaUpdater,
+    Occupancy,
     PresenceDiff,
     PresenceMap,
+    PresencePage,
     ReplicaDown,
     ReplicaInfo,
     ReplicaPermdown,
     ReplicaRef,
     ReplicaUp,
+    TopicOptions,
     Tracker,
     TrackerStats,
     Unsendable,
+    UserEvent,
+    UserView,
     group,
 )
 
@@ -69,11 +80,13 @@ __all__ = [
     "DEFAULT_MAX_BUFFERED",
     "ConnectionScope",
     "FetchHook",
+    "OccupancySubscription",
     "Presence",
     "PresenceView",
     "ReplicaEvent",
     "Subscription",
     "TopicDiff",
+    "UserSubscription",
 ]
 
 T = TypeVar("T")
@@ -153,11 +166,12 @@ def _check_fetched(topic: str, given: PresenceMap, fetched: object) -> _Fetched:
 class _DiffCell:
     """One emitted diff, shared by every subscription of its topic: grouped once, fetched once."""
 
-    __slots__ = ("_fetched", "_grouped", "_lock", "event", "weight")
+    __slots__ = ("_fetched", "_grouped", "_lock", "event", "occupancy", "weight")
 
     def __init__(self, event: PresenceDiff) -> None:
         self.event = event
         self.weight = len(event.joins) + len(event.leaves)
+        self.occupancy: Occupancy | None = None  # read once, for the occupancy subscriptions
         self._grouped: TopicDiff | None = None
         self._fetched: TopicDiff | None = None
         self._lock: AsyncLock | None = None
@@ -290,6 +304,10 @@ class Subscription(Generic[T]):
     def _delivered(self, item: Any) -> None:
         """Called once per item handed to the consumer, in order (for views)."""
 
+    def _receive(self, cell: _DiffCell) -> None:
+        """One diff of the topic, as the node emits it (synchronously, in order)."""
+        self._push(cell, cell.weight)
+
     def _push(self, item: Any, weight: int) -> None:
         if self._ended:
             return
@@ -303,6 +321,21 @@ class Subscription(Generic[T]):
         else:
             self._buffer.append((item, weight))
             self._held += weight
+        self._wake()
+
+    def _push_all(self, items: builtins.list[Any]) -> None:
+        """Push ``items`` (each of weight 1) as one: all of them fit, or the buffer overflows."""
+        if self._ended:
+            return
+        if self._buffer and self._held + len(items) > self.max_buffered:
+            self._buffer.clear()
+            self._held = 0
+            self._overflowed = True
+            self._ended = True
+            self._presence._unsubscribe(self)
+        else:
+            self._buffer.extend((item, 1) for item in items)
+            self._held += len(items)
         self._wake()
 
     def _end(self) -> None:
@@ -346,6 +379,97 @@ class PresenceView(Subscription[TopicDiff]):
             held[:] = [meta for meta in held if meta not in gone]
             if not held:
                 del presences[key]
+
+
+class UserSubscription(Subscription[UserEvent]):
+    """A topic's users: a :class:`~presence_core.UserJoined` when a key's first connection joins,
+    a :class:`~presence_core.UserLeft` when its last one leaves, nothing in between
+    (``docs/per-user.rst``). Made by :meth:`Presence.users`.
+
+    It follows the topic with a :class:`~presence_core.UserView` started from the topic's
+    presences when it was made, as subscribers were shown them (those of :meth:`Presence.list`:
+    a key in its leave grace period is still among them, a join still in a large room's batch
+    not yet), and fed every diff of the topic as the node emits it: so its counts are right
+    whenever it starts. Each event weighs 1
+    in the buffer, and the events of one diff enter it together: a subscriber more than
+    :attr:`~Subscription.max_buffered` events behind overflows, as a diff subscription does.
+    Events come without the fetch hook (they carry no metas).
+
+    :meth:`connections` and :attr:`counts` read the view: they are up to date with every diff
+    the node emitted while the subscription ran, so they may be ahead of the events not read
+    yet; they stop changing once the subscription is closed, overflowed or the node stopped.
+    """
+
+    def __init__(self, presence: Presence, topic: str, max_buffered: int) -> None:
+        super().__init__(presence, topic, max_buffered, _identity)
+        self._view = UserView(topic, presence._tracker.entries(topic))
+
+    def connections(self, key: str) -> int:
+        """How many connections ``key`` has in the topic (``0``: absent).
+
+        Raises:
+            LocalProtocolError: ``key`` is not a ``str``.
+        """
+        if type(key) is not str:
+            raise LocalProtocolError(f"key must be a str, not {type(key).__name__}")
+        return self._view.connections(key)
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """Every present key with its number of connections (a new dict, keys sorted)."""
+        return self._view.counts
+
+    @property
+    def users(self) -> int:
+        """How many keys have at least one connection."""
+        return len(self._view)
+
+    def _receive(self, cell: _DiffCell) -> None:
+        events = self._view.apply(cell.event)
+        if events:
+            self._push_all(events)
+
+
+class OccupancySubscription(Subscription[Occupancy]):
+    """A topic's counts, an :class:`~presence_core.Occupancy`, each time they change; made by
+    :meth:`Presence.watch_occupancy`.
+
+    The first value is the occupancy when the subscription was made; after that a value comes
+    only when the counts differ from the last value read. It holds at most one value, the latest:
+    a change replaces a value not read yet, and a change back to the last value read cancels it.
+    So it is bounded by construction (:attr:`~Subscription.max_buffered` is 1) and never
+    overflows: a slow reader skips values, it never falls behind. The counts are read from the
+    tracker (:meth:`Presence.occupancy`: keys in their grace period count) each time the node
+    emits a diff of the topic: once per tick in a large room, whose counts come from its index
+    at no cost, once per change otherwise (and counted over the topic's presences).
+    """
+
+    def __init__(self, presence: Presence, topic: str) -> None:
+        super().__init__(presence, topic, 1, _identity)
+        self._last: Occupancy | None = None
+        if not presence.closed:  # a stopped node's subscriptions end at once, empty
+            self._offer(presence._tracker.occupancy(topic))
+
+    def _delivered(self, item: Any) -> None:
+        self._last = item
+
+    def _receive(self, cell: _DiffCell) -> None:
+        self._offer(self._presence._occupancy_of(cell))
+
+    def _offer(self, value: Occupancy) -> None:
+        if self._ended:
+            return
+        buffer = self._buffer
+        if value == self._last:  # back to what the reader has: nothing to tell
+            buffer.clear()
+            self._held = 0
+            return
+        if buffer and buffer[0][0] == value:
+            return
+        buffer.clear()
+        buffer.append((value, 1))
+        self._held = 1
+        self._wake()
 
 
 class ConnectionScope:
@@ -568,19 +692,53 @@ class Presence:
         """
         await self._control.abandon()
 
+    def configure_topic(self, topic: str, options: TopicOptions) -> None:
+        """Set how ``topic``'s diffs reach subscribers: a leave grace period
+        (``docs/grace-period.rst``), large-room batching (``docs/large-rooms.rst``); see
+        :meth:`Tracker.configure_topic <presence_core.Tracker.configure_topic>`. Diffs it
+        releases go to subscribers at once.
+
+        Raises:
+            LocalProtocolError: a wrong argument type.
+            NodeClosed: the node has stopped.
+        """
+        tracker = self._tracker
+        self._command(lambda _now: tracker.configure_topic(topic, options))
+
+    def topic_options(self, topic: str) -> TopicOptions:
+        """The options set for ``topic`` (``TopicOptions()`` if none)."""
+        return self._tracker.topic_options(topic)
+
     # ------------------------------------------------------------------ queries
 
     def list(self, topic: str) -> PresenceMap:
-        """The presences of ``topic``: ``{key: {"metas": [...]}}`` (keys sorted)."""
+        """The presences of ``topic``: ``{key: {"metas": [...]}}`` (keys sorted), as subscribers
+        were shown them (see :meth:`Tracker.entries <presence_core.Tracker.entries>`): in a topic
+        with options, a join still in a large room's batch is not listed yet and a key in its
+        leave grace period still is. So the list, then every diff that follows, is exactly the
+        topic, whenever a subscriber starts."""
         return self._tracker.presences(topic)
 
     def get_by_key(self, topic: str, key: str) -> dict[str, builtins.list[Mapping[str, JSONValue]]]:
-        """The presence of ``key`` in ``topic``: ``{"metas": [...]}`` (empty metas if absent)."""
+        """The presence of ``key`` in ``topic``: ``{"metas": [...]}`` (empty metas if absent), as
+        :meth:`list` has it."""
         return self._tracker.get_by_key(topic, key)
 
     def count(self, topic: str) -> int:
-        """How many presences (metas) ``topic`` holds, without building the list."""
+        """How many presences (metas) ``topic`` holds, as :meth:`list` has them, without building
+        the list."""
         return self._tracker.count(topic)
+
+    def occupancy(self, topic: str) -> Occupancy:
+        """How many keys and presences ``topic`` holds, the counts of :meth:`list`; see
+        :meth:`Tracker.occupancy <presence_core.Tracker.occupancy>` (keys in their grace period
+        count, a large room's batch not yet)."""
+        return self._tracker.occupancy(topic)
+
+    def page(self, topic: str, *, after: str | None = None, limit: int = 100) -> PresencePage:
+        """Up to ``limit`` keys of ``topic`` after ``after``, in sorted order, as :meth:`list`
+        has them; see :meth:`Tracker.page <presence_core.Tracker.page>`."""
+        return self._tracker.page(topic, after=after, limit=limit)
 
     def topics(self) -> builtins.list[str]:
         """Every topic with at least one presence, sorted."""
@@ -617,7 +775,8 @@ class Presence:
         """Every diff of ``topic`` from now on, in order, through the fetch hook.
 
         To start from the current state, read :meth:`list` right after subscribing, with no
-        ``await`` in between: nothing can happen between the two.
+        ``await`` in between: nothing can happen between the two, and the list holds what the
+        diffs before it brought (in every topic: batched and held diffs included).
 
         Args:
             topic: the topic.
@@ -633,6 +792,35 @@ class Presence:
         view = PresenceView(self, topic, _check_buffer(max_buffered))
         self._add_topic_subscription(view)
         return view
+
+    def users(self, topic: str, *, max_buffered: int = DEFAULT_MAX_BUFFERED) -> UserSubscription:
+        """The users of ``topic`` from now on: an event when a key's first connection joins and
+        when its last leaves, with each key's connection count (see :class:`UserSubscription`).
+
+        Args:
+            topic: the topic.
+            max_buffered: the most events held for a subscriber that is behind.
+
+        Raises:
+            LocalProtocolError: ``topic`` is not a ``str``, or ``max_buffered`` not an
+                ``int >= 1``.
+        """
+        _check_topic(topic)
+        subscription = UserSubscription(self, topic, _check_buffer(max_buffered))
+        self._add_topic_subscription(subscription)
+        return subscription
+
+    def watch_occupancy(self, topic: str) -> OccupancySubscription:
+        """The counts of ``topic`` (keys and presences), now and each time they change, without
+        the presences (see :class:`OccupancySubscription`).
+
+        Raises:
+            LocalProtocolError: ``topic`` is not a ``str``.
+        """
+        _check_topic(topic)
+        subscription = OccupancySubscription(self, topic)
+        self._add_topic_subscription(subscription)
+        return subscription
 
     def replica_events(
         self, *, max_buffered: int = DEFAULT_MAX_BUFFERED
@@ -668,6 +856,12 @@ class Presence:
             if not subscriptions:
                 del self._topic_subscriptions[subscription.topic]
 
+    def _occupancy_of(self, cell: _DiffCell) -> Occupancy:
+        """The occupancy of the topic of ``cell`` right after it was emitted (read once)."""
+        if cell.occupancy is None:
+            cell.occupancy = self._tracker.occupancy(cell.event.topic)
+        return cell.occupancy
+
     async def _convert_diff(self, cell: _DiffCell) -> TopicDiff:
         if self._fetch is None:
             return cell.grouped()
@@ -682,7 +876,7 @@ class Presence:
             if subscriptions:
                 cell = _DiffCell(event)
                 for subscription in list(subscriptions):
-                    subscription._push(cell, cell.weight)
+                    subscription._receive(cell)
         elif isinstance(event, (ReplicaUp, ReplicaDown, ReplicaPermdown)):
             for subscription in list(self._replica_subscriptions):
                 subscription._push(event, 1)
@@ -706,6 +900,11 @@ class Presence:
 
 async def _identity(item: T) -> T:
     return item
+
+
+def _check_topic(topic: object) -> None:
+    if type(topic) is not str:
+        raise LocalProtocolError(f"topic must be a str, not {type(topic).__name__}")
 
 
 def _check_buffer(max_buffered: object) -> int:

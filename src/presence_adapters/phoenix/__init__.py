@@ -3,7 +3,9 @@
 * :func:`create_app` / :class:`PhoenixApp`: a whole ASGI application (lifespan, websocket, page);
 * :class:`PhoenixSocket`: the websocket endpoint alone, to mount in an application of your own;
 * the join and event hooks' types: :class:`JoinRequest`, :class:`Accept`, :class:`Reject`,
-  :class:`ChannelEvent`, :class:`Reply`; per-socket bounds: :class:`SocketLimits`;
+  :class:`ChannelEvent`, :class:`Reply`; per-socket bounds: :class:`SocketLimits`; each topic's
+  options: :data:`TopicOptionsHook`; the join param :data:`PRESENCE_PARAM` (``"occupancy"``:
+  counts instead of presences);
 * the sans-IO protocol underneath: :class:`ChannelConnection`, :class:`Serializer`,
   :class:`Message` (refs: :data:`Ref`) and the inputs it produces.
 
@@ -31,6 +33,7 @@ from ._channel import Send as Send
 from ._channel import Serializer as Serializer
 from ._channel import broadcast_text as broadcast_text
 from ._channel import negotiate as negotiate
+from .asgi import PRESENCE_PARAM as PRESENCE_PARAM
 from .asgi import Accept as Accept
 from .asgi import ChannelEvent as ChannelEvent
 from .asgi import EventHook as EventHook
@@ -41,9 +44,11 @@ from .asgi import PhoenixSocket as PhoenixSocket
 from .asgi import Reject as Reject
 from .asgi import Reply as Reply
 from .asgi import SocketLimits as SocketLimits
+from .asgi import TopicOptionsHook as TopicOptionsHook
 from .asgi import create_app as create_app
 
 __all__ = [
+    "PRESENCE_PARAM",
     "Accept",
     "ChannelClosed",
     "ChannelConnection",
@@ -64,6 +69,7 @@ __all__ = [
     "Send",
     "Serializer",
     "SocketLimits",
+    "TopicOptionsHook",
     "broadcast_text",
     "create_app",
     "negotiate",

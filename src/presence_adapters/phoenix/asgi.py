@@ -11,6 +11,18 @@ phoenix.js's ``new Socket("/socket")`` connects). For each socket it runs the sa
   ``presence_diff`` of the topic on this node is pushed with null join_ref and ref, the same text
   for every socket. A join the hook fails on (it raises, or what it returns cannot be tracked or
   sent) is answered ``{"reason": "join crashed"}`` and leaves nothing behind;
+* a join whose params hold ``"presence": "occupancy"`` asks for the topic's counts instead of its
+  presences: after the ``ok`` reply the channel gets ``presence_occupancy`` pushes, ``{"keys":
+  n, "presences": m}`` (with the channel's join_ref), one on join and one each time the counts
+  change, and neither ``presence_state`` nor ``presence_diff``. ``"presence": "full"`` (or no
+  ``"presence"``) is the default, Phoenix's; any other value is refused before the join hook
+  runs, with ``{"reason": "join param \"presence\" must be \"full\" or \"occupancy\""}``.
+  What the channel tracks is the join hook's decision either way;
+* the optional ``topic_options`` hook gives each topic its
+  :class:`~presence_core.TopicOptions` (a leave grace period, large-room batching: one
+  ``presence_diff`` per tick): it is asked at each accepted join, before the channel listens,
+  and what it returns (unless ``None``) is set on the node with :meth:`Presence.configure_topic
+  <presence_adapters.Presence.configure_topic>` when it differs from the topic's options;
 * a channel's presence lives as long as the channel: leaving it, joining its topic again, closing
   the socket or losing it untracks it (each channel is its own connection id, as each Phoenix
   channel is its own process);
@@ -45,7 +57,7 @@ import attrs
 
 from presence_adapters._errors import SubscriptionOverflow
 from presence_adapters.presence import DEFAULT_MAX_BUFFERED, Presence, Subscription, TopicDiff
-from presence_core import LocalProtocolError, Meta
+from presence_core import LocalProtocolError, Meta, TopicOptions
 
 from ._channel import (
     ChannelClosed,
@@ -60,6 +72,7 @@ from ._channel import (
 )
 
 __all__ = [
+    "PRESENCE_PARAM",
     "Accept",
     "ChannelEvent",
     "EventHook",
@@ -70,6 +83,7 @@ __all__ = [
     "Reject",
     "Reply",
     "SocketLimits",
+    "TopicOptionsHook",
     "create_app",
 ]
 
@@ -156,6 +170,16 @@ JoinHook = Callable[[JoinRequest], Awaitable[Union[Accept, Reject]]]  # noqa: UP
 
 EventHook = Callable[[ChannelEvent], Awaitable[Union[Reply, None]]]  # noqa: UP007
 """``async on_event(event) -> Reply | None`` (``None``: no reply)."""
+
+TopicOptionsHook = Callable[[str], Union[TopicOptions, None]]  # noqa: UP007
+"""``topic_options(topic) -> TopicOptions | None``: the options of a topic being joined (``None``:
+leave them as they are). A mapping's ``get`` will do: ``{"room:lobby": TopicOptions(...)}.get``."""
+
+PRESENCE_PARAM = "presence"
+"""The join param that chooses what a channel receives: ``"full"`` or ``"occupancy"``."""
+
+_PRESENCE_MODES = ("full", "occupancy")
+_BAD_PRESENCE_MODE = 'join param "presence" must be "full" or "occupancy"'
 
 
 def _positive(what: str, *, optional: bool = False) -> Callable[[object, object, object], None]:
@@ -261,6 +285,10 @@ class PhoenixSocket:
             answered ``{"reason": "unhandled event"}``.
         limits: per-socket bounds.
         presence: the node; :func:`create_app` binds it at startup (see :meth:`bind`).
+        topic_options: the options of each topic joined (see :data:`TopicOptionsHook`); a hook
+            that raises, or returns something else than a
+            :class:`~presence_core.TopicOptions` or ``None``, fails the join (``"join
+            crashed"``).
     """
 
     def __init__(
@@ -270,10 +298,12 @@ class PhoenixSocket:
         on_event: EventHook | None = None,
         limits: SocketLimits | None = None,
         presence: Presence | None = None,
+        topic_options: TopicOptionsHook | None = None,
     ) -> None:
         self.on_join = on_join
         self.on_event = on_event
         self.limits = limits if limits is not None else SocketLimits()
+        self.topic_options = topic_options
         self._presence = presence
         self._ids = itertools.count(1)
         self._frames = _DiffFrames()
@@ -352,7 +382,8 @@ class _Channel:
     topic: str
     conn: str
     key: str | None
-    subscription: Subscription[TopicDiff]
+    subscription: Subscription[Any] | None  # None until an occupancy channel has tracked
+    occupancy: bool = False
     scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
 
 
@@ -458,6 +489,10 @@ class _Session:
         message = request.message
         topic = message.topic
         payload = message.payload if isinstance(message.payload, dict) else {}
+        mode = payload.get(PRESENCE_PARAM, "full")
+        if not isinstance(mode, str) or mode not in _PRESENCE_MODES:
+            await self._refuse(request, _BAD_PRESENCE_MODE)
+            return
         join = JoinRequest(
             topic=topic, payload=payload, params=self.params, socket_id=self.socket_id
         )
@@ -477,19 +512,38 @@ class _Session:
             return
         presence = self.presence
         conn = f"{self.socket_id}/{next(self._channel_ids)}"
+        push = None
         try:
             # The reply first: a response that JSON cannot carry fails the join before anything
-            # is tracked. Then subscribe, track and read the state with no await in between:
-            # the state holds everything before the subscription's first diff. From the moment
-            # the channel is registered, _end_channel (here, or in finish on any exit) undoes it.
+            # is tracked. Then the topic's options, before anything listens. Then subscribe,
+            # track and read the state with no await in between: the state holds everything
+            # before the subscription's first diff. From the moment the channel is registered,
+            # _end_channel (here, or in finish on any exit) undoes it.
             reply = self.protocol.accept_join(request, dict(decision.response))
-            subscription = presence.subscribe(topic, max_buffered=self.endpoint.limits.max_buffered)
-            channel = _Channel(topic=topic, conn=conn, key=decision.key, subscription=subscription)
-            self.channels[topic] = channel
-            if decision.key is not None:
-                presence.track(conn, topic, decision.key, decision.meta)
-            state = await presence.fetched_list(topic)
-            push = self.protocol.push(topic, "presence_state", state)
+            self._configure(topic)
+            if mode == "occupancy":
+                # Counts are a latest value, not a stream to splice onto a state: listen once
+                # tracked, so that the first count holds the joiner (in a large room, whose
+                # counts are those of its list, the count of the tick that shows the join).
+                channel = _Channel(
+                    topic=topic, conn=conn, key=decision.key, subscription=None, occupancy=True
+                )
+                self.channels[topic] = channel
+                if decision.key is not None:
+                    presence.track(conn, topic, decision.key, decision.meta)
+                channel.subscription = presence.watch_occupancy(topic)
+            else:
+                subscription = presence.subscribe(
+                    topic, max_buffered=self.endpoint.limits.max_buffered
+                )
+                channel = _Channel(
+                    topic=topic, conn=conn, key=decision.key, subscription=subscription
+                )
+                self.channels[topic] = channel
+                if decision.key is not None:
+                    presence.track(conn, topic, decision.key, decision.meta)
+                state = await presence.fetched_list(topic)
+                push = self.protocol.push(topic, "presence_state", state)
         except Exception:  # a PresenceError (a meta too large...), the fetch hook, TypeError...
             logger.exception("cannot serve the join of %s on %r", self.socket_id, topic)
             self.protocol.close(topic)
@@ -497,8 +551,26 @@ class _Session:
             await self._refuse(request, "join crashed")
             return
         await self.write(reply.text)
+        if push is None:  # the first presence_occupancy is the forwarder's
+            forwarders.start_soon(self._forward_occupancy, channel)
+            return
         await self.write(push.text)
         forwarders.start_soon(self._forward, channel)
+
+    def _configure(self, topic: str) -> None:
+        """Give ``topic`` the options the endpoint's ``topic_options`` hook returns."""
+        hook = self.endpoint.topic_options
+        if hook is None:
+            return
+        options = hook(topic)
+        if options is None:
+            return
+        if not isinstance(options, TopicOptions):
+            raise LocalProtocolError(
+                f"topic_options returned a {type(options).__name__}, not TopicOptions or None"
+            )
+        if self.presence.topic_options(topic) != options:
+            self.presence.configure_topic(topic, options)
 
     async def _refuse(self, request: JoinRequested, reason: str) -> None:
         try:
@@ -508,12 +580,36 @@ class _Session:
             reply = self.protocol.reject_join(request, "join crashed")
         await self.write(reply.text)
 
+    def _push_text(self, channel: _Channel, event: str, payload: object) -> str | None:
+        """A push of ``channel`` (with its join_ref), or ``None`` once the channel is over: the
+        client may have left it while its leave's reply was being written."""
+        if self.channels.get(channel.topic) is not channel:
+            return None
+        if channel.topic not in self.protocol.channels:
+            return None
+        return self.protocol.push(channel.topic, event, payload).text
+
+    async def _forward_occupancy(self, channel: _Channel) -> None:
+        subscription = channel.subscription
+        assert subscription is not None
+        with channel.scope:
+            async with subscription:
+                async for occupancy in subscription:
+                    counts = {"keys": occupancy.keys, "presences": occupancy.presences}
+                    text = self._push_text(channel, "presence_occupancy", counts)
+                    if text is None:
+                        return
+                    await self.write(text)
+            if self.presence.closed:  # the node stopped: so does every socket it served
+                self.stop(1001)
+
     async def _forward(self, channel: _Channel) -> None:
         presence, frames = self.presence, self.endpoint._frames
         serializer = self.protocol.serializer
         limit = self.endpoint.limits.max_buffered
         with channel.scope:
             while True:
+                assert channel.subscription is not None
                 try:
                     async with channel.subscription as subscription:
                         async for diff in subscription:
@@ -522,11 +618,10 @@ class _Session:
                     # Too far behind: start over from a fresh state, which phoenix.js reconciles.
                     channel.subscription = presence.subscribe(channel.topic, max_buffered=limit)
                     state = await presence.fetched_list(channel.topic)
-                    if self.channels.get(channel.topic) is not channel:
+                    text = self._push_text(channel, "presence_state", state)
+                    if text is None:
                         return  # the channel ended meanwhile
-                    await self.write(
-                        self.protocol.push(channel.topic, "presence_state", state).text
-                    )
+                    await self.write(text)
                     continue
                 if presence.closed:  # the node stopped: so does every socket it served
                     self.stop(1001)
@@ -537,7 +632,8 @@ class _Session:
         if channel is None:
             return
         channel.scope.cancel()
-        channel.subscription.close()
+        if channel.subscription is not None:
+            channel.subscription.close()
         if not self.presence.closed:
             self.presence.untrack_conn(channel.conn)
 
@@ -723,6 +819,7 @@ def create_app(
     limits: SocketLimits | None = None,
     path: str = "/socket/websocket",
     page: bool = False,
+    topic_options: TopicOptionsHook | None = None,
 ) -> PhoenixApp:
     """A whole ASGI application serving phoenix.js clients from one presence node.
 
@@ -737,6 +834,13 @@ def create_app(
         path: the websocket's path (phoenix.js's ``new Socket("/socket")`` uses
             ``/socket/websocket``).
         page: also serve the presence page at ``/`` (who is online in a room, live).
+        topic_options: each joined topic's :class:`~presence_core.TopicOptions` (see
+            :data:`TopicOptionsHook` and :class:`PhoenixSocket`), e.g. large-room batching for
+            some topics: ``{"room:lobby": TopicOptions(large_room=True)}.get``. A grace period
+            for every topic is simpler set in the node's ``TrackerConfig``
+            (``leave_grace_period``).
     """
-    socket = PhoenixSocket(on_join=on_join, on_event=on_event, limits=limits)
+    socket = PhoenixSocket(
+        on_join=on_join, on_event=on_event, limits=limits, topic_options=topic_options
+    )
     return PhoenixApp(node, socket, path=path, page=page)
