@@ -17,7 +17,9 @@ cut short, as it would with ``cat`` or ``yes``.
 ``presence serve`` serves phoenix.js clients and the presence page (who is online in a room,
 live) from one presence node: ``presence serve --port 4000``, then open http://127.0.0.1:4000/.
 It tracks the join payload's ``"user"`` in topics ``room:*``. It needs the phoenix extra
-(``pip install 'presence-core[phoenix]'``).
+(``pip install 'presence-core[phoenix]'``). ``--grace SECONDS`` gives every room a leave grace
+period (``docs/grace-period.rst``) and ``--large-room TOPIC`` (repeated) makes a room a large
+room (``docs/large-rooms.rst``); both are off by default, Phoenix's behaviour.
 
 Replication is authenticated when a keyring is given: the file named by ``--key-file PATH``, or
 else the text of the ``PRESENCE_KEYRING`` environment variable (the format:
@@ -34,7 +36,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from presence_adapters.simulation import (
@@ -45,13 +47,19 @@ from presence_adapters.simulation import (
     SimResult,
     Simulation,
 )
-from presence_core import ConfigurationError, Keyring, __version__
+from presence_core import ConfigurationError, Keyring, TopicOptions, TrackerConfig, __version__
 
 from ._keyfile import KEYRING_VARIABLE, load_keyring, parse_keyring
 
 if TYPE_CHECKING:
     from presence_adapters import Presence, Transport
-    from presence_adapters.phoenix import Accept, JoinRequest, PhoenixApp, Reject
+    from presence_adapters.phoenix import (
+        Accept,
+        JoinRequest,
+        PhoenixApp,
+        Reject,
+        TopicOptionsHook,
+    )
 
 __all__ = ["main"]
 
@@ -135,6 +143,31 @@ def _parser() -> argparse.ArgumentParser:
         help="run the cluster with authenticated replication (every message sealed with a key "
         "derived from the seed)",
     )
+    sim.add_argument(
+        "--grace",
+        type=float,
+        default=defaults.grace,
+        metavar="SECONDS",
+        help="every tracker's leave grace period, finite and >= 0 (default %(default)s: none, "
+        "as in Phoenix)",
+    )
+    sim.add_argument(
+        "--flaps",
+        type=float,
+        default=defaults.flaps,
+        metavar="RATE",
+        help=f"flap episodes per virtual second, from 0 to {MAX_RATE:g}: keys that reconnect "
+        "within the grace period or beyond it, on the same node or another; they need "
+        "--grace (default %(default)s: none)",
+    )
+    sim.add_argument(
+        "--large-rooms",
+        type=int,
+        default=defaults.large_rooms,
+        metavar="N",
+        help="put the first N topics (the hot ones) in large-room mode: one diff per tick "
+        "(default %(default)s)",
+    )
     sim.add_argument("--json", metavar="FILE", help="write the metrics as JSON ('-' for stdout)")
     sim.add_argument(
         "--plot", metavar="FILE", help="write a PNG of replica views and convergence over time"
@@ -162,6 +195,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     brokers.add_argument(
         "--nats", metavar="URL", help="join a cluster over NATS, e.g. nats://127.0.0.1:4222"
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="a leave grace period for every room: a user who reconnects within it is one "
+        "update for the other clients, never a leave then a join (default %(default)s: none, "
+        "as in Phoenix)",
+    )
+    serve.add_argument(
+        "--large-room",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        dest="large_rooms",
+        help="make the room TOPIC (room:NAME) a large room: one presence_diff per broadcast "
+        "period with the net changes; repeat for several",
     )
     serve.add_argument(
         "--key-file",
@@ -224,12 +275,46 @@ async def serve_on_join(request: JoinRequest) -> Accept | Reject:
     """
     from presence_adapters.phoenix import Accept, Reject
 
-    if not request.topic.startswith("room:") or len(request.topic) <= len("room:"):
+    if not _is_room(request.topic):
         return Reject("unknown topic")
     user = request.payload.get("user")
     if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER_CHARS:
         return Reject("invalid user")
     return Accept(key=user, meta={"online_at": int(time.time())})
+
+
+def serve_config(grace: float = 0.0) -> TrackerConfig | None:
+    """The tracker config ``presence serve`` uses: Phoenix's defaults (``None``), with a leave
+    grace period of ``grace`` seconds for every topic when it is not 0.
+
+    Raises:
+        ConfigurationError: ``grace`` is not a finite number ``>= 0``.
+    """
+    if grace == 0:
+        return None
+    return TrackerConfig(leave_grace_period=grace)
+
+
+def serve_topic_options(large_rooms: Iterable[str] = ()) -> TopicOptionsHook | None:
+    """The ``topic_options`` hook ``presence serve`` uses: large-room mode for the topics in
+    ``large_rooms`` (each a ``room:NAME``, the topics it serves), the defaults for others;
+    ``None`` when there are none.
+
+    Raises:
+        ConfigurationError: a topic is not ``room:NAME``.
+    """
+    options: dict[str, TopicOptions] = {}
+    for topic in large_rooms:
+        if not _is_room(topic):
+            raise ConfigurationError(
+                f"a large room must be a topic room:NAME, the topics served, not {topic!r}"
+            )
+        options[topic] = TopicOptions(large_room=True)
+    return options.get if options else None
+
+
+def _is_room(topic: str) -> bool:
+    return topic.startswith("room:") and len(topic) > len("room:")
 
 
 def serve_app(
@@ -238,17 +323,26 @@ def serve_app(
     redis: str | None = None,
     nats: str | None = None,
     keyring: Keyring | None = None,
+    grace: float = 0.0,
+    large_rooms: Iterable[str] = (),
 ) -> PhoenixApp:
     """The application ``presence serve`` runs: the endpoint and the page, on one node (asyncio
     driver), on a private memory bus or in a cluster over Redis (``redis``) or NATS (``nats``),
-    its replication sealed with ``keyring`` if given (see the driver's ``open_node``).
+    its replication sealed with ``keyring`` if given (see the driver's ``open_node``), with a
+    leave grace period of ``grace`` seconds for every room (:func:`serve_config`) and the rooms
+    of ``large_rooms`` in large-room mode (:func:`serve_topic_options`).
 
     Raises:
         ImportError: the extra a broker needs is not installed.
+        ConfigurationError: ``grace`` is not a finite number ``>= 0``, or a large room is not a
+            topic ``room:NAME``.
     """
     from presence_adapters import default_name
     from presence_adapters.drivers.asyncio import open_node
     from presence_adapters.phoenix import create_app
+
+    config = serve_config(grace)
+    topic_options = serve_topic_options(large_rooms)
 
     connect: Callable[[str], Awaitable[Transport]] | None = None
     if redis is not None:
@@ -266,10 +360,10 @@ def serve_app(
     async def node() -> AsyncIterator[Presence]:
         node_name = name if name is not None else default_name()
         transport = None if connect is None else await connect(node_name)
-        async with open_node(transport, name=node_name, keyring=keyring) as presence:
+        async with open_node(transport, name=node_name, keyring=keyring, config=config) as presence:
             yield presence
 
-    return create_app(node, on_join=serve_on_join, page=True)
+    return create_app(node, on_join=serve_on_join, page=True, topic_options=topic_options)
 
 
 def serve_keyring(key_file: str | None, environ: Mapping[str, str]) -> Keyring | None:
@@ -307,9 +401,22 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"presence serve: no keyring: {exc}", file=sys.stderr)
         return 2
     try:
+        serve_config(args.grace)
+        serve_topic_options(args.large_rooms)
+    except ConfigurationError as exc:
+        print(f"presence serve: {exc}", file=sys.stderr)
+        return 2
+    try:
         import uvicorn
 
-        app = serve_app(args.name, redis=args.redis, nats=args.nats, keyring=keyring)
+        app = serve_app(
+            args.name,
+            redis=args.redis,
+            nats=args.nats,
+            keyring=keyring,
+            grace=args.grace,
+            large_rooms=args.large_rooms,
+        )
     except ImportError as exc:
         print(f"presence serve: {exc}", file=sys.stderr)
         return 2
@@ -344,21 +451,30 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _sim_params(args: argparse.Namespace) -> SimParams:
+    """The :class:`SimParams` of ``presence simulate``'s parsed flags (``ValueError`` when one
+    is out of range)."""
+    return SimParams(
+        seed=args.seed,
+        nodes=args.nodes,
+        duration=args.duration,
+        faults=args.faults,
+        rate=args.rate,
+        topics=args.topics,
+        keys=args.keys,
+        broadcast_period=args.broadcast_period,
+        max_message_bytes=args.max_message_bytes,
+        sealed=args.sealed,
+        grace=args.grace,
+        flaps=args.flaps,
+        large_rooms=args.large_rooms,
+    )
+
+
 def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out = sys.stdout
     try:
-        params = SimParams(
-            seed=args.seed,
-            nodes=args.nodes,
-            duration=args.duration,
-            faults=args.faults,
-            rate=args.rate,
-            topics=args.topics,
-            keys=args.keys,
-            broadcast_period=args.broadcast_period,
-            max_message_bytes=args.max_message_bytes,
-            sealed=args.sealed,
-        )
+        params = _sim_params(args)
         scenario = params.scenario()
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
@@ -376,7 +492,10 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(
         f"simulating {len(scenario.nodes)} nodes, seed {params.seed}, fault mix "
         f"{params.faults!r}, {params.duration:g} virtual seconds + settle"
-        + (", replication sealed" if params.sealed else ""),
+        + (", replication sealed" if params.sealed else "")
+        + (f", leave grace period {params.grace:g}s" if params.grace else "")
+        + (f", {params.flaps:g} flap episodes per second" if params.flaps else "")
+        + (f", {len(scenario.large_rooms())} large room(s)" if params.large_rooms else ""),
         file=out if show else sys.stderr,
         flush=True,  # before the run: a reader already gone is noticed before the work
     )
@@ -401,7 +520,11 @@ def _simulate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 "topics": params.topics,
                 "keys": params.keys,
                 "broadcast_period": params.broadcast_period,
+                "max_message_bytes": params.max_message_bytes,
                 "sealed": params.sealed,
+                "grace": params.grace,
+                "flaps": params.flaps,
+                "large_rooms": params.large_rooms,
             },
             "ok": result.ok,
             "digest": result.digest,

@@ -352,6 +352,58 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
+def test_cli_topic_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--grace, --flaps and --large-rooms reach the scenario (the same run as SimParams with
+    them), the JSON's params and the replay command."""
+    path = tmp_path / "m.json"
+    flags = ["--nodes", "3", "--duration", "12", "--faults", "none", "--seed", "3"]
+    modes = ["--grace", "4", "--flaps", "0.5", "--large-rooms", "2"]
+    assert cli.main(["simulate", "--quiet", *flags, *modes, "--json", str(path)]) == 0
+    header = capsys.readouterr().err  # --quiet: the header goes to stderr
+    assert "leave grace period 4s, 0.5 flap episodes per second, 2 large room(s)" in header
+    data = json.loads(path.read_text())
+    params = SimParams(
+        seed=3, nodes=3, duration=12.0, faults="none", grace=4.0, flaps=0.5, large_rooms=2
+    )
+    assert data["ok"] is True
+    assert {k: data["params"][k] for k in ("grace", "flaps", "large_rooms")} == {
+        "grace": 4.0,
+        "flaps": 0.5,
+        "large_rooms": 2,
+    }
+    assert data["params"]["max_message_bytes"] is None
+    assert data["replay"] == params.replay_command()
+    assert "--grace 4.0 --flaps 0.5 --large-rooms 2" in data["replay"]
+    assert data["digest"] == Simulation(params.scenario()).run().digest
+    assert data["metrics"]["flaps"] > 0
+    # Without them: Phoenix's behaviour, and the JSON says so.
+    assert cli.main(["simulate", *flags, "--json", "-"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert (plain["params"]["grace"], plain["params"]["flaps"]) == (0.0, 0.0)
+    assert plain["params"]["large_rooms"] == 0
+    assert plain["digest"] != data["digest"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--flaps", "1"], "flaps need a leave grace period"),
+        (["--grace", "-1"], "grace must be a number of seconds >= 0"),
+        (["--grace", "nan"], "grace must be"),
+        (["--large-rooms", "-1"], "large_rooms must be an int >= 0"),
+        (["--flaps", "2e4", "--grace", "4"], "flaps must be from 0"),
+        (["--grace", "1", "--flaps", "1"], "needs a workload topic whose leave grace period"),
+    ],
+)
+def test_cli_topic_mode_usage_errors(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["simulate", "--quiet", *flags])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_cli_failure_prints_replay(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

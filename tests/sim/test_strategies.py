@@ -6,7 +6,8 @@ import random
 
 from hypothesis import HealthCheck, find, given, settings
 
-from presence_adapters.simulation import Scenario, Simulation, TrackerFactory
+from presence_adapters import cli
+from presence_adapters.simulation import Scenario, SimParams, Simulation, TrackerFactory
 from presence_adapters.testing.strategies import scenarios, sim_params
 from presence_core import Event, PresenceDiff, ReplicaRef, Tracker, TrackerConfig
 
@@ -22,11 +23,45 @@ def test_generated_scenarios_run_deterministically(scenario: Scenario) -> None:
 @settings(max_examples=10, deadline=None)
 @given(sim_params(max_nodes=3, max_duration=10.0))
 def test_generated_params_replay(params: object) -> None:
-    from presence_adapters.simulation import SimParams
-
     assert isinstance(params, SimParams)
     assert params.replay_command().startswith("presence simulate --seed ")
     assert params.scenario() == params.scenario()
+    # The command line the replay prints gives these very params back.
+    parsed = cli._parser().parse_args(["simulate", *params.cli_args()])
+    assert cli._sim_params(parsed) == params
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios(max_nodes=4, max_duration=10.0), sim_params(max_nodes=3, max_duration=10.0))
+def test_the_topic_modes_are_generated_valid(scenario: Scenario, params: SimParams) -> None:
+    """Grace periods, per-topic options and flaps come only in valid combinations: a flap
+    workload only where a topic's grace period makes room for it."""
+    assert all(topic.startswith("topic:") for topic in scenario.topic_options)
+    if scenario.workload.flaps:
+        assert scenario.flap_topics()
+    if params.flaps:
+        assert params.grace > 0
+        assert params.scenario().flap_topics()
+    assert scenario.bounds().grace >= scenario.config.leave_grace_period
+
+
+def test_the_topic_modes_are_all_generated() -> None:
+    """Each mode shows up in some example (so the properties above are not vacuous)."""
+    find(scenarios(max_nodes=2, max_duration=10.0), lambda s: s.workload.flaps > 0)
+    find(scenarios(max_nodes=2, max_duration=10.0), lambda s: bool(s.large_rooms()))
+    find(scenarios(max_nodes=2, max_duration=10.0), lambda s: s.config.leave_grace_period > 0)
+    find(sim_params(max_nodes=2, max_duration=10.0), lambda p: p.flaps > 0 and p.large_rooms > 0)
+    plain = find(scenarios(max_nodes=2, max_duration=10.0, modes=False), lambda s: True)
+    assert (plain.topic_options, plain.config.leave_grace_period) == ({}, 0.0)
+    assert find(sim_params(modes=False), lambda p: True) == find(sim_params(), lambda p: True)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(max_nodes=3, max_duration=10.0))
+def test_generated_scenarios_hold_every_invariant(scenario: Scenario) -> None:
+    """The stock tracker passes every generated scenario, topic modes included."""
+    result = Simulation(scenario).run()
+    assert result.ok, result.violations[0]
 
 
 class _LeavesDropped(Tracker):
@@ -55,3 +90,6 @@ def test_a_failing_schedule_shrinks() -> None:
     )
     assert len(smallest.nodes) == 1
     assert smallest.faults == ()
+    assert smallest.topic_options == {}
+    assert smallest.config.leave_grace_period == 0
+    assert smallest.workload.flaps == 0

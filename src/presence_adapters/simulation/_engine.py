@@ -14,6 +14,15 @@ refuses for a reason an honest cluster never gives is a ``rejected`` violation.
 
 Events reach the engine through the pump's ``on_event``; they wait in the node's inbox until the
 call that produced them returns, so the trace reads "operation, then its diffs, then its sends".
+Each :class:`~presence_core.PresenceDiff` is replayed on the node's client view as its
+subscribers would apply it (:meth:`Invariants.delivered`); at each check that view must be what
+the node lists, in every topic (a node lists what its subscribers were shown).
+
+Every node incarnation gets the scenario's :attr:`~Scenario.topic_options` before its first
+tick. Flap episodes (:attr:`Workload.flaps`) are driven here too: each is a :class:`_Flap`
+whose connection joins, leaves and comes back on the heap's schedule, with gaps chosen from
+:meth:`Scenario.flap_window` so that "within the grace period" and "beyond it" hold at every
+observer; the engine tells the invariants when the key leaves and when it comes back.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from presence_core import (
     ReplicaPermdown,
     ReplicaRef,
     ReplicaUp,
+    TopicOptions,
     Tracker,
     TrackerConfig,
     TransferAck,
@@ -49,10 +59,10 @@ from presence_core import (
     decode_message,
 )
 
-from ._invariants import Ident, Invariants, Observed, ReplayedClient, Unchecked
+from ._invariants import Disturbances, Ident, Invariants, Observed, ReplayedClient, Unchecked
 from ._network import Links
 from ._results import Metrics, SimResult, Violation, ViolationKind
-from ._scenario import Fault, FaultKind, Scenario, SimParams, describe_keyring
+from ._scenario import Fault, FaultKind, Scenario, SimParams, Workload, describe_keyring
 
 __all__ = ["Simulation", "TrackerFactory", "run"]
 
@@ -84,9 +94,13 @@ class _Node:
     timer_token: int = 0
     timer_at: float | None = None
     disturbed: float = 0.0
+    # the last fault on the node itself (not a dropped message): for the flap checks
+    faulted: float = 0.0
     resumed: float = 0.0
     client: ReplayedClient = attrs.Factory(ReplayedClient)
     model: dict[Ident, str] = attrs.Factory(dict)
+    # what its live connections of flap episodes track (kept apart from the regular workload)
+    flapping: dict[Ident, str] = attrs.Factory(dict)
     counter: int = 0
 
     @property
@@ -101,6 +115,24 @@ class _Node:
 
 class _Stop(Exception):
     pass
+
+
+@attrs.define(eq=False)
+class _Flap:
+    """One flap episode: a key of its own in one topic, whose one connection comes and goes.
+
+    It connects on a node, stays ``2..3 * flap_slack``, disconnects; ``cycles`` times it comes
+    back (a new connection id) after a gap within or beyond the grace period, on the same node
+    or another; after the last reconnect it stays, or (``final``) leaves once more for good.
+    """
+
+    topic: str
+    key: str
+    node: str  # where its connection is, or last was
+    cycles: int  # reconnects still to come
+    final: bool  # leave for good after the last reconnect
+    conn: str | None = None  # the live connection
+    conns: int = 0  # connections it has had
 
 
 class Simulation:
@@ -156,6 +188,15 @@ class Simulation:
         self._links = Links(scenario.network, random.Random(master.getrandbits(64)))
         self._work_rng = random.Random(master.getrandbits(64))
         self._tracker_seed = master.getrandbits(64)
+        self._flap_rng = random.Random(master.getrandbits(64))
+        self._flaps: list[_Flap] = []
+        self._flap_topics = scenario.flap_topics() if scenario.workload.flaps > 0 else ()
+        self._flap_windows: dict[str, tuple[float, float]] = {}
+        self._link_drops: dict[tuple[str, str], float] = {}  # (src, dst): the last drop
+        # topics that may have a room (a grace period, a large room): their list, counts and
+        # pages come from the room's own index, so the checks compare its counts with its list
+        self._rooms = frozenset(scenario.topic_options)
+        self._holds = self.bounds.grace > 0 or bool(scenario.large_rooms())
         self._heap: list[tuple[float, int, str, Any]] = []
         self._seq = 0
         self.now = 0.0
@@ -210,7 +251,9 @@ class Simulation:
         tracker should list exactly these presences.
         """
         return {
-            name: dict(node.model) for name, node in self._nodes.items() if node.pump is not None
+            name: {**node.model, **node.flapping}
+            for name, node in self._nodes.items()
+            if node.pump is not None
         }
 
     # ------------------------------------------------------------------ plumbing
@@ -245,8 +288,10 @@ class Simulation:
             raise _Stop
 
     def _disturb(self, *names: str) -> None:
+        """A fault on these nodes (a partition or heal involving them, the settle phase)."""
         for name in names:
-            self._nodes[name].disturbed = self.now
+            node = self._nodes[name]
+            node.disturbed = node.faulted = self.now
 
     # ------------------------------------------------------------------ run
 
@@ -270,6 +315,7 @@ class Simulation:
             self._push(fault.at, "fault", fault)
         self._push(scenario.duration, "settle", None)
         self._schedule_op()
+        self._schedule_flap()
         if self._checks:
             self._push(scenario.check_interval, "check", None)
         self._push(0.0, "progress", None)
@@ -286,7 +332,9 @@ class Simulation:
                 self._dispatch(kind, payload)
             self.step += 1
             if self._checks:
-                self._invariants.final_check(self.now, self._observe())
+                self._invariants.final_check(
+                    self.now, self._observe(final=True), self._disturbances()
+                )
         except _Stop:
             pass
         except Exception as exc:  # a bug in the tracker: report it, with the seed and step
@@ -318,10 +366,21 @@ class Simulation:
             if not self._settling:
                 self._operation()
                 self._schedule_op()
+        elif kind == "flap_start":
+            if not self._settling:
+                self._flap_start()
+                self._schedule_flap()
+        elif kind == "flap":
+            if not self._settling:
+                flap, step = payload
+                if step == "leave":
+                    self._flap_leave(flap)
+                else:
+                    self._flap_back(flap)
         elif kind == "fault":
             self._fault(payload)
         elif kind == "check":
-            self._invariants.check(self.now, self._observe())
+            self._invariants.check(self.now, self._observe(), self._disturbances())
             self._push(self.now + self.scenario.check_interval, "check", None)
         elif kind == "progress":
             if self._on_progress is not None:
@@ -330,24 +389,48 @@ class Simulation:
         elif kind == "settle":
             self._settle()
 
-    def _observe(self) -> list[Observed]:
+    def _observe(self, *, final: bool = False) -> list[Observed]:
         observed = []
         for name in self.scenario.nodes:
             node = self._nodes[name]
             if node.running:
                 assert node.pump is not None
                 tracker = node.pump.tracker
+                # tracker.topics() has the topics with a visible presence; a topic whose only
+                # keys are in their grace period is listed all the same: ask for those too
+                topics = set(tracker.topics())
+                if self._holds:
+                    topics.update(t for t, view in node.client.views.items() if view.state)
+                    topics.update(self._rooms)
+                listed = {}
+                for topic in sorted(topics):
+                    presences = tracker.presences(topic)
+                    if presences:
+                        listed[topic] = presences
+                occupancy = None
+                if self._holds:
+                    occupancy = {topic: tracker.occupancy(topic) for topic in sorted(topics)}
                 observed.append(
                     Observed(
                         name=name,
-                        listed={topic: tracker.presences(topic) for topic in tracker.topics()},
+                        listed=listed,
                         client=node.client,
-                        model=dict(node.model),
+                        model={**node.model, **node.flapping},
                         disturbed=node.disturbed,
                         resumed=node.resumed,
+                        vsn=node.vsn,
+                        occupancy=occupancy,
+                        leaves_held=tracker.stats().leaves_held if final else 0,
                     )
                 )
         return observed
+
+    def _disturbances(self) -> Disturbances:
+        """Every node's and link's last disturbance (running or not), for the flap checks."""
+        return Disturbances(
+            nodes={name: node.faulted for name, node in self._nodes.items()},
+            links=dict(self._link_drops),
+        )
 
     # ------------------------------------------------------------------ nodes
 
@@ -369,17 +452,27 @@ class Simulation:
         node.queued = []
         node.client = ReplayedClient()
         node.model = {}
-        node.disturbed = node.resumed = self.now
+        node.flapping = {}
+        node.disturbed = node.resumed = node.faulted = self.now
         self._record(f"start {node.name}.{node.vsn}")
+        for topic, options in sorted(self.scenario.topic_options.items()):
+            node.pump.command(_configure(tracker, topic, options), now=node.now(self.now))
+            grace = options.leave_grace_period
+            self._record(
+                f"options {node.name} {topic} grace={'-' if grace is None else f'{grace:g}'}"
+                f"{' large' if options.large_room else ''}"
+            )
         node.pump.wake(now=node.now(self.now))
         self._flush(node)
 
     def _stop(self, node: _Node) -> None:
         assert node.pump is not None
         replica = node.pump.tracker.replica
-        for ref in sorted(node.model.values()):
+        for ref in sorted([*node.model.values(), *node.flapping.values()]):
             self._invariants.removed(ref, self.now)
         node.model = {}
+        node.flapping = {}
+        node.disturbed = node.faulted = self.now
         node.client = ReplayedClient()
         node.pump = None
         node.paused = False
@@ -413,8 +506,7 @@ class Simulation:
         for event in events:
             if isinstance(event, PresenceDiff):
                 self._diffs += 1
-                if self._checks:
-                    node.client.apply(event)
+                self._invariants.delivered(name, node.vsn, node.client, event, self.now)
                 joins = sorted(str(e.meta.get("phx_ref")) for e in event.joins)
                 leaves = sorted(str(e.meta.get("phx_ref")) for e in event.leaves)
                 self._record(f"diff {name} {event.topic} +{joins} -{leaves}")
@@ -459,7 +551,8 @@ class Simulation:
 
     def _drop(self, src: str, dst: str, message: Message, why: str) -> None:
         self._dropped += 1
-        self._disturb(src, dst)
+        self._nodes[src].disturbed = self._nodes[dst].disturbed = self.now
+        self._link_drops[src, dst] = self.now
         self._record(f"drop {why} {src}->{dst} {_summary(message)}")
 
     def _deliver(self, src: str, dst: str, transmission: Transmission) -> None:
@@ -543,6 +636,7 @@ class Simulation:
             self._invariants.disrupted(f"restart {node.name}", self.now)
         elif kind == "pause" and pump is not None and not node.paused:
             node.paused = True
+            node.disturbed = node.faulted = self.now
             node.timer_token += 1
             node.timer_at = None
         elif kind == "resume" and node.paused:
@@ -554,7 +648,7 @@ class Simulation:
     def _resume(self, node: _Node) -> None:
         assert node.pump is not None
         node.paused = False
-        node.disturbed = node.resumed = self.now
+        node.disturbed = node.resumed = node.faulted = self.now
         queued, node.queued = node.queued, []
         for src, transmission in queued:
             self._receive(node, src, transmission, " (queued)")
@@ -657,6 +751,117 @@ class Simulation:
         self._invariants.tracked(node.name, node.pump.tracker.replica, ref, ident, meta, self.now)
         node.model[ident] = ref
 
+    # ------------------------------------------------------------------ flap workload
+
+    def _schedule_flap(self) -> None:
+        rate = self.scenario.workload.flaps
+        if rate > 0:
+            self._push(self.now + self._flap_rng.expovariate(rate), "flap_start", None)
+
+    def _running(self) -> list[str]:
+        return [name for name in self.scenario.nodes if self._nodes[name].running]
+
+    def _flap_window(self, topic: str) -> tuple[float, float]:
+        window = self._flap_windows.get(topic)
+        if window is None:
+            window = self._flap_windows[topic] = self.scenario.flap_window(topic)
+        return window
+
+    def _flap_start(self) -> None:
+        rng = self._flap_rng
+        workload: Workload = self.scenario.workload
+        topic = rng.choice(self._flap_topics)
+        cycles = rng.randint(1, workload.flap_cycles)
+        final = rng.random() < 0.5
+        running = self._running()
+        if not running:
+            return
+        name = rng.choice(running)
+        key = f"flap{len(self._flaps)}"
+        flap = _Flap(topic=topic, key=key, node=name, cycles=cycles, final=final)
+        self._flaps.append(flap)
+        self._flap_connect(flap, self._nodes[name])
+
+    def _flap_connect(self, flap: _Flap, node: _Node) -> None:
+        """Give the episode's key a new connection on ``node``, and schedule its next leave."""
+        pump = node.pump
+        assert pump is not None
+        tracker = pump.tracker
+        topic, key = flap.topic, flap.key
+        conn = f"{key}.{flap.conns}"
+        flap.conns += 1
+        node.counter += 1
+        meta: dict[str, Any] = {"status": "online", "n": node.counter}
+        self._ops += 1
+        ref = pump.command(
+            lambda t: tracker.track(conn=conn, topic=topic, key=key, meta=meta, now=t),
+            now=node.now(self.now),
+        )
+        ident = (conn, topic, key)
+        self._invariants.tracked(
+            node.name, tracker.replica, ref, ident, {**meta, "phx_ref": ref}, self.now
+        )
+        node.flapping[ident] = ref
+        flap.node, flap.conn = node.name, conn
+        self._record(f"flap track {node.name} {conn} {topic} {key} {ref}")
+        self._flush(node)
+        if flap.cycles or flap.final:
+            slack = self.bounds.flap_slack
+            stay = self._flap_rng.uniform(2 * slack, 3 * slack)
+            self._push(self.now + stay, "flap", (flap, "leave"))
+
+    def _flap_leave(self, flap: _Flap) -> None:
+        """The episode's connection disconnects; schedule its reconnect, if one is to come."""
+        node = self._nodes[flap.node]
+        conn = flap.conn
+        assert conn is not None
+        ident = (conn, flap.topic, flap.key)
+        if not node.running or ident not in node.flapping:
+            # paused (the presence stays), or stopped (it went with its node): the episode ends
+            self._record(f"flap end {flap.key} {node.name} not running")
+            return
+        pump = node.pump
+        assert pump is not None
+        tracker = pump.tracker
+        window = self._flap_window(flap.topic)
+        observers = {
+            other.name: (other.vsn, other.client) for other in self._nodes.values() if other.running
+        }
+        self._invariants.flap_left(
+            flap.topic, flap.key, node.name, self.now, window=window, observers=observers
+        )
+        self._ops += 1
+        pump.command(lambda t: tracker.untrack_conn(conn=conn, now=t), now=node.now(self.now))
+        self._invariants.removed(node.flapping.pop(ident), self.now)
+        flap.conn = None
+        self._record(f"flap leave {node.name} {conn}")
+        self._flush(node)
+        if not flap.cycles:
+            return  # gone for good
+        flap.cycles -= 1
+        rng = self._flap_rng
+        within, beyond = window
+        if rng.random() < self.scenario.workload.flap_beyond:
+            gap = beyond + rng.uniform(0.1, 1.0) * self.bounds.flap_slack
+        else:
+            gap = rng.uniform(0.0, 0.9) * within
+        self._push(self.now + gap, "flap", (flap, "back"))
+
+    def _flap_back(self, flap: _Flap) -> None:
+        """The episode's key reconnects: where it left, or on another node (a handover)."""
+        rng = self._flap_rng
+        running = self._running()
+        if not running:
+            self._record(f"flap end {flap.key} no node running")
+            return
+        others = [name for name in running if name != flap.node]
+        handover = rng.random() < self.scenario.workload.handover
+        name = (
+            rng.choice(others) if others and (handover or flap.node not in running) else flap.node
+        )
+        self._invariants.flap_back(flap.topic, flap.key, name, self.now)
+        self._flap_connect(flap, self._nodes[name])
+
     # ------------------------------------------------------------------ result
 
     def _result(self) -> SimResult:
@@ -680,6 +885,9 @@ class Simulation:
             malformed=sum(stats.malformed for stats in traffic),
             unsendable=sum(stats.unsendable for stats in traffic),
             rejected=dict(sorted(self._rejected.items())),
+            flaps=len(self._flaps),
+            flaps_judged=self._invariants.flaps_judged,
+            flaps_skipped=self._invariants.flaps_skipped,
         )
         return SimResult(
             scenario=self.scenario,
@@ -690,6 +898,15 @@ class Simulation:
             trace=tuple(self._trace),
             timeline=tuple(self._invariants.timeline),
         )
+
+
+def _configure(tracker: Tracker, topic: str, options: TopicOptions) -> Callable[[float], None]:
+    """The pump command that sets ``topic``'s options on ``tracker``."""
+
+    def call(_now: float) -> None:
+        tracker.configure_topic(topic, options)
+
+    return call
 
 
 def _summary(message: Message) -> str:

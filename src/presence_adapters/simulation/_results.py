@@ -19,6 +19,9 @@ ViolationKind = Literal[
     "diff_replay",
     "malformed",
     "rejected",
+    "flap_seen",
+    "leave_lost",
+    "leave_repeated",
     "error",
 ]
 """The invariants a :class:`Violation` can name (``error``: the tracker raised)."""
@@ -92,6 +95,13 @@ class Metrics:
             :class:`~presence_core.RejectReason` value; reasons never seen are absent). Those
             whose reason is not :attr:`~presence_core.RejectReason.normal` are also ``rejected``
             violations.
+        flaps: flap episodes the workload started (:attr:`Workload.flaps
+            <presence_adapters.simulation.Workload.flaps>`).
+        flaps_judged: judgements of a flap's timing checks (``flap_seen``, ``leave_lost``,
+            ``leave_repeated``): one per reconnect or leave and per observer that no fault
+            disturbed.
+        flaps_skipped: the same, left unjudged because a fault disturbed the observer or the
+            nodes the key left or came back on (timing is then unknowable).
     """
 
     virtual_seconds: float
@@ -110,6 +120,9 @@ class Metrics:
     malformed: int = 0
     unsendable: int = 0
     rejected: Mapping[str, int] = attrs.field(factory=dict)
+    flaps: int = 0
+    flaps_judged: int = 0
+    flaps_skipped: int = 0
 
     @property
     def worst_convergence(self) -> float | None:
@@ -139,6 +152,9 @@ class Metrics:
             "malformed": self.malformed,
             "unsendable": self.unsendable,
             "rejected": dict(sorted(self.rejected.items())),
+            "flaps": self.flaps,
+            "flaps_judged": self.flaps_judged,
+            "flaps_skipped": self.flaps_skipped,
         }
 
 

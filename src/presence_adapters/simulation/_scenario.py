@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 
 import attrs
 
-from presence_core import Key, Keyring, TrackerConfig
+from presence_core import Key, Keyring, TopicOptions, TrackerConfig
 
 from ._network import FaultyNetwork, NetworkModel, finite
 
@@ -70,6 +70,9 @@ half a minute of real time (200 times the default 0.5 s period's), and much belo
 practically never end. 1 ms is also far below the simulated network's latency (up to 50 ms), so
 no meaningful tick is refused.
 """
+
+FIRST_TICK_JITTER = 0.25
+"""The share of a period by which a tracker's first tick may come late (its jitter)."""
 
 MAX_RATE = 10_000.0
 """The highest workload rate, in client operations per virtual second, cluster-wide.
@@ -140,6 +143,22 @@ class Workload:
         unique_conns: prefix connection ids with the node name, so no two nodes ever use the
             same ``conn`` (by default they do, as independent servers numbering their sockets
             would; entries are identified by owner, conn, topic and key, so this must work).
+        flaps: flap episodes started per virtual second, cluster-wide, from 0 (none, the
+            default) to :data:`MAX_RATE`. An episode is one key of its own (``flap<n>``) in one
+            topic with a leave grace period: its connection joins on a random node, stays a
+            while, disconnects and reconnects with a new connection id (``<key>.<i>``), up to
+            ``flap_cycles`` times, then half of the episodes leave for good and the others stay.
+            Each reconnect comes either *within* the topic's grace period or *beyond* it, with a
+            margin that makes the difference hold at every observer (see
+            :meth:`Scenario.flap_window`); the ``flap_seen``, ``leave_lost`` and
+            ``leave_repeated`` invariants judge what subscribers saw. The regular operations
+            never touch these keys.
+        flap_beyond: the share of reconnects that come beyond the grace period (a real leave,
+            then a join); the others come within it (subscribers must see no leave).
+        handover: the share of reconnects on another running node than the one the
+            connection left (a handover); the others reconnect where they left.
+        flap_cycles: the most disconnect/reconnect pairs of one episode (at least 1; each
+            episode draws from 1 to this many).
 
     Raises:
         ValueError: a field is out of its range, or of the wrong type.
@@ -157,6 +176,10 @@ class Workload:
     conns_per_key: int = 3
     max_presences: int = 200
     unique_conns: bool = False
+    flaps: float = 0.0
+    flap_beyond: float = 0.3
+    handover: float = 0.3
+    flap_cycles: int = 3
 
     def __attrs_post_init__(self) -> None:
         _rate(self.rate)
@@ -176,6 +199,15 @@ class Workload:
         _at_least("max_presences", self.max_presences, 1)
         if type(self.unique_conns) is not bool:
             raise ValueError(f"unique_conns must be a bool, not {self.unique_conns!r}")
+        if not 0 <= finite("flaps", self.flaps) <= MAX_RATE:
+            raise ValueError(
+                f"flaps must be from 0 (none) to {MAX_RATE:g} episodes per virtual second, "
+                f"not {self.flaps!r}"
+            )
+        for name in ("flap_beyond", "handover"):
+            if not 0 <= finite(name, getattr(self, name)) <= 1:
+                raise ValueError(f"{name} must be a share from 0 to 1, not {getattr(self, name)!r}")
+        _at_least("flap_cycles", self.flap_cycles, 1)
 
 
 @attrs.frozen(kw_only=True)
@@ -260,13 +292,22 @@ class Scenario:
         keyring: every node's keyring (``None``: unsealed replication). With one, every
             message of the run is sealed and checked (see :class:`~presence_core.Keyring`); a
             ``restart`` fault may give a node another one (a key rotation's roll).
+        topic_options: :class:`~presence_core.TopicOptions` by topic (a leave grace period,
+            large-room batching), set on every node's tracker with
+            :meth:`~presence_core.Tracker.configure_topic` each time it starts or restarts,
+            before its first tick. The workload's topics are ``topic:0``, ``topic:1``...; a
+            grace period for every topic is ``config.leave_grace_period``.
 
     Raises:
         ValueError: no nodes or two with one name; a fault naming an unknown node; a clock rate
             outside ``[0.5, 2.0]``; a ``duration`` that is not positive and finite; a
             ``check_interval`` or a ``config.broadcast_period`` that is not finite or is below
-            :data:`MIN_PERIOD`; a network whose ``max_latency`` is not finite and ``>= 0``.
-        TypeError: ``config``, ``network``, ``workload`` or ``keyring`` is not of its class.
+            :data:`MIN_PERIOD`; a network whose ``max_latency`` is not finite and ``>= 0``; a
+            flap workload (:attr:`Workload.flaps`) with no workload topic whose grace period is
+            longer than twice :attr:`Bounds.flap_slack` (see :meth:`flap_window`).
+        TypeError: ``config``, ``network``, ``workload`` or ``keyring`` is not of its class, a
+            ``topic_options`` key not a ``str`` or value not a
+            :class:`~presence_core.TopicOptions`.
     """
 
     nodes: tuple[str, ...] = attrs.field(converter=_names)
@@ -280,8 +321,16 @@ class Scenario:
     check_interval: float = 0.25
     params: SimParams | None = None
     keyring: Keyring | None = None
+    topic_options: Mapping[str, TopicOptions] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
+        for topic, options in self.topic_options.items():
+            if type(topic) is not str:
+                raise TypeError(f"topic_options keys must be str topics, not {topic!r}")
+            if not isinstance(options, TopicOptions):
+                raise TypeError(
+                    f"topic_options[{topic!r}] must be a TopicOptions, not {type(options).__name__}"
+                )
         if self.keyring is not None:
             _keyring("keyring", self.keyring)
         if not self.nodes or len(set(self.nodes)) != len(self.nodes):
@@ -306,19 +355,106 @@ class Scenario:
         for rate in self.clock_rates.values():
             if not 0.5 <= finite("a clock rate", rate) <= 2.0:
                 raise ValueError(f"clock rates must be within [0.5, 2.0], not {rate!r}")
+        if self.workload.flaps > 0 and not self.flap_topics():
+            slack = self.bounds().flap_slack
+            raise ValueError(
+                f"a flap workload needs a workload topic whose leave grace period is longer than "
+                f"{2 * slack:.3f} virtual seconds (twice Bounds.flap_slack, at the fastest "
+                f"clock): set config.leave_grace_period, or a grace period in topic_options"
+            )
 
     def bounds(self) -> Bounds:
         """The invariant bounds of this scenario."""
         return Bounds.derive(self)
 
+    def grace_of(self, topic: str) -> float:
+        """The leave grace period of ``topic`` on every node, in seconds of a node's clock: its
+        options' if they set one, else ``config.leave_grace_period`` (0: none)."""
+        options = self.topic_options.get(topic)
+        if options is not None and options.leave_grace_period is not None:
+            return options.leave_grace_period
+        return self.config.leave_grace_period
+
+    def large_rooms(self) -> frozenset[str]:
+        """The topics in large-room mode (their diffs come batched, one per tick)."""
+        return frozenset(t for t, options in self.topic_options.items() if options.large_room)
+
+    def flap_window(self, topic: str) -> tuple[float, float]:
+        """``(within, beyond)``: how long a key of ``topic`` may be gone and still be *within*
+        its grace period at every observer, and how long it must be gone to be *beyond* it.
+
+        A key gone for less than ``within`` virtual seconds (from the disconnect to the
+        reconnect, on any nodes) must show subscribers no leave; gone for more than
+        ``beyond``, its leave must reach every subscriber, once. In between, either is right.
+        With ``G`` the grace period, ``S`` :attr:`Bounds.flap_slack` (the latest a change
+        reaches an observer's subscribers):
+
+        * ``within = G / fastest_rate - S``: an observer holds the leave from the moment it
+          hears it (no earlier than the disconnect) for ``G`` of its clock, and hears the
+          reconnect at most ``S`` after it happened;
+        * ``beyond = G / slowest_rate + S``: it hears the leave at most ``S`` after the
+          disconnect and delivers it when ``G`` of its clock has passed.
+
+        ``within`` is negative when the grace period is too short for any reconnect to be
+        within it everywhere (0: no grace period).
+        """
+        slack = self.bounds().flap_slack
+        rates = list(self.clock_rates.values())
+        grace = self.grace_of(topic)
+        return grace / max([1.0, *rates]) - slack, grace / min([1.0, *rates]) + slack
+
+    def flap_topics(self) -> tuple[str, ...]:
+        """The workload's topics a flap episode may use: those whose :meth:`flap_window` leaves
+        room for a reconnect within the grace period (``within`` longer than
+        :attr:`Bounds.flap_slack`)."""
+        slack = self.bounds().flap_slack
+        topics = (f"topic:{i}" for i in range(self.workload.topics))
+        return tuple(t for t in topics if self.flap_window(t)[0] > slack)
+
 
 @attrs.frozen(kw_only=True)
 class Bounds:
-    """How long the checked invariants may take, in virtual seconds (see :meth:`derive`)."""
+    """How long the checked invariants may take, in virtual seconds (see :meth:`derive`).
+
+    ``join`` and ``crash`` are those of a topic without options; :meth:`join_of` and
+    :meth:`crash_of` add what a topic's grace period and large-room mode add to them.
+    """
 
     join: float
     crash: float
     settle: float
+    grace: float = 0.0
+    flap_slack: float = 0.0
+    tick: float = 0.0
+    """One broadcast period on the slowest clock: the longest a large room's change waits for
+    the tick that lists it (0 when the scenario has no large room)."""
+    graces: Mapping[str, float] = attrs.field(factory=dict)
+    """Each topic's leave grace period on the slowest clock, for the topics whose grace period
+    is not ``default_grace`` (those :attr:`Scenario.topic_options` sets one for)."""
+    default_grace: float = 0.0
+    """``config.leave_grace_period`` on the slowest clock: the grace period of other topics."""
+    large_rooms: frozenset[str] = frozenset()
+    """The topics in large-room mode (:meth:`Scenario.large_rooms`)."""
+
+    def grace_of(self, topic: str) -> float:
+        """``topic``'s leave grace period on the slowest clock (0: none)."""
+        return self.graces.get(topic, self.default_grace)
+
+    def join_of(self, topic: str) -> float:
+        """How long a new presence of ``topic`` may take to be listed on every node:
+        :attr:`join`, plus :attr:`tick` in a large room (its batch waits for the next tick)."""
+        return self.join + (self.tick if topic in self.large_rooms else 0.0)
+
+    def crash_of(self, topic: str) -> float:
+        """How long a presence of ``topic`` may stay listed after its node stopped:
+        :attr:`crash`, plus the topic's grace period (the leave is held that long), plus
+        :attr:`tick` in a large room with a grace period (the leave, released at the end of
+        the period, waits for the next batch; without one it goes in the very tick that found
+        the node down)."""
+        grace = self.grace_of(topic)
+        if grace == 0:
+            return self.crash
+        return self.crash + grace + (self.tick if topic in self.large_rooms else 0.0)
 
     @classmethod
     def derive(cls, scenario: Scenario) -> Bounds:
@@ -335,7 +471,22 @@ class Bounds:
         * ``crash = (down_period + 2 * broadcast_period) / slowest_rate + L``: the last heartbeat
           lands up to ``L`` after the crash, and the tick after ``down_period`` of silence hides
           the presences.
-        * ``settle = join + crash``: time the cluster gets after the settle phase starts.
+        * ``grace``: the longest leave grace period of the scenario (the config's, or a topic's
+          in :attr:`Scenario.topic_options`) on the slowest clock; 0 without one.
+        * ``flap_slack = (2 + jitter) * B + 2 * L``: the latest a change of a key on one node
+          reaches the subscribers of another when nothing disturbs them: the owner's next tick
+          (``B``, plus the first tick's jitter, a quarter period), the wire (``L``, and ``L``
+          more of margin), and in a large room the observer's next tick (``B``), which the
+          batch waits for. The flap checks time their windows with it
+          (:meth:`Scenario.flap_window`).
+        * ``settle = join + crash``, plus ``grace + flap_slack`` with a grace period: time the
+          cluster gets after the settle phase starts (a leave seen last still has its grace
+          period to run before it reaches subscribers).
+        * ``tick = B`` with a large room (0 without), and each topic's grace period on the
+          slowest clock (``graces``, ``default_grace``): what :meth:`join_of` and
+          :meth:`crash_of` add for a topic. A node lists a topic as its subscribers were shown
+          it (:meth:`~presence_core.Tracker.entries`), so a presence of a crashed node stays
+          listed while its leave is held, and a large room lists a change at its next tick.
         """
         config = scenario.config
         rate = min([1.0, *scenario.clock_rates.values()])
@@ -344,7 +495,33 @@ class Bounds:
         join = (config.max_silent_periods + config.clock_sample_periods + 4) * period
         join += 3 * latency
         crash = (config.effective_down_period + 2 * config.broadcast_period) / rate + latency
-        return cls(join=join, crash=crash, settle=join + crash)
+        graces = [config.leave_grace_period]
+        graces += [
+            options.leave_grace_period
+            for options in scenario.topic_options.values()
+            if options.leave_grace_period is not None
+        ]
+        grace = max(graces) / rate
+        slack = (2 + FIRST_TICK_JITTER) * period + 2 * latency
+        settle = join + crash + (grace + slack if grace > 0 else 0.0)
+        large = scenario.large_rooms()
+        default_grace = config.leave_grace_period / rate
+        topic_graces = {
+            topic: options.leave_grace_period / rate
+            for topic, options in sorted(scenario.topic_options.items())
+            if options.leave_grace_period is not None
+        }
+        return cls(
+            join=join,
+            crash=crash,
+            settle=settle,
+            grace=grace,
+            flap_slack=slack,
+            tick=period if large else 0.0,
+            graces=topic_graces,
+            default_grace=default_grace,
+            large_rooms=large,
+        )
 
 
 MIN_MESSAGE_BYTES = 1024
@@ -386,6 +563,13 @@ class SimParams:
         broadcast_period: every tracker's tick, at least :data:`MIN_PERIOD` seconds.
         sealed: authenticated replication: every node gets the same keyring, derived from the
             seed (one key, id ``sim``), so every message is sealed and checked.
+        grace: every tracker's ``leave_grace_period`` in seconds (0, the default: none, as in
+            Phoenix); finite and ``>= 0``.
+        flaps: flap episodes per virtual second (:attr:`Workload.flaps`), from 0 (none) to
+            :data:`MAX_RATE`; they need a ``grace`` longer than twice
+            :attr:`Bounds.flap_slack`.
+        large_rooms: the first this many topics (the hot ones) are in large-room mode
+            (:class:`~presence_core.TopicOptions`), an int ``>= 0``.
 
     Raises:
         ValueError: a field is out of its range, or of the wrong type.
@@ -404,10 +588,23 @@ class SimParams:
     larger than it travel in parts; the limits on one presence are scaled down to fit it (see
     :func:`limits_for`)."""
     sealed: bool = False
+    grace: float = 0.0
+    flaps: float = 0.0
+    large_rooms: int = 0
 
     def __attrs_post_init__(self) -> None:
         if type(self.sealed) is not bool:
             raise ValueError(f"sealed must be a bool, not {self.sealed!r}")
+        if finite("grace", self.grace) < 0:
+            raise ValueError(f"grace must be a number of seconds >= 0, not {self.grace!r}")
+        if not 0 <= finite("flaps", self.flaps) <= MAX_RATE:
+            raise ValueError(
+                f"flaps must be from 0 (none) to {MAX_RATE:g} episodes per virtual second, "
+                f"not {self.flaps!r}"
+            )
+        if self.flaps > 0 and self.grace == 0:
+            raise ValueError("flaps need a leave grace period: set grace too")
+        _at_least("large_rooms", self.large_rooms, 0)
         if self.faults not in FAULT_MIXES:
             raise ValueError(f"unknown fault mix {self.faults!r}; one of {sorted(FAULT_MIXES)}")
         if self.max_message_bytes is not None and (
@@ -440,6 +637,9 @@ class SimParams:
             ("--keys", "keys"),
             ("--broadcast-period", "broadcast_period"),
             ("--max-message-bytes", "max_message_bytes"),
+            ("--grace", "grace"),
+            ("--flaps", "flaps"),
+            ("--large-rooms", "large_rooms"),
         ):
             value = getattr(self, name)
             if value != getattr(defaults, name):
@@ -463,6 +663,7 @@ class SimParams:
             broadcast_period=period,
             max_silent_periods=SIM_CONFIG.max_silent_periods,
             permdown_period=max(SIM_CONFIG.permdown_period, period * 120),
+            leave_grace_period=self.grace,
         )
         if self.max_message_bytes is not None:
             limits: dict[str, Any] = limits_for(self.max_message_bytes)
@@ -489,7 +690,8 @@ class SimParams:
         if mix in ("pause", "all"):
             faults += _node_faults(rng, names, span, down, crash=False)
         faults.sort(key=lambda f: f.at)
-        workload = Workload(rate=self.rate, topics=self.topics, keys=self.keys)
+        workload = Workload(rate=self.rate, topics=self.topics, keys=self.keys, flaps=self.flaps)
+        large = TopicOptions(large_room=True)
         return Scenario(
             nodes=names,
             seed=self.seed,
@@ -502,6 +704,7 @@ class SimParams:
             check_interval=max(0.05, period / 2),
             params=self,
             keyring=sim_keyring(self.seed) if self.sealed else None,
+            topic_options={f"topic:{i}": large for i in range(min(self.large_rooms, self.topics))},
         )
 
 

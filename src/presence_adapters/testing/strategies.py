@@ -31,6 +31,8 @@ except ModuleNotFoundError as _exc:
         name=_exc.name,
     ) from _exc
 
+import attrs
+
 from presence_adapters.simulation import (
     FAULT_MIXES,
     SIM_CONFIG,
@@ -40,8 +42,24 @@ from presence_adapters.simulation import (
     SimParams,
     Workload,
 )
+from presence_core import TopicOptions
 
-__all__ = ["fault_schedules", "network_models", "scenarios", "sim_params", "workloads"]
+__all__ = [
+    "fault_schedules",
+    "network_models",
+    "scenarios",
+    "sim_params",
+    "topic_options",
+    "workloads",
+]
+
+_GRACE_PERIODS = (0.0, 1.0, 5.0)
+"""Leave grace periods drawn, in seconds: none, one too short for a flap workload with the
+simulator's config, and one long enough (see :meth:`Scenario.flap_window
+<presence_adapters.simulation.Scenario.flap_window>`)."""
+
+_FLAP_RATES = (0.0, 0.3, 1.0)
+"""Flap episodes per virtual second drawn, where a topic's grace period allows them."""
 
 
 def network_models(*, max_loss: float = 0.1) -> st.SearchStrategy[FaultyNetwork]:
@@ -114,6 +132,20 @@ def fault_schedules(draw: st.DrawFn, nodes: tuple[str, ...], duration: float) ->
 
 
 @st.composite
+def topic_options(draw: st.DrawFn, topics: int) -> dict[str, TopicOptions]:
+    """Per-topic :class:`~presence_core.TopicOptions` for up to three of the workload's
+    ``topics`` (``topic:0``, ``topic:1``...): a leave grace period (the tracker's, none, short
+    or long) and large-room mode. Shrinks towards no options at all."""
+    chosen = draw(st.lists(st.integers(0, topics - 1), unique=True, max_size=min(topics, 3)))
+    options = st.builds(
+        TopicOptions,
+        leave_grace_period=st.sampled_from([None, *_GRACE_PERIODS]),
+        large_room=st.booleans(),
+    )
+    return {f"topic:{index}": draw(options) for index in sorted(chosen)}
+
+
+@st.composite
 def scenarios(
     draw: st.DrawFn,
     *,
@@ -122,11 +154,17 @@ def scenarios(
     max_duration: float = 40.0,
     networks: st.SearchStrategy[FaultyNetwork] | None = None,
     skew: bool = True,
+    modes: bool = True,
 ) -> Scenario:
-    """Whole scenarios: nodes, seed, network, workload, fault schedule and clock rates.
+    """Whole scenarios: nodes, seed, network, workload, fault schedule and clock rates, and
+    (``modes``) the topic modes beyond Phoenix: a leave grace period for every topic, per-topic
+    options (:func:`topic_options`), and flap episodes when a topic's grace period is long
+    enough for them (:meth:`Scenario.flap_topics
+    <presence_adapters.simulation.Scenario.flap_topics>`).
 
-    Shrinks towards one node, a short run, a perfect network, no faults and true clocks, with
-    the seed shrinking towards 0.
+    Shrinks towards one node, a short run, a perfect network, no faults, true clocks and
+    Phoenix's behaviour (no grace period, no options, no flaps), with the seed shrinking
+    towards 0.
     """
     count = draw(st.integers(min_nodes, max_nodes))
     names = tuple(f"n{i}" for i in range(count))
@@ -135,27 +173,61 @@ def scenarios(
     rates: dict[str, float] = {}
     if skew and draw(st.booleans()):
         rates = {name: draw(st.sampled_from([1.0, 0.95, 1.05, 0.9, 1.1])) for name in names}
-    return Scenario(
+    workload = draw(workloads())
+    config = SIM_CONFIG
+    options: dict[str, TopicOptions] = {}
+    if modes:
+        grace = draw(st.sampled_from(_GRACE_PERIODS))
+        config = attrs.evolve(SIM_CONFIG, leave_grace_period=grace)
+        options = draw(topic_options(workload.topics))
+    scenario = Scenario(
         nodes=names,
         seed=draw(st.integers(0, 2**32 - 1)),
         duration=duration,
-        config=SIM_CONFIG,
+        config=config,
         network=draw(networks if networks is not None else network_models()),
-        workload=draw(workloads()),
+        workload=workload,
         faults=draw(fault_schedules(names, duration)),
         clock_rates=rates,
+        topic_options=options,
     )
+    if modes and scenario.flap_topics():
+        flaps = draw(st.sampled_from(_FLAP_RATES))
+        if flaps:
+            flapping = attrs.evolve(
+                workload,
+                flaps=flaps,
+                flap_beyond=draw(st.sampled_from([0.3, 0.0, 1.0])),
+                handover=draw(st.sampled_from([0.3, 0.0, 1.0])),
+                flap_cycles=draw(st.integers(1, 3)),
+            )
+            scenario = attrs.evolve(scenario, workload=flapping)
+    return scenario
 
 
+@st.composite
 def sim_params(
-    *, mixes: list[str] | None = None, max_nodes: int = 6, max_duration: float = 40.0
-) -> st.SearchStrategy[SimParams]:
+    draw: st.DrawFn,
+    *,
+    mixes: list[str] | None = None,
+    max_nodes: int = 6,
+    max_duration: float = 40.0,
+    modes: bool = True,
+) -> SimParams:
     """:class:`SimParams` (what ``presence simulate`` takes): replay a failure with its
-    ``replay_command()``."""
-    return st.builds(
-        SimParams,
-        seed=st.integers(0, 2**32 - 1),
-        nodes=st.integers(1, max_nodes),
-        duration=st.sampled_from([10.0, 20.0, max_duration]),
-        faults=st.sampled_from(mixes if mixes is not None else sorted(FAULT_MIXES)),
+    ``replay_command()``. With ``modes``, also a leave grace period (``--grace``), large rooms
+    (``--large-rooms``) and, when the grace period allows them, flaps (``--flaps``); shrinks
+    towards none of them."""
+    params = SimParams(
+        seed=draw(st.integers(0, 2**32 - 1)),
+        nodes=draw(st.integers(1, max_nodes)),
+        duration=draw(st.sampled_from([10.0, 20.0, max_duration])),
+        faults=draw(st.sampled_from(mixes if mixes is not None else sorted(FAULT_MIXES))),
     )
+    if not modes:
+        return params
+    grace = draw(st.sampled_from(_GRACE_PERIODS))
+    params = attrs.evolve(params, grace=grace, large_rooms=draw(st.integers(0, 3)))
+    if grace and params.scenario().flap_topics():
+        params = attrs.evolve(params, flaps=draw(st.sampled_from(_FLAP_RATES)))
+    return params
