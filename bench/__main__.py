@@ -12,6 +12,11 @@ the core installed: run it with each interpreter to report that Python.
 ``--quick``, at small sizes) and prints it, writing nothing. ``--soak`` runs only the soak (a
 million operations and 100 restarts in the simulator, memory sampled along the way; with
 ``--quick``, the test's 20,000 operations) and prints its curve, writing nothing.
+``--fanout`` runs only the fan-out section (a room of 100,000 presences on three nodes under 1,000
+joins per second, batched against unbatched; a few minutes, or seconds with ``--quick``), prints
+it and writes ``fanout_results.inc`` (included by the *Fan-out* section of
+``docs/performance.rst``) into ``--out``: ``docs/`` by default, nowhere in quick mode unless
+``--out`` is given. A full run writes that file too. ``--fanout-seconds`` sets its measured window.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from typing import TYPE_CHECKING
 from ._format import ROOT
 
 if TYPE_CHECKING:
+    from ._fanout import FanoutPlan, FanoutResult
+    from ._format import Machine
     from ._report import Results
 
-__all__ = ["main", "write_outputs"]
+__all__ = ["main", "write_fanout", "write_outputs"]
 
 TABLE = "performance_results.inc"
 PLOT = "performance.png"
+FANOUT_TABLE = "fanout_results.inc"
 
 
 def _progress(message: str) -> None:
@@ -39,7 +47,11 @@ def _progress(message: str) -> None:
 
 
 def write_outputs(results: Results, out: Path, *, plot: bool = True) -> list[Path]:
-    """Write the rst fragment (and the PNG when ``plot``) into ``out``; return the paths."""
+    """Write the rst fragments (and the PNG when ``plot``) into ``out``; return the paths.
+
+    The fan-out section has a fragment of its own (:data:`FANOUT_TABLE`), written when the run
+    measured it.
+    """
     from ._report import render_rst, write_plot
 
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +62,19 @@ def write_outputs(results: Results, out: Path, *, plot: bool = True) -> list[Pat
     table = out / TABLE
     table.write_text(render_rst(results, image=PLOT if plot else None), encoding="utf-8")
     written.append(table)
+    if results.fanout is not None:
+        written.append(write_fanout(results.fanout, results.machine, out))
     return written
+
+
+def write_fanout(found: FanoutResult, where: Machine, out: Path) -> Path:
+    """Write :data:`FANOUT_TABLE` into ``out``; return its path."""
+    from ._fanout import render_fanout_rst
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / FANOUT_TABLE
+    path.write_text(render_fanout_rst(found, where), encoding="utf-8")
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,14 +119,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run only the soak (a million operations, 100 restarts; memory sampled along the "
         "way) and print its curve; writes nothing",
     )
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="run only the fan-out section (a large room on three nodes, batched against "
+        "unbatched), print it and write fanout_results.inc into --out",
+    )
+    parser.add_argument(
+        "--fanout-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="the fan-out's measured window, in seconds of load, rounded up to whole broadcast "
+        "periods (default 10; quick 0.3)",
+    )
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.broker_presences is not None and args.broker_presences < 1:
         parser.error("--broker-presences must be at least 1")
+    if args.fanout_seconds is not None and not args.fanout_seconds > 0:
+        parser.error("--fanout-seconds must be positive")
 
-    if sum((args.targets, args.brokers, args.soak)) > 1:
-        parser.error("--targets, --brokers and --soak each run one section: pick one")
+    if sum((args.targets, args.brokers, args.soak, args.fanout)) > 1:
+        parser.error("--targets, --brokers, --soak and --fanout each run one section: pick one")
     if args.targets:
         if args.out is not None or args.broker_presences is not None:
             parser.error(
@@ -124,14 +164,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.broker_presences is not None:
         brokers = dataclasses.replace(plan.brokers, presences=args.broker_presences)
         plan = dataclasses.replace(plan, brokers=brokers)
+    if args.fanout_seconds is not None:
+        fanout = dataclasses.replace(plan.fanout, seconds=args.fanout_seconds)
+        plan = dataclasses.replace(plan, fanout=fanout)
+    out: Path | None = args.out
+    if out is None and not args.quick:
+        out = ROOT / "docs"
+    if args.fanout:
+        if args.broker_presences is not None:
+            parser.error("--fanout runs the fan-out only; it takes no --broker-presences")
+        return _fanout(plan.fanout, repeat=args.repeat, out=out)
     if args.brokers:
         if args.out is not None:
             parser.error("--brokers prints the broker section only; it writes no --out files")
         print(render_broker_text(measure_brokers(plan.brokers, progress=_progress)))
         return 0
-    out: Path | None = args.out
-    if out is None and not args.quick:
-        out = ROOT / "docs"
     results = run_suite(
         plan, quick=args.quick, repeat=args.repeat, progress=_progress, brokers=not args.quick
     )
@@ -147,6 +194,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         for path in written:
             print(f"wrote {path}")
+    return 0
+
+
+def _fanout(plan: FanoutPlan, *, repeat: int | None, out: Path | None) -> int:
+    from ._fanout import measure_fanout, render_fanout
+    from ._format import machine, text_table
+
+    if repeat is not None:
+        plan = dataclasses.replace(plan, repeat=repeat)
+    where = machine()
+    found = measure_fanout(plan, progress=_progress)
+    print(render_fanout(found, text_table))
+    if out is not None:
+        print(f"wrote {write_fanout(found, where, out)}")
     return 0
 
 

@@ -37,6 +37,7 @@ from ._e2e import E2EResult
 from ._endpoint import EndpointResult
 from ._endpoint import median_ms as endpoint_median_ms
 from ._endpoint import p99_ms as endpoint_p99_ms
+from ._fanout import FanoutResult, render_fanout
 from ._format import ROOT, Machine, machine, machine_lines, ms, rst_table, rst_text, text_table
 from ._latency import LatencyResult
 from ._memory import MEMORY_TARGET, MEMORY_TARGET_PRESENCES, MemoryResult
@@ -81,6 +82,7 @@ class Results:
     endpoint: EndpointResult
     seconds: float
     brokers: BrokerResult | None = None
+    fanout: FanoutResult | None = None
 
 
 @dataclass(frozen=True)
@@ -745,6 +747,8 @@ def render_text(results: Results) -> str:
             text_table(_scaling_header(scaling), _scaling_rows(scaling)),
             "",
         ]
+    if results.fanout is not None:
+        parts += [render_fanout(results.fanout, text_table), ""]
     if results.brokers is not None:
         parts += [render_brokers(results.brokers, text_table), ""]
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from ._convergence import measure_convergence
 from ._driver import measure_drivers
 from ._e2e import measure_e2e
 from ._endpoint import measure_endpoint
+from ._fanout import FULL_FANOUT, QUICK_FANOUT, FanoutPlan, measure_fanout
 from ._latency import measure_latency
 from ._memory import measure_memory
 from ._report import Results, machine
@@ -50,6 +52,8 @@ class Plan:
         endpoint_sockets: websockets per run of the endpoint's joins-per-second figure.
         endpoint_watchers: websockets of the topic a join is fanned out to.
         endpoint_rounds: fan-out rounds (one tracked join each).
+        fanout: the sizes of the fan-out section (a large room on three nodes, batched against
+            unbatched; its own ``repeat``, which an explicit ``repeat`` overrides).
         brokers: the sizes of the broker section (nodes in processes over Redis and NATS).
     """
 
@@ -74,6 +78,7 @@ class Plan:
     endpoint_sockets: int
     endpoint_watchers: int
     endpoint_rounds: int
+    fanout: FanoutPlan
     brokers: BrokerPlan
 
 
@@ -99,6 +104,7 @@ FULL_PLAN = Plan(
     endpoint_sockets=1_000,
     endpoint_watchers=1_000,
     endpoint_rounds=100,
+    fanout=FULL_FANOUT,
     brokers=FULL_BROKERS,
 )
 
@@ -124,6 +130,7 @@ QUICK_PLAN = Plan(
     endpoint_sockets=20,
     endpoint_watchers=20,
     endpoint_rounds=5,
+    fanout=QUICK_FANOUT,
     brokers=QUICK_BROKERS,
 )
 
@@ -145,6 +152,7 @@ def run_suite(
         AssertionError: a workload or figure produced a wrong result (``CheckFailed`` for the
             workloads).
     """
+    fanout_plan = plan.fanout if repeat is None else dataclasses.replace(plan.fanout, repeat=repeat)
     repeat = plan.repeat if repeat is None else repeat
     start = time.perf_counter()
     progress("machine ...")
@@ -201,6 +209,7 @@ def run_suite(
         rounds=plan.endpoint_rounds,
         progress=progress,
     )
+    fanout = measure_fanout(fanout_plan, progress=progress)
     broker_result = measure_brokers(plan.brokers, progress=progress) if brokers else None
     return Results(
         quick=quick,
@@ -218,6 +227,7 @@ def run_suite(
         convergence=convergence,
         drivers=drivers,
         endpoint=endpoint,
+        fanout=fanout,
         seconds=time.perf_counter() - start,
         brokers=broker_result,
     )

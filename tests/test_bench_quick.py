@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,16 @@ from bench._driver import (  # noqa: E402
 from bench._driver import measure_latency as measure_driver_latency  # noqa: E402
 from bench._endpoint import VARIANTS as ENDPOINT_VARIANTS  # noqa: E402
 from bench._endpoint import _check_diff, _check_state  # noqa: E402
+from bench._fanout import (  # noqa: E402
+    FULL_FANOUT,
+    MODES,
+    QUICK_FANOUT,
+    FanoutPlan,
+    cpu_rows,
+    measure_fanout,
+    process_rows,
+    traffic_rows,
+)
 from bench._floor import PlainState  # noqa: E402
 from bench._format import machine  # noqa: E402
 from bench._latency import measure_latency, percentile  # noqa: E402
@@ -441,8 +452,12 @@ def test_the_full_mode_report_judges_every_target(results: Results) -> None:
 
 def test_outputs_are_written(results: Results, tmp_path: Path) -> None:
     written = write_outputs(results, tmp_path, plot=False)
-    assert [p.name for p in written] == ["performance_results.inc"]
+    assert [p.name for p in written] == ["performance_results.inc", "fanout_results.inc"]
     assert "list-table" in written[0].read_text(encoding="utf-8")
+    fanout = written[1].read_text(encoding="utf-8")
+    # CPU per node, what each subscriber received, the whole process, latency
+    assert fanout.count(".. list-table::") == 4
+    assert "do not edit it by hand" in fanout
 
 
 def test_a_wrong_result_is_caught() -> None:
@@ -470,3 +485,116 @@ def test_the_command_line_in_quick_mode(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "workload" in out.lower()
     assert "wrote" not in out
+
+
+def test_the_fanout_section_runs_both_modes_and_checks_every_change(results: Results) -> None:
+    found = results.fanout
+    assert found is not None
+    plan = found.plan
+    assert plan == QUICK_FANOUT
+    assert found.calibration.inside > 0
+    assert found.calibration.read > 0
+    # the issue's sizes at full size: 100,000 presences, 1,000 joins/s, 3 nodes, a 10 s window
+    # rounded up to whole broadcast periods (Phoenix's default, 1.5 s)
+    assert (FULL_FANOUT.presences, FULL_FANOUT.rate, FULL_FANOUT.nodes) == (100_000, 1_000, 3)
+    assert FULL_FANOUT.broadcast_period == 1.5
+    assert FULL_FANOUT.window == pytest.approx(10.5)
+    assert plan.window == pytest.approx(0.3)
+    # interleaved: AB, BA, ...; one run per mode in quick mode
+    assert [run.mode for run in found.runs] == list(MODES)
+    for run in found.runs:
+        assert run.window > 0
+        assert run.joins == plan.window_joins == 90
+        assert [node.node for node in run.nodes] == ["n0", "n1", "n2"]
+        for node in run.nodes:
+            # CPU without the collections and the meters' clock reads, which are measured apart
+            assert node.pump > 0
+            assert node.pump_calls > 0
+            assert node.subscriber > 0
+            assert node.pump_gc >= 0
+            assert node.subscriber_gc >= 0
+            # payloads are JSON: at least `{"joins":{},"leaves":{}}` each
+            assert node.payload_bytes >= node.diffs * len('{"joins":{},"leaves":{}}')
+        assert run.meters > 0
+        assert run.process > 0
+        # every join of the window was timed once on every subscriber: on its own node (local)
+        # and on the two others (the run checked that each subscriber saw each change once)
+        assert len(run.local) == run.joins
+        assert len(run.remote) == 2 * run.joins
+        assert all(t >= 0 for t in (*run.local, *run.remote))
+        assert run.transfers >= 0
+        assert run.dropped >= 0
+    batched = found.of("batched")[0]
+    for node in batched.nodes:
+        # one diff per tick at most, and a node ticks at most once per broadcast period
+        assert node.diffs <= batched.window / plan.broadcast_period + 1
+    # the report: three rows per node (each mode, then their ratio), and the process's rows
+    for rows in (cpu_rows(found), traffic_rows(found)):
+        assert [row[:2] for row in rows[:3]] == [
+            ["n0", "unbatched"],
+            ["n0", "batched"],
+            ["n0", "batched / unbatched"],
+        ]
+        assert len(rows) == 9
+    assert [row[0] for row in process_rows(found)] == [
+        "unbatched",
+        "batched",
+        "batched / unbatched",
+    ]
+    text = " ".join(render_text(results).split())  # the captions are wrapped
+    assert "Fan-out (300 presences in one topic on 3 nodes" in text
+    assert "Presence latency" in text
+
+
+def test_the_fanout_plan_refuses_what_its_checks_cannot_judge() -> None:
+    with pytest.raises(ValueError, match="live at least 4 broadcast periods"):
+        FanoutPlan(presences=30, rate=300.0, seconds=0.3, repeat=1, broadcast_period=0.05)
+    with pytest.raises(ValueError, match="2 nodes or more"):
+        FanoutPlan(presences=300, rate=300.0, seconds=0.3, repeat=1, broadcast_period=0.05, nodes=1)
+    with pytest.raises(ValueError, match="repeat"):
+        FanoutPlan(presences=300, rate=300.0, seconds=0.3, repeat=0, broadcast_period=0.05)
+
+
+def _patch_pushes(monkeypatch: pytest.MonkeyPatch, copies: Callable[[int], int]) -> None:
+    """Every topic subscription receives ``copies(i)`` copies of its ``i``-th diff."""
+    from presence_adapters.presence import Subscription
+
+    real = Subscription._push
+    seen: dict[int, int] = {}
+
+    def push(self: Subscription[object], item: object, weight: int) -> None:
+        if self.topic is None:
+            real(self, item, weight)
+            return
+        i = seen[id(self)] = seen.get(id(self), 0) + 1
+        for _ in range(copies(i)):
+            real(self, item, weight)
+
+    monkeypatch.setattr(Subscription, "_push", push)
+    monkeypatch.setattr("bench._fanout.DRAIN_GRACE", 1.0)
+
+
+def test_a_lost_diff_fails_the_fanout(monkeypatch: pytest.MonkeyPatch) -> None:
+    _patch_pushes(monkeypatch, lambda i: 0 if i == 3 else 1)
+    with pytest.raises(AssertionError, match="did not receive every join and leave"):
+        measure_fanout(QUICK_FANOUT, progress=lambda message: None)
+
+
+def test_a_repeated_diff_fails_the_fanout(monkeypatch: pytest.MonkeyPatch) -> None:
+    _patch_pushes(monkeypatch, lambda i: 2 if i == 3 else 1)
+    with pytest.raises(AssertionError, match="not each of the"):
+        measure_fanout(QUICK_FANOUT, progress=lambda message: None)
+
+
+def test_the_fanout_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["--fanout", "--quick", "--fanout-seconds", "0.2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    words = " ".join(out.split())  # the captions are wrapped
+    assert "Fan-out (300 presences" in words
+    assert "a window of 0.2 s" in words
+    assert "batched / unbatched" in out
+    assert f"wrote {tmp_path / 'fanout_results.inc'}" in out
+    assert (tmp_path / "fanout_results.inc").read_text(encoding="utf-8").count("list-table") == 4
+    for wrong in (["--fanout", "--soak"], ["--fanout", "--fanout-seconds", "0"]):
+        with pytest.raises(SystemExit):
+            main(wrong)
