@@ -28,29 +28,28 @@ def _sizes(value: Iterable[int]) -> tuple[int, ...]:
         ) from None
 
 
-def _positive_number(what: str, value: object) -> float:
+def _seconds(what: str, value: object, *, zero: bool) -> float:
+    """``value`` as finite seconds, above zero (or at it, when ``zero``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{what} must be a number of seconds, not {shown(value)}")
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an int too large for a float
         finite = False
-    if not finite or value <= 0:
+    if zero and (not finite or value < 0):
+        raise ConfigurationError(f"{what} must be >= 0 and finite, not {shown(value)}")
+    if not zero and (not finite or value <= 0):
         raise ConfigurationError(f"{what} must be positive and finite, not {shown(value)}")
     return float(value)
 
 
+def _positive_number(what: str, value: object) -> float:
+    return _seconds(what, value, zero=False)
+
+
 def non_negative_seconds(what: str, value: object) -> float:
     """``value`` as seconds >= 0, or a :class:`ConfigurationError` naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{what} must be a number of seconds, not {shown(value)}")
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        finite = False
-    if not finite or value < 0:
-        raise ConfigurationError(f"{what} must be >= 0 and finite, not {shown(value)}")
-    return float(value)
+    return _seconds(what, value, zero=True)
 
 
 def _positive_int(what: str, value: object) -> int:
