@@ -66,7 +66,7 @@ from typing import Union
 
 from ._errors import AlreadyTracked, LocalProtocolError, NoPresence
 from ._meta import Meta, copy_meta
-from ._payloads import Delta, Entry, MergeResult, Snapshot, SnapshotPart, _trusted, stored_entry
+from ._payloads import Delta, Entry, MergeResult, Snapshot, SnapshotPart, _trusted
 from ._vclock import Context, ReplicaRef, compact_cloud
 
 __all__ = ["ReplicaState"]
@@ -82,6 +82,10 @@ Rows = Mapping[int, Entry]
 
 _NO_ROWS: Rows = MappingProxyType({})
 _NO_IDENTITIES: Mapping[str, Mapping[str, Slot]] = MappingProxyType({})
+
+_new_entry = tuple.__new__
+"""``_new_entry(Entry, fields)``: :func:`~presence_core._payloads.stored_entry` without its
+``partial``, whose call copies its arguments into one more tuple (a join builds an entry)."""
 
 
 def _find(
@@ -401,7 +405,7 @@ class ReplicaState:
             _check_str(key, "key")
         replica = self.replica
         clock = self._clock + 1
-        entry = stored_entry((topic, key, conn, copy_meta(meta), replica, clock))
+        entry = _new_entry(Entry, (topic, key, conn, copy_meta(meta), replica, clock))
         rows = self._own_topics.get(topic)
         topics = self._own_ids.get(conn)
         if topics is None:
@@ -494,7 +498,7 @@ class ReplicaState:
         self._delta_tombs.setdefault(replica, set()).add(old.clock)
         clock = self._clock + 2
         self._clock = clock
-        new = stored_entry((topic, key, conn, stored, replica, clock))
+        new = _new_entry(Entry, (topic, key, conn, stored, replica, clock))
         _replace(self._own_ids, old, new)
         rows = self._own_topics[topic]
         del rows[old.clock]
@@ -919,45 +923,95 @@ class ReplicaState:
         one identity in this very payload: the newer stays and the older was never news.
         """
         joins: list[Entry] = []
-        seen = self.seen
         for owner, accepted in adds:
             rows = self._rows.setdefault(owner, {})
-            rows.update(accepted)  # all at once, at C speed; the few dropped are taken out below
+            # ``stored``: the owner's rows with the adds in them, while the loop files the adds.
+            # With nothing of this owner stored (a full transfer to a new replica), the adds go
+            # in after the loop instead, less the dropped ones: filled first, the dict (untracked
+            # by the collector while empty) would be young when the loop's allocations trigger
+            # a collection, and that collection would walk all its rows once more.
+            stored = rows or None
+            if stored is not None:
+                stored.update(accepted)  # at C speed; the few dropped are taken out below
             identities = self._ids.setdefault(owner, {})
+            find = identities.get  # bound once: called once per entry below
             rows_of_topic: dict[str, dict[int, Entry]] = {}  # this owner's rows, by topic
+            last: str | None = None  # the previous entry's topic
+            topic_rows: dict[int, Entry]  # the rows of ``last``: set at the first entry
             dropped: list[int] = []  # clocks of ``accepted`` that end up not joining
-            # Once per entry of a full transfer: the usual claim (a first key) is inlined.
+            # Once per entry of a full transfer: the usual claim (a first key) is inlined, and
+            # ``entry[i]`` reads a field (the named tuple's attribute is a slower descriptor).
             for clock, entry in accepted.items():
-                topic, conn = entry.topic, entry.conn
-                topic_rows = rows_of_topic.get(topic)
-                if topic_rows is None:
-                    topic_rows = rows_of_topic[topic] = self._topic_rows(topic, owner)
-                conn_topics = identities.get(conn)
+                topic = entry[0]
+                if topic != last:  # an extract comes topic by topic: one lookup per run
+                    last = topic
+                    found = rows_of_topic.get(topic)
+                    if found is None:
+                        found = rows_of_topic[topic] = self._topic_rows(topic, owner)
+                    topic_rows = found
+                conn = entry[2]
+                conn_topics = find(conn)
                 if conn_topics is None:
                     identities[conn] = {topic: clock}
-                elif (slot := conn_topics.setdefault(topic, clock)) is not clock:
-                    old = _claim_taken(conn_topics, rows, slot, entry)
-                    if old is not None:
-                        if old.clock > clock:  # stale: the newer row stays
-                            del rows[clock]
-                            dropped.append(clock)
-                            continue
-                        # Same identity, so same topic: its rows keep the new entry, and no
-                        # index dict empties (rows_of_topic stays true).
-                        _replace(identities, old, entry)
-                        del rows[old.clock]
-                        del topic_rows[old.clock]
-                        if seen(owner, old.clock):
-                            leaves.append(old)
-                        else:  # an add of this payload, replaced by a newer one of it
-                            dropped.append(old.clock)
+                elif conn_topics.setdefault(topic, clock) is not clock and not self._claim(
+                    owner, identities, entry, accepted, stored, topic_rows, leaves, dropped
+                ):
+                    continue
                 topic_rows[clock] = entry
+            if stored is None:
+                rows.update(accepted)  # a copy at C speed: the dict is empty
+                for clock in dropped:
+                    del rows[clock]
             if dropped:
                 gone = set(dropped)
                 joins.extend(e for c, e in accepted.items() if c not in gone)
             else:
                 joins.extend(accepted.values())
         return joins
+
+    def _claim(
+        self,
+        owner: ReplicaRef,
+        identities: Identities,
+        entry: Entry,
+        accepted: Rows,
+        stored: dict[int, Entry] | None,
+        topic_rows: dict[int, Entry],
+        leaves: list[Entry],
+        dropped: list[int],
+    ) -> bool:
+        """File ``entry``, an add of ``accepted`` whose connection holds a slot in its topic
+        already; False when ``entry`` is dropped.
+
+        Another key of that connection there: the slot gets a second key. The same identity:
+        the newer dot stays (upstream #213). An older stored row goes (a leave), and so does an
+        older add of this very payload (a drop); an older ``entry`` is stale and dropped.
+
+        ``stored`` is the owner's rows with ``accepted`` in them, whence the rows that go are
+        taken out at once; ``None`` while nothing else of the owner is stored and ``accepted``
+        is not in its rows yet (:meth:`_index_adds` then leaves out every clock ``dropped``).
+        """
+        conn_topics = identities[entry.conn]
+        rows = accepted if stored is None else stored
+        old = _claim_taken(conn_topics, rows, conn_topics[entry.topic], entry)
+        if old is None:
+            return True
+        clock = entry.clock
+        if old.clock > clock:  # stale: the newer row stays
+            if stored is not None:
+                del stored[clock]
+            dropped.append(clock)
+            return False
+        # Same identity, so same topic: its rows keep the new entry, and no index dict empties.
+        _replace(identities, old, entry)
+        if stored is not None:
+            del stored[old.clock]
+        del topic_rows[old.clock]
+        if self.seen(owner, old.clock):
+            leaves.append(old)
+        else:  # an add of this payload, replaced by a newer one of it
+            dropped.append(old.clock)
+        return True
 
     def _topic_rows(self, topic: str, owner: ReplicaRef) -> dict[int, Entry]:
         """``owner``'s rows in ``topic``, made empty if there are none."""
