@@ -84,11 +84,15 @@ def occupancy(peer: Peer, topic: str = TOPIC) -> dict[str, int]:
     return payload
 
 
+POLL_INTERVAL = 0.002
+"""Seconds between two evaluations of a condition being waited for."""
+
+
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Wait (in the app's event loop, through the portal) until ``condition()``, or fail."""
     with anyio.move_on_after(DEADLINE):
         while not condition():
-            await anyio.sleep(0.002)
+            await anyio.sleep(POLL_INTERVAL)
         return
     raise AssertionError(f"timed out waiting for {what}")
 
