@@ -944,19 +944,15 @@ class ReplicaState:
             identities = self._ids.setdefault(owner, {})
             find = identities.get  # bound once: called once per entry below
             rows_of_topic: dict[str, dict[int, Entry]] = {}  # this owner's rows, by topic
-            last: str | None = None  # the previous entry's topic
-            topic_rows: dict[int, Entry]  # the rows of ``last``: set at the first entry
+            rows_of = rows_of_topic.get  # bound once: called once per entry below
             dropped: list[int] = []  # clocks of ``accepted`` that end up not joining
             # Once per entry of a full transfer: the usual claim (a first key) is inlined, and
             # ``entry[i]`` reads a field (the named tuple's attribute is a slower descriptor).
             for clock, entry in accepted.items():
                 topic = entry[0]
-                if topic != last:  # an extract comes topic by topic: one lookup per run
-                    last = topic
-                    found = rows_of_topic.get(topic)
-                    if found is None:
-                        found = rows_of_topic[topic] = self._topic_rows(topic, owner)
-                    topic_rows = found
+                topic_rows = rows_of(topic)
+                if topic_rows is None:
+                    topic_rows = rows_of_topic[topic] = self._topic_rows(topic, owner)
                 conn = entry[2]
                 conn_topics = find(conn)
                 if conn_topics is None:

@@ -1,11 +1,11 @@
 """A merge files every entry the same way whatever order a payload lists them in, and whether
 the replica holds entries of the payload's owner already or not.
 
-A merge looks a topic's rows up once per run of entries of that topic (an extract lists them
-topic by topic); a payload whose topics interleave, or come back after another, takes the other
-branch of that lookup. Into a replica that holds nothing of an owner, the owner's rows are filled
-after the identity index, less the dots dropped on the way; otherwise before it. Every way must
-give the same state, and each topic keeps its entries in payload order.
+An extract lists an owner's entries in clock order, so their topics interleave; a payload may as
+well list them topic by topic, or come back to a topic after another. Into a replica that holds
+nothing of an owner, the owner's rows are filled after the identity index, less the dots dropped
+on the way; otherwise before it. Every way must give the same state, and each topic keeps its
+entries in payload order.
 """
 
 from __future__ import annotations

@@ -672,6 +672,23 @@ def test_extract_carries_only_replicas_the_remote_knows_and_never_its_own_entrie
     assert B not in a.extract(C, c.clocks()[1]).values
 
 
+def test_extract_lists_our_entries_in_clock_order_whatever_their_topics() -> None:
+    # Made across interleaved topics, with an update and a leave on the way: stored topic by
+    # topic, extracted in the order they were made (a receiver reads memory in sequence).
+    a, b = state_cluster(A, B)
+    for i in range(4):
+        for topic in ("t2", "t0", "t1"):
+            a.join(f"c{i}", topic, f"u{i}", {})
+    a.update("c0", "t2", "u0", {"away": True})
+    a.leave("c1", "t0", "u1")
+    a.join("c9", "t0", "u9", {})
+
+    ours = a.extract(B, b.context).values[A]
+
+    assert list(ours) == sorted(e.clock for e in a.entries())
+    assert [e.clock for e in ours.values()] == list(ours)
+
+
 def test_merge_reports_joins_and_leaves_and_is_idempotent() -> None:
     a, b = state_cluster(A, B)
     gone = b.join("c1", "lobby", "gone", {})
