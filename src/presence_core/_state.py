@@ -66,7 +66,7 @@ from types import MappingProxyType
 from typing import Union
 
 from ._errors import AlreadyTracked, LocalProtocolError, NoPresence
-from ._meta import Meta, copy_meta
+from ._meta import _SCALARS, Meta, copy_meta
 from ._payloads import Delta, Entry, MergeResult, Snapshot, SnapshotPart, _trusted
 from ._vclock import Context, ReplicaRef, compact_cloud
 
@@ -411,9 +411,18 @@ class ReplicaState:
             _check_str(conn, "conn")
             _check_str(topic, "topic")
             _check_str(key, "key")
+        # copy_meta's fast path for a flat dict, inlined: the call was a tenth of a join.
+        if type(meta) is dict:
+            stored = meta.copy()
+            for name, item in stored.items():
+                if type(name) is not str or type(item) not in _SCALARS:
+                    stored = copy_meta(meta)
+                    break
+        else:
+            stored = copy_meta(meta)
         replica = self.replica
         clock = self._clock + 1
-        entry = _new_entry(Entry, (topic, key, conn, copy_meta(meta), replica, clock))
+        entry = _new_entry(Entry, (topic, key, conn, stored, replica, clock))
         rows = self._own_topics.get(topic)
         topics = self._own_ids.get(conn)
         if topics is None:
