@@ -20,6 +20,8 @@
 import {Presence, Socket} from "phoenix"
 import WebSocket from "ws"
 
+import {canonical, canonicalPresences, clientPresences, emit, isObject, leave as leaveWithin, serverList, sleep} from "./phoenix_support.mjs"
+
 const TOPIC = "room:lobby"
 const STEP_DEADLINE_MS = Number(process.env.STEP_DEADLINE_MS || 15000)
 const POLL_MS = 20
@@ -38,8 +40,6 @@ const violations = []
 const observations = []
 const received = Object.create(null)
 
-function emit(line){ process.stdout.write(JSON.stringify(line) + "\n") }
-
 function violation(client, text, frame){
   violations.push({client: client.name, text, frame})
 }
@@ -48,28 +48,7 @@ function observe(text){
   if(!observations.includes(text)){ observations.push(text) }
 }
 
-// ----------------------------------------------------------------------------- canonical forms
-
-// JSON with object keys sorted at every level: equal values give equal strings, whatever the key
-// order each side produced.
-function canonical(value){
-  if(Array.isArray(value)){ return "[" + value.map(canonical).join(",") + "]" }
-  if(value !== null && typeof value === "object"){
-    return "{" + Object.keys(value).sort().map(key => JSON.stringify(key) + ":" + canonical(value[key])).join(",") + "}"
-  }
-  return JSON.stringify(value)
-}
-
-// A presence map ({key: {metas: [...], ...}}) with each key's metas sorted: metas compare as a set.
-function canonicalPresences(presences){
-  const out = {}
-  for(const key of Object.keys(presences).sort()){
-    const presence = presences[key]
-    const metas = (presence.metas || []).map(canonical).sort()
-    out[key] = canonical({...presence, metas: metas.map(text => JSON.parse(text))})
-  }
-  return canonical(out)
-}
+// ----------------------------------------------------------------------------- summaries
 
 function summary(presences){
   const out = {}
@@ -103,8 +82,6 @@ function checkOutgoing(connection, data){
   connection.sent.set(ref, {joinRef, topic, event})
   if(event === "phx_join"){ connection.joins.set(topic, joinRef) }
 }
-
-function isObject(value){ return value !== null && typeof value === "object" && !Array.isArray(value) }
 
 function checkPresences(client, presences, frame){
   if(!isObject(presences)){ return violation(client, "presences are not an object", frame) }
@@ -205,13 +182,7 @@ function push(client, event, payload){
   })
 }
 
-function leave(client){
-  client.active = false
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${client.name}: no reply to phx_leave`)), STEP_DEADLINE_MS)
-    client.channel.leave().receive("ok", () => { clearTimeout(timer); resolve() })
-  })
-}
+const leave = client => leaveWithin(client, STEP_DEADLINE_MS)
 
 function disconnect(client){
   client.active = false
@@ -229,21 +200,7 @@ function ping(client){
   })
 }
 
-function clientPresences(client){
-  const out = {}
-  client.presence.list((key, presence) => { out[key] = presence })
-  return out
-}
-
 // ----------------------------------------------------------------------------- waiting
-
-const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
-
-async function serverList(url){
-  const response = await fetch(`${url}/list?topic=${encodeURIComponent(TOPIC)}`)
-  if(!response.ok){ throw new Error(`GET ${url}/list: HTTP ${response.status}`) }
-  return response.json()
-}
 
 function fail(step, error, extra = {}){
   emit({step, ok: false, error, ...extra, violations: violations.slice(0, 20), observations})
@@ -256,7 +213,7 @@ async function converged(step, expected){
   const deadline = Date.now() + STEP_DEADLINE_MS
   const since = Date.now()
   for(;;){
-    const servers = await Promise.all(urls.map(serverList))
+    const servers = await Promise.all(urls.map(url => serverList(url, TOPIC)))
     const reference = canonicalPresences(servers[0])
     const problems = []
     if(canonicalPresences(servers[1]) !== reference){ problems.push("the servers differ") }
@@ -338,7 +295,7 @@ async function scenario(){
   // A network drop: the TCP connection dies without a close frame. phoenix.js reconnects on its
   // own and rejoins with a new join ref; the server must have dropped the old presence.
   const droppedRef = alice2.channel.joinRef()
-  const before = (await serverList(urls[1])).alice.metas.map(meta => meta.phx_ref)
+  const before = (await serverList(urls[1], TOPIC)).alice.metas.map(meta => meta.phx_ref)
   alice2.expectedCloses += 1
   alice2.socket.conn.terminate()
   await converged("network drop and automatic rejoin", presences => {

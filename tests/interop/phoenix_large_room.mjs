@@ -27,6 +27,8 @@
 import {Presence, Socket} from "phoenix"
 import WebSocket from "ws"
 
+import {canonical, canonicalPresences, clientPresences, emit, isObject, leave as leaveWithin, serverList, sleep} from "./phoenix_support.mjs"
+
 const TOPIC = "room:big"
 const GRACE_MS = Number(process.env.GRACE_MS || 1000)
 const STEP_DEADLINE_MS = Number(process.env.STEP_DEADLINE_MS || 20000)
@@ -44,30 +46,11 @@ const started = Date.now()
 const violations = []
 const received = Object.create(null)
 
-function emit(line){ process.stdout.write(JSON.stringify(line) + "\n") }
-
 function violation(client, text, frame){
   if(violations.length < 50){ violations.push({client: client.name, text, frame}) }
 }
 
-// ----------------------------------------------------------------------------- canonical forms
-
-function canonical(value){
-  if(Array.isArray(value)){ return "[" + value.map(canonical).join(",") + "]" }
-  if(value !== null && typeof value === "object"){
-    return "{" + Object.keys(value).sort().map(key => JSON.stringify(key) + ":" + canonical(value[key])).join(",") + "}"
-  }
-  return JSON.stringify(value)
-}
-
-function canonicalPresences(presences){
-  const out = {}
-  for(const key of Object.keys(presences).sort()){
-    const metas = (presences[key].metas || []).map(canonical).sort()
-    out[key] = metas
-  }
-  return canonical(out)
-}
+// ----------------------------------------------------------------------------- summaries
 
 function countsOf(presences){
   const keys = Object.keys(presences)
@@ -75,8 +58,6 @@ function countsOf(presences){
 }
 
 // ----------------------------------------------------------------------------- clients
-
-const isObject = value => value !== null && typeof value === "object" && !Array.isArray(value)
 
 function recordingTransport(client){
   return class RecordingWebSocket extends WebSocket {
@@ -167,34 +148,14 @@ function join(client){
   })
 }
 
-function leave(client){
-  client.active = false
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${client.name}: no reply to phx_leave`)), STEP_DEADLINE_MS)
-    client.channel.leave().receive("ok", () => { clearTimeout(timer); resolve() })
-  })
-}
+const leave = client => leaveWithin(client, STEP_DEADLINE_MS)
 
 function disconnect(client){
   client.active = false
   return new Promise(resolve => client.socket.disconnect(resolve))
 }
 
-function clientPresences(client){
-  const out = {}
-  client.presence.list((key, presence) => { out[key] = presence })
-  return out
-}
-
 // ----------------------------------------------------------------------------- waiting
-
-const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
-
-async function serverList(url){
-  const response = await fetch(`${url}/list?topic=${encodeURIComponent(TOPIC)}`)
-  if(!response.ok){ throw new Error(`GET ${url}/list: HTTP ${response.status}`) }
-  return response.json()
-}
 
 function fail(step, error, extra = {}){
   emit({step, ok: false, error, ...extra, violations})
@@ -208,7 +169,7 @@ async function converged(step, expected, details = () => ({})){
   const since = Date.now()
   const wanted = canonical([...expected].sort())
   for(;;){
-    const servers = await Promise.all(urls.map(serverList))
+    const servers = await Promise.all(urls.map(url => serverList(url, TOPIC)))
     const reference = canonicalPresences(servers[0])
     const counts = countsOf(servers[0])
     const problems = []
