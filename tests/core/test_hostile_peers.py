@@ -613,6 +613,23 @@ def test_entries_beyond_a_bound_are_cut_even_when_the_context_is_not() -> None:
     assert (cut_snapshot.context, cut_snapshot.values) == ({c: 3}, {})
 
 
+def test_a_cut_keeps_the_entries_within_the_bound_and_every_one_of_the_senders() -> None:
+    c, s = ReplicaRef("c", 1), ReplicaRef("s", 1)
+    kept, ghost = Entry("t", "k", "a", {}, c, 2), Entry("t", "k", "g", {}, c, 5)
+    own = Entry("t", "k", "o", {}, s, 7)
+    delta = Delta(
+        replica=s,
+        values={c: {2: kept, 5: ghost}, s: {7: own}},
+        clouds={},
+        start={c: 1, s: 6},
+        end={c: 5, s: 7},
+    )
+    cut = clamp_payload(delta, s, {c: 3, s: 1})
+    assert cut is not None
+    assert cut.values == {c: {2: kept}, s: {7: own}}
+    assert (cut.start, cut.end) == ({c: 1, s: 6}, {c: 3, s: 7})
+
+
 def test_a_part_whose_range_lies_beyond_the_bound_loses_it() -> None:
     c, s = ReplicaRef("c", 1), ReplicaRef("s", 1)
     part = SnapshotPart(
