@@ -15,11 +15,16 @@ chose (a literal, or :attr:`Cluster.now`), and every tracker gets a seeded ``ran
   first); :func:`summarize` turns events into tuples that are easy to compare exactly;
   :func:`observe` snapshots everything a tracker lets you query, for "a failing call changes
   nothing" assertions.
+* :func:`client_command` plays one generated client command, refused or not;
+  :func:`stdout_by_hash_seed` runs a script under several ``PYTHONHASHSEED`` values.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,11 +34,13 @@ import attrs
 
 from presence_adapters.drivers import Pump, Transmission
 from presence_core import (
+    AlreadyTracked,
     Entry,
     Event,
     Keyring,
     Message,
     MessageRejected,
+    NoPresence,
     PresenceDiff,
     ReplicaDown,
     ReplicaPermdown,
@@ -53,6 +60,42 @@ PERMDOWN = 1.5
 
 MAX_DELIVERIES = 100_000
 """A pump that delivers more than this many messages in one go is looping: fail loudly."""
+
+
+def client_command(
+    tracker: Tracker, kind: str, conn: str, topic: str, key: str, *, now: float
+) -> str:
+    """Play a generated ``track``, ``update`` or ``untrack`` (meta ``{"at": now}``); return
+    ``"ok"``, or the name of the refusal (a track of what is tracked, an update of what is not).
+    """
+    try:
+        if kind == "track":
+            tracker.track(conn=conn, topic=topic, key=key, meta={"at": now}, now=now)
+        elif kind == "update":
+            tracker.update(conn=conn, topic=topic, key=key, meta={"at": now}, now=now)
+        else:
+            tracker.untrack(conn=conn, topic=topic, key=key, now=now)
+    except (AlreadyTracked, NoPresence) as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+def stdout_by_hash_seed(code: str, hash_seeds: Iterable[str]) -> dict[str, str]:
+    """What ``python -c code`` prints (stripped) under each ``PYTHONHASHSEED``; fails on an error
+    exit, showing its stderr."""
+    outputs = {}
+    for hash_seed in hash_seeds:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"PYTHONHASHSEED={hash_seed}: {result.stderr}"
+        outputs[hash_seed] = result.stdout.strip()
+    return outputs
 
 
 def make_config(**overrides: Any) -> TrackerConfig:

@@ -10,12 +10,9 @@ sets and frozensets of names, topics and keys) changes, the digest must not.
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from helpers import Cluster
+from helpers import Cluster, stdout_by_hash_seed
 
 NAMES = ["alpha", "bravo", "charlie", "delta", "echo"]
 TOPICS = [f"room:{word}" for word in ("kitchen", "attic", "lobby", "cellar", "garden", "hall")]
@@ -116,18 +113,6 @@ def test_outputs_do_not_depend_on_the_hash_seed() -> None:
         f"namespace = runpy.run_path({str(here)!r})\n"
         "print(namespace['digest'](namespace['scenario_trace'](2)))\n"
     )
-    digests = []
-    for hash_seed in ("0", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        digests.append(result.stdout.strip())
+    digests = list(stdout_by_hash_seed(code, ("0", "12345")).values())
     assert digests[0] == digests[1] == digest(scenario_trace(2))
     assert len(digests[0]) == 64

@@ -27,13 +27,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import PERIOD, drain, make_tracker, observe, summarize
+from helpers import PERIOD, client_command, drain, make_tracker, observe, summarize
 from presence_core import (
     AlreadyTracked,
     ConfigurationError,
     Event,
     LocalProtocolError,
-    NoPresence,
     Occupancy,
     PresenceDiff,
     PresencePage,
@@ -965,17 +964,7 @@ class Side:
             self.net[node].untrack_conn(conn=conn, now=now)
             return "ok"
         node, conn, topic, key = args
-        tracker = self.net[node]
-        try:
-            if kind == "track":
-                tracker.track(conn=conn, topic=topic, key=key, meta={"n": now}, now=now)
-            elif kind == "update":
-                tracker.update(conn=conn, topic=topic, key=key, meta={"n": now}, now=now)
-            else:
-                tracker.untrack(conn=conn, topic=topic, key=key, now=now)
-        except (AlreadyTracked, NoPresence) as exc:
-            return type(exc).__name__
-        return "ok"
+        return client_command(self.net[node], kind, conn, topic, key, now=now)
 
 
 MODES = {
@@ -1309,15 +1298,8 @@ def test_occupancy_is_a_recount_of_what_subscribers_are_shown(
     for kind, conn, topic, key, dt in changes:
         now += dt
         for tracker, replay in replays.items():
-            try:
-                if kind == "join":
-                    tracker.track(conn=conn, topic=topic, key=key, meta={}, now=now)
-                elif kind == "update":
-                    tracker.update(conn=conn, topic=topic, key=key, meta={"at": now}, now=now)
-                else:
-                    tracker.untrack(conn=conn, topic=topic, key=key, now=now)
-            except (AlreadyTracked, NoPresence):
-                pass
+            command = "track" if kind == "join" else kind
+            client_command(tracker, command, conn, topic, key, now=now)
             tracker.handle_timer(now=now)
             replay.apply(drain(tracker))
             for name in ("t", "u"):

@@ -16,13 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import PERIOD, drain, make_tracker
+from helpers import PERIOD, client_command, drain, make_tracker
 from presence_core import (
-    AlreadyTracked,
     Entry,
     Event,
     InvalidArgument,
-    NoPresence,
     PresenceDiff,
     ReplicaRef,
     TopicOptions,
@@ -401,16 +399,7 @@ def test_the_view_reports_each_presence_interval_once_with_live_counts(
     for kind, args in operations:
         if kind in ("track", "update", "untrack"):
             node, conn, topic, key = args
-            tracker = pair.trackers[node]
-            try:
-                if kind == "track":
-                    tracker.track(conn=conn, topic=topic, key=key, meta={}, now=now)
-                elif kind == "update":
-                    tracker.update(conn=conn, topic=topic, key=key, meta={"at": now}, now=now)
-                else:
-                    tracker.untrack(conn=conn, topic=topic, key=key, now=now)
-            except (AlreadyTracked, NoPresence):
-                pass
+            client_command(pair.trackers[node], kind, conn, topic, key, now=now)
         elif kind == "untrack_conn":
             node, conn = args
             pair.trackers[node].untrack_conn(conn=conn, now=now)

@@ -12,10 +12,7 @@ failure replays from the scenario (or the ``presence simulate`` command) in its 
 from __future__ import annotations
 
 import collections
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import stdout_by_hash_seed
 from presence_adapters.simulation import (
     FaultyNetwork,
     Scenario,
@@ -405,18 +403,7 @@ _DIGEST_SCRIPT = (
 
 
 def test_flap_digest_is_independent_of_hash_seed() -> None:
-    digests = set()
-    for hash_seed in ("1", "4242"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run(
-            [sys.executable, "-c", _DIGEST_SCRIPT],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        digests.add(out.stdout.strip())
+    digests = set(stdout_by_hash_seed(_DIGEST_SCRIPT, ("1", "4242")).values())
     params = SimParams(
         seed=4, nodes=4, duration=12.0, faults="crash", grace=4.0, flaps=0.8, large_rooms=2
     )

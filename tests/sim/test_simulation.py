@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
+from helpers import stdout_by_hash_seed
 from presence_adapters import cli
 from presence_adapters.simulation import (
     SIM_CONFIG,
@@ -152,17 +152,7 @@ _DIGEST_SCRIPT = (
 
 
 def test_digest_is_independent_of_hash_seed() -> None:
-    digests = set()
-    for hash_seed in ("1", "2", "random"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run(
-            [sys.executable, "-c", _DIGEST_SCRIPT],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        digests.add(out.stdout.strip())
+    digests = set(stdout_by_hash_seed(_DIGEST_SCRIPT, ("1", "2", "random")).values())
     assert len(digests) == 1
     assert digests == {run(SimParams(seed=5, nodes=4, duration=15.0, faults="all")).digest}
 
